@@ -1,0 +1,1 @@
+"""azjax.search"""

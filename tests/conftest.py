@@ -16,4 +16,4 @@ jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 @pytest.fixture
 def key():
-  return jax.random.key(0)
+    return jax.random.key(0)

@@ -1,1 +1,26 @@
-"""azjax.zero"""
+"""AutoML-Zero: programs of typed instructions, the lax.switch interpreter, evaluation and tasks.
+
+    cfg = zero.ZeroConfig(num_scalars=4, num_vectors=3, num_matrices=1, features=4,
+                          setup_ops=(...), predict_ops=(...), learn_ops=(...),
+                          setup_size=10, predict_size=2, learn_size=8, dtype="float32")
+    prog = zero.parse_program(text, cfg)
+    progs = zero.stack_programs([prog, ...])
+    tasks = zero.linear_regression_tasks(key, num_tasks, features, num_train, num_valid)
+    fit = zero.evaluate(progs, tasks, cfg, key=key)      # (P, T) in [0, 1]
+"""
+from azjax.zero.ops import OPS, OP_IDS, OpSpec, op_id
+from azjax.zero.program import (Component, Program, ZeroConfig, canonicalize, empty_program, format_program,
+                                make_program, parse_program, stack_programs, unstack_programs,
+                                validate_program)
+from azjax.zero.tasks import (Tasks, affine_regression_tasks, concat_tasks, fixed_tasks,
+                              linear_regression_tasks, teacher_network_tasks, unit_tasks)
+from azjax.zero.evaluate import combine_fitness, evaluate
+
+__all__ = [
+    "OPS", "OP_IDS", "OpSpec", "op_id",
+    "Component", "Program", "ZeroConfig", "canonicalize", "empty_program", "format_program",
+    "make_program", "parse_program", "stack_programs", "unstack_programs", "validate_program",
+    "Tasks", "affine_regression_tasks", "concat_tasks", "fixed_tasks", "linear_regression_tasks",
+    "teacher_network_tasks", "unit_tasks",
+    "combine_fitness", "evaluate",
+]

@@ -1,0 +1,206 @@
+"""The `lax.switch` executor of AutoML-Zero instructions.
+
+Two memory models back the two execution strategies (identical results; DESIGN.md "Interpreter"):
+
+* `select` - memory is a tuple of typed banks (s [S], v [V, F], m [M, F, F]); programs and tasks are both
+  `vmap`ped, so the batched op index turns the switch into "compute every branch, select one". Each branch
+  returns only its (scalar, vector, matrix) result triple and memory is written once after the switch. Cost
+  grows with the number of ops in the config; the natural choice on GPU/TPU.
+* `cond` - memory is one flat buffer [S + V·F + M·F·F]; programs go through `lax.map`, tasks are `vmap`ped
+  inside, so the op index is not batched and the switch stays a real conditional: only the chosen op runs,
+  reading its operands and writing its result with dynamic slices. The CPU default.
+
+Both run a component as a `fori_loop` over its first `n` instructions (a dynamic trip count, so pruned
+programs, see `liveness.py`, run only their live instructions) with one switch per loop site.
+"""
+from __future__ import annotations
+
+from typing import Callable, NamedTuple, Sequence, Tuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from azjax.zero import ops as ops_lib
+from azjax.zero.program import ZeroConfig
+
+STRATEGIES = ("select", "cond")
+
+
+def default_strategy(cfg: ZeroConfig, backend: str | None = None) -> str:
+    """`cond` on CPU (real conditionals are cheap there), `select` on accelerators."""
+    backend = backend or jax.default_backend()
+    return "cond" if backend == "cpu" else "select"
+
+
+class Operands(NamedTuple):
+    a: Tuple[jax.Array, jax.Array, jax.Array]  # in1 read as (scalar, vector, matrix)
+    b: Tuple[jax.Array, jax.Array, jax.Array]
+    c: Tuple[jax.Array, jax.Array, jax.Array]  # the current value of the output address
+
+
+_TYPE_INDEX = {"s": 0, "v": 1, "m": 2}
+
+
+def _branch_table(cfg: ZeroConfig):
+    """Static lookup from global op id to the branch index among the config's ops."""
+    used = cfg.used_op_ids
+    index = np.zeros(ops_lib.NUM_OPS, np.int32)
+    for k, op_id in enumerate(used):
+        index[op_id] = k
+    return used, jnp.asarray(index)
+
+
+def _random_key(key, counter):
+    # Only random branches derive their key, so deterministic ops pay nothing for randomness.
+    return jax.random.fold_in(key, counter)
+
+
+class SelectMemory:
+    """Typed-bank memory for the vmapped `select` strategy."""
+
+    def __init__(self, cfg: ZeroConfig):
+        self.cfg = cfg
+        self.dtype = cfg.jnp_dtype
+        self.used, self.branch_index = _branch_table(cfg)
+        self.out_type = jnp.asarray([_TYPE_INDEX.get(ops_lib.OPS[i].out, -1) for i in range(ops_lib.NUM_OPS)],
+                                    jnp.int32)
+        # A bank of size 0 still gets one (never addressed) slot so that reads have a shape.
+        self.sizes = (cfg.num_scalars, cfg.num_vectors, max(cfg.num_matrices, 1))
+
+    def zeros(self):
+        F, dt = self.cfg.features, self.dtype
+        S, V, M = self.sizes
+        return (jnp.zeros((S,), dt), jnp.zeros((V, F), dt), jnp.zeros((M, F, F), dt))
+
+    def set_inputs(self, mem, x, label):
+        s, v, m = mem
+        return (s.at[0].set(label), v.at[0].set(x), m)
+
+    def get_s1(self, mem):
+        return mem[0][1]
+
+    def set_s1(self, mem, value):
+        return (mem[0].at[1].set(value), mem[1], mem[2])
+
+    def _make_branch(self, op):
+        F, dt = self.cfg.features, self.dtype
+        zeros = (jnp.zeros((), dt), jnp.zeros((F,), dt), jnp.zeros((F, F), dt))
+        t1, t2, to = (_TYPE_INDEX.get(op.in1), _TYPE_INDEX.get(op.in2), _TYPE_INDEX.get(op.out))
+
+        def branch(operands: Operands, d, key, counter):
+            if to is None:
+                return zeros
+            a = operands.a[t1] if t1 is not None else None
+            b = operands.b[t2] if t2 is not None else None
+            c = operands.c[to]
+            k = _random_key(key, counter) if op.is_random else None
+            result = op.kernel(a, b, c, d, k).astype(dt)
+            return tuple(result if i == to else zeros[i] for i in range(3))
+
+        return branch
+
+    def make_run(self) -> Callable:
+        branches = [self._make_branch(ops_lib.OPS[i]) for i in self.used]
+
+        def run(mem, instructions, data, n, key, counter0):
+            def body(i, mem):
+                op, i1, i2, o = (instructions[i, j] for j in range(4))
+                s, v, m = mem
+                S, V, M = self.sizes
+
+                def read(addr):
+                    return (s[addr % S], v[addr % V], m[addr % M])
+
+                operands = Operands(read(i1), read(i2), read(o))
+                res = lax.switch(self.branch_index[op], branches, operands, data[i], key, counter0 + i)
+                t = self.out_type[op]
+                s = s.at[o % S].set(jnp.where(t == 0, res[0], operands.c[0]))
+                v = v.at[o % V].set(jnp.where(t == 1, res[1], operands.c[1]))
+                m = m.at[o % M].set(jnp.where(t == 2, res[2], operands.c[2]))
+                return (s, v, m)
+
+            return lax.fori_loop(0, n, body, mem)
+
+        return run
+
+
+class FlatMemory:
+    """One flat buffer per (program, task) for the `cond` strategy."""
+
+    def __init__(self, cfg: ZeroConfig):
+        self.cfg = cfg
+        self.dtype = cfg.jnp_dtype
+        self.used, self.branch_index = _branch_table(cfg)
+        F = cfg.features
+        self.offsets = {"s": 0, "v": cfg.num_scalars, "m": cfg.num_scalars + cfg.num_vectors * F}
+        self.shapes = {"s": (), "v": (F,), "m": (F, F)}
+        self.widths = {"s": 1, "v": F, "m": F * F}
+        self.total = cfg.num_scalars + cfg.num_vectors * F + cfg.num_matrices * F * F
+
+    def zeros(self):
+        return jnp.zeros((self.total,), self.dtype)
+
+    def set_inputs(self, mem, x, label):
+        mem = mem.at[0].set(label)
+        return lax.dynamic_update_slice(mem, x.astype(self.dtype), (self.offsets["v"],))
+
+    def get_s1(self, mem):
+        return mem[1]
+
+    def set_s1(self, mem, value):
+        return mem.at[1].set(value)
+
+    def _read(self, mem, kind, addr):
+        start = self.offsets[kind] + addr * self.widths[kind]
+        flat = lax.dynamic_slice(mem, (start,), (self.widths[kind],))
+        return flat.reshape(self.shapes[kind])
+
+    def _make_branch(self, op):
+        dt = self.dtype
+
+        def branch(mem, i1, i2, o, d, key, counter):
+            if op.out is None:
+                return mem
+            a = self._read(mem, op.in1, i1) if op.in1 else None
+            b = self._read(mem, op.in2, i2) if op.in2 else None
+            c = self._read(mem, op.out, o)
+            k = _random_key(key, counter) if op.is_random else None
+            result = op.kernel(a, b, c, d, k).astype(dt).reshape(-1)
+            start = self.offsets[op.out] + o * self.widths[op.out]
+            return lax.dynamic_update_slice(mem, result, (start,))
+
+        return branch
+
+    def make_run(self) -> Callable:
+        branches = [self._make_branch(ops_lib.OPS[i]) for i in self.used]
+
+        def run(mem, instructions, data, n, key, counter0):
+            def body(i, mem):
+                op, i1, i2, o = (instructions[i, j] for j in range(4))
+                return lax.switch(self.branch_index[op], branches, mem, i1, i2, o, data[i], key,
+                                  counter0 + i)
+
+            return lax.fori_loop(0, n, body, mem)
+
+        return run
+
+
+def memory_model(cfg: ZeroConfig, strategy: str):
+    if strategy == "select":
+        return SelectMemory(cfg)
+    if strategy == "cond":
+        return FlatMemory(cfg)
+    raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
+
+
+def population_map(strategy: str, fn: Callable, *args):
+    """Maps `fn` over the leading (population) axis: vmap for `select`, lax.map for `cond`."""
+    if strategy == "select":
+        return jax.vmap(fn)(*args)
+    return lax.map(lambda a: fn(*a), args)
+
+
+def vmap_tasks(fn: Callable, in_axes: Sequence):
+    return jax.vmap(fn, in_axes=tuple(in_axes))

@@ -1,1 +1,56 @@
-"""azjax.search"""
+"""azjax.search: the shared search harness. It knows genomes (pytrees of arrays), never programs or
+convnets; AutoML-Zero and NAS plug their spaces and evaluators into it.
+
+* :mod:`~azjax.search.space`: the ``SearchSpace`` protocol, ``GenomeSpec``, toy spaces.
+* :mod:`~azjax.search.evolution`, :mod:`~azjax.search.random_search`: evosax-style strategies with
+  pure, jitted ``init / ask / tell`` over explicit state.
+* :mod:`~azjax.search.loop`: ``run(space, strategy, evaluator, key, ...)`` with stop rules,
+  metrics callbacks and resumable checkpoints (:mod:`~azjax.search.checkpoint`).
+"""
+from azjax.search import checkpoint
+from azjax.search.base import Strategy, sanitize_fitness, tree_index, tree_stack, tree_where
+from azjax.search.checkpoint import (
+    CheckpointError,
+    latest_step,
+    restore_checkpoint,
+    save_checkpoint,
+)
+from azjax.search.evolution import EvolutionState, RegularizedEvolution
+from azjax.search.loop import ExtraState, History, LogProgress, RunResult, run
+from azjax.search.random_search import RandomSearch, RandomSearchState
+from azjax.search.space import (
+    Genome,
+    GenomeSpec,
+    IntVectorSpace,
+    MixedGenome,
+    MixedVectorSpace,
+    SearchSpace,
+)
+
+__all__ = [
+    "CheckpointError",
+    "EvolutionState",
+    "ExtraState",
+    "Genome",
+    "GenomeSpec",
+    "History",
+    "IntVectorSpace",
+    "LogProgress",
+    "MixedGenome",
+    "MixedVectorSpace",
+    "RandomSearch",
+    "RandomSearchState",
+    "RegularizedEvolution",
+    "RunResult",
+    "SearchSpace",
+    "Strategy",
+    "checkpoint",
+    "latest_step",
+    "restore_checkpoint",
+    "run",
+    "sanitize_fitness",
+    "save_checkpoint",
+    "tree_index",
+    "tree_stack",
+    "tree_where",
+]

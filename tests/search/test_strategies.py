@@ -194,12 +194,13 @@ def test_evolution_beats_random_search_on_onemax():
     space = search.IntVectorSpace((2,) * bits)
     evo = search.RegularizedEvolution(space, population_size=40, tournament_size=8,
                                       batch_size=20)
-    rs = search.RandomSearch(space, batch_size=20)
+    rs = search.RandomSearch(space, batch_size=budget)  # the whole budget in one batch
     evo_best, rs_best = [], []
     for seed in range(3):
         k = jax.random.key(seed)
-        evo_state, _ = toy.scan_loop(evo, toy.onemax, k, budget // 20)
-        rs_state, _ = toy.scan_loop(rs, toy.onemax, k, budget // 20)
+        evo_state, _ = toy.scan_loop(evo, toy.onemax, k, budget // evo.batch_size)
+        genomes, rs_state = rs.ask(k, rs.init(k))
+        rs_state = rs.tell(genomes, toy.onemax(genomes), rs_state)
         evo_best.append(float(evo_state.best_fitness))
         rs_best.append(float(rs_state.best_fitness))
     # random search: best of 1200 Binomial(48, 1/2) draws is ~36; evolution gets near 48

@@ -301,6 +301,11 @@ def run(
         nonlocal last_saved_iteration, last_path, last_save_time
         if workdir is None or not writer or last_saved_iteration == c.iteration:
             return
+        if ckpt.checkpoint_path(workdir, c.iteration).exists():
+            # Only this session can have written it (a run resumes from the newest step and only
+            # moves forward): a Ctrl-C landed between the atomic replace and the bookkeeping.
+            last_saved_iteration = c.iteration
+            return
         tree = {"strategy": c.state, "key_data": key_data,
                 "extra": extra_state.get_state() if extra_state is not None else None}
         meta = {
@@ -373,6 +378,8 @@ def run(
                     space.validate(jax.device_get(base.tree_index(genomes, i)))
             out = evaluator(eval_key, genomes)
             fitness, info = out if isinstance(out, tuple) else (out, {})
+            if not isinstance(fitness, jax.Array):
+                fitness = np.asarray(fitness, dtype=np.float32)  # lists, float64 numpy, ...
             state = strategy.tell(genomes, fitness, state)
             carry = _Carry(state, carry.iteration + 1, carry.evaluations + batch_size,
                            _accumulate(carry.counters, info or {}))

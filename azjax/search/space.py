@@ -78,7 +78,10 @@ class SearchSpace(Protocol):
     ``sample`` and ``mutate`` must be pure, jittable and vmappable (the strategies call them under
     ``jit`` and ``vmap`` them over a batch); ``validate`` runs on the host. A space may also expose
     a ``genome_spec`` property (a :class:`GenomeSpec`) when its genome is a fixed-length vector of
-    categorical genes; strategies that need it (the RL controller) check for it.
+    categorical genes; strategies that need it (the RL controller) check for it. Such a space
+    should then also offer ``encode(genome) -> (ints, floats)`` and ``decode(ints, floats) ->
+    genome`` (jittable, unbatched; ``ints`` int32 [num_ints], ``floats`` float32 [num_floats]),
+    so a policy over the spec's genes can produce and score genomes.
     """
 
     def sample(self, key: jax.Array) -> Genome:
@@ -166,6 +169,15 @@ class IntVectorSpace:
         return _mutate_int_position(
             bits[1], genome, jnp.asarray(self._choices_np, dtype=jnp.int32), position)
 
+    def encode(self, genome: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """``(ints, floats)`` of the genome spec: the vector itself and no floats."""
+        return jnp.asarray(genome, jnp.int32), jnp.zeros((0,), jnp.float32)
+
+    def decode(self, ints: jax.Array, floats: jax.Array | None = None) -> jax.Array:
+        """The genome with these genes (inverse of :meth:`encode`)."""
+        del floats
+        return jnp.asarray(ints, jnp.int32)
+
     def validate(self, genome: jax.Array) -> None:
         _validate_ints(genome, self._choices_np, "genome")
 
@@ -237,6 +249,15 @@ class MixedVectorSpace:
             moved = jnp.clip(floats[fpos] + step, self._spec.float_low, self._spec.float_high)
             floats = jnp.where(gene >= n_int, floats.at[fpos].set(moved), floats)
         return MixedGenome(ints=ints, floats=floats)
+
+    def encode(self, genome: MixedGenome) -> tuple[jax.Array, jax.Array]:
+        """``(ints, floats)`` of the genome spec."""
+        return jnp.asarray(genome.ints, jnp.int32), jnp.asarray(genome.floats, jnp.float32)
+
+    def decode(self, ints: jax.Array, floats: jax.Array) -> MixedGenome:
+        """The genome with these genes (inverse of :meth:`encode`)."""
+        return MixedGenome(ints=jnp.asarray(ints, jnp.int32),
+                           floats=jnp.asarray(floats, jnp.float32))
 
     def validate(self, genome: MixedGenome) -> None:
         if not isinstance(genome, MixedGenome):

@@ -204,3 +204,15 @@ def test_corrupt_or_mismatched_checkpoint_is_an_error_and_untouched(key, tmp_pat
         rerun()
     assert newest.read_bytes() == bytes(damaged), "the corrupt file is left in place"
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(files)
+
+
+def test_log_progress_and_list_fitness(key, caplog):
+    def list_evaluator(k, genomes):  # plain Python lists are accepted as fitness
+        return [float(x) for x in np.asarray(genomes).sum(-1)], {"note": "not a counter"}
+
+    caplog.set_level("INFO", logger="azjax.search")
+    r = search.run(SPACE, EVO, list_evaluator, key, max_evaluations=12,
+                   callbacks=[search.LogProgress(every_seconds=0, extra_keys=("cache_hits",))])
+    assert r.evaluations == 12 and r.counters == {}
+    lines = [rec.getMessage() for rec in caplog.records if rec.name == "azjax.search"]
+    assert len(lines) == 3 and lines[-1].startswith("iter 3 | evals 12")

@@ -76,3 +76,14 @@ def test_mixed_space(key):
     with pytest.raises(ValueError, match=r"ints\[0\]"):
         space.validate(search.MixedGenome(ints=np.array([3, 0], np.int32),
                                           floats=np.array([0.0, 0.0], np.float32)))
+
+
+def test_encode_decode_roundtrip(key):
+    space = search.IntVectorSpace((3, 4))
+    g = space.sample(key)
+    ints, floats = space.encode(g)
+    chex.assert_shape((ints, floats), ((2,), (0,)))
+    chex.assert_trees_all_equal(space.decode(ints, floats), g)
+    mixed = search.MixedVectorSpace((3, 4), num_floats=2)
+    m = mixed.sample(key)
+    chex.assert_trees_all_equal(mixed.decode(*mixed.encode(m)), m)

@@ -8,8 +8,8 @@ pickled: typed PRNG keys are stored as ``jax.random.key_data`` and rebuilt with
 unsigned-int views of their bytes.
 
 Writes are atomic: the file is written under a temporary name in the same directory, flushed and
-fsynced, then ``os.replace``-d into place, so a crash leaves either the old set of checkpoints or the
-new one, never a half-written ``ckpt_*.npz``. A file that fails to load or verify raises
+fsynced, then ``os.replace``-d into place, so a crash leaves either the old set of checkpoints or
+the new one, never a half-written ``ckpt_*.npz``. A file that fails to load or verify raises
 :class:`CheckpointError` (a ``ValueError``) naming the file; such files are never overwritten or
 deleted by this module.
 """

@@ -11,7 +11,8 @@ tournament may pick the member that is about to be replaced.
 With ``batch_size=B`` one ``ask`` returns ``B`` children of ``B`` independent tournaments over the
 same population, and ``tell`` writes them over the ``B`` oldest members in order.
 
-Initial phase: while fewer than ``P`` genomes have been told, ``ask`` returns ``space.sample`` draws.
+Initial phase: while fewer than ``P`` genomes have been told, ``ask`` returns ``space.sample``
+draws.
 If ``B`` does not divide ``P`` the last initial batch overflows and its extra samples replace the
 oldest initial members, so aging order is preserved.
 """

@@ -184,7 +184,7 @@ class IntVectorSpace:
 
 @flax.struct.dataclass
 class MixedGenome:
-    """A genome with categorical genes ``ints`` (int32 [n]) and real genes ``floats`` (float32 [m])."""
+    """Categorical genes ``ints`` (int32 [n]) and real genes ``floats`` (float32 [m])."""
 
     ints: jax.Array
     floats: jax.Array

@@ -9,8 +9,7 @@ import pytest
 from azjax import search
 from tests.search import toy
 
-SPACE = search.IntVectorSpace((2,) * 16)
-EVO = search.RegularizedEvolution(SPACE, population_size=8, tournament_size=3, batch_size=4)
+SPACE, EVO = toy.SPACE, toy.EVO
 
 
 class CachingEvaluator:
@@ -76,7 +75,7 @@ def test_stop_rules_and_metrics(key):
 
     t0 = time.monotonic()
     r = search.run(SPACE, EVO, slow, key, max_seconds=0.3)
-    assert r.stop_reason == "max_seconds" and 0.3 <= time.monotonic() - t0 < 5
+    assert r.stop_reason == "max_seconds" and 0.3 <= time.monotonic() - t0 < 30
     assert r.elapsed_seconds >= 0.3
 
 

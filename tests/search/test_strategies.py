@@ -1,4 +1,6 @@
 """RegularizedEvolution and RandomSearch: ask/tell semantics, statistics, jit/scan behaviour."""
+import functools
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -8,10 +10,8 @@ import pytest
 from azjax import search
 from tests.search import toy
 
-BITS = 16
-SPACE = search.IntVectorSpace((2,) * BITS)
+SPACE, EVO = toy.SPACE, toy.EVO  # P=8, T=3, B=4 over 16 bits
 # Module-level strategies: jit caches are per instance, so sharing them saves compiles.
-EVO = search.RegularizedEvolution(SPACE, population_size=8, tournament_size=3, batch_size=2)
 EVO1 = search.RegularizedEvolution(SPACE, population_size=6, tournament_size=3, batch_size=1)
 RANDOM = search.RandomSearch(SPACE, batch_size=4)
 MIXED_SPACE = search.MixedVectorSpace((3, 4), num_floats=2)
@@ -90,25 +90,30 @@ def test_initial_phase_then_aging(key):
     assert (np.asarray(state.birth) >= p).all(), "after P more tells every slot was rewritten"
 
 
-def _parent_distribution(strategy, state, n, key):
-    """Parents of n independent tournaments (mutate_prob=0, so a child is its parent's copy)."""
-    children = jax.jit(jax.vmap(lambda k: strategy._child(k, state)))(jax.random.split(key, n))
-    # genome i is the binary code of slot i, so decode the slot of each parent
-    return np.asarray(children) @ (1 << np.arange(children.shape[1]))
+# Tournaments are tested on P=5 members whose genome is their slot id in binary.
+TOUR_SPACE = search.IntVectorSpace((2,) * 3)
+TOUR_EVO = search.RegularizedEvolution(TOUR_SPACE, population_size=5, tournament_size=3,
+                                       mutate_prob=0.0)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 3))
+def _parents(strategy, state, key, n):
+    """Parent slots of n independent tournaments (mutate_prob=0: a child is its parent's copy)."""
+    children = jax.vmap(lambda k: strategy._child(k, state))(jax.random.split(key, n))
+    return children @ (1 << jnp.arange(children.shape[1], dtype=jnp.int32))
+
+
+def _slot_genomes(p):
+    return jnp.asarray((np.arange(p)[:, None] >> np.arange(3)) & 1, jnp.int32)
 
 
 def test_tournament_distribution_matches_with_replacement_formula(key):
-    p, t, n = 5, 3, 20000
-    space = search.IntVectorSpace((2,) * 3)
-    evo = search.RegularizedEvolution(space, p, t, mutate_prob=0.0)
-    slots = np.arange(p)
-    genomes = ((slots[:, None] >> np.arange(3)) & 1).astype(np.int32)  # slot id in binary
+    p, t, n = TOUR_EVO.population_size, TOUR_EVO.tournament_size, 20000
     fitness = np.array([2.0, 0.0, 4.0, 1.0, 3.0], np.float32)  # distinct ranks, shuffled
-    state = evo.init(key).replace(population=jnp.asarray(genomes), fitness=jnp.asarray(fitness),
-                                  birth=jnp.arange(p, dtype=jnp.int32),
-                                  count=jnp.asarray(p, jnp.int32))
-    parents = _parent_distribution(evo, state, n, key)
-    counts = np.bincount(parents, minlength=p)
+    state = TOUR_EVO.init(key).replace(
+        population=_slot_genomes(p), fitness=jnp.asarray(fitness),
+        birth=jnp.arange(p, dtype=jnp.int32), count=jnp.asarray(p, jnp.int32))
+    counts = np.bincount(np.asarray(_parents(TOUR_EVO, state, key, n)), minlength=p)
     rank = np.argsort(np.argsort(fitness)) + 1  # 1 = worst, p = best
     expected = (rank / p) ** t - ((rank - 1) / p) ** t  # max of t uniform draws w/ replacement
     sigma = np.sqrt(n * expected * (1 - expected))
@@ -118,23 +123,22 @@ def test_tournament_distribution_matches_with_replacement_formula(key):
 
 
 def test_nan_fitness_is_never_selected_over_finite(key):
-    p = t = 3
-    n = 20000
-    space = search.IntVectorSpace((2,) * 2)
-    evo = search.RegularizedEvolution(space, p, t, mutate_prob=0.0, batch_size=3)
-    state = evo.init(key)
-    genomes = jnp.asarray([[0, 0], [1, 0], [0, 1]], jnp.int32)
-    state = evo.tell(genomes, jnp.asarray([jnp.nan, -1.0, jnp.nan]), state)
+    p, t, n = TOUR_EVO.population_size, TOUR_EVO.tournament_size, 20000
+    state = TOUR_EVO.init(key)
+    genomes = _slot_genomes(p)
+    for i, f in enumerate([np.nan, -1.0, np.nan, np.nan, np.nan]):
+        state = TOUR_EVO.tell(genomes[i:i + 1], jnp.asarray([f], jnp.float32), state)
     assert float(state.best_fitness) == -1.0
-    np.testing.assert_array_equal(np.asarray(state.best_genome), [1, 0])
-    parents = _parent_distribution(evo, state, n, key)
-    # slot 1 wins unless all draws are NaN slots: 1 - (2/3)^3 (NaN-as-max would give (1/3)^3)
-    assert abs((parents == 1).mean() - (1 - (2 / 3) ** 3)) < 0.02
+    np.testing.assert_array_equal(np.asarray(state.best_genome), np.asarray(genomes[1]))
+    parents = np.asarray(_parents(TOUR_EVO, state, key, n))
+    # slot 1 wins unless all draws are NaN slots: 1 - (4/5)^3 (NaN-as-max would give (1/5)^3)
+    assert abs((parents == 1).mean() - (1 - (4 / 5) ** t)) < 0.02
     # random search keeps the finite best too
-    rs = search.RandomSearch(space, batch_size=3)
-    rs_state = rs.tell(genomes, jnp.asarray([jnp.nan, 0.5, jnp.nan]), rs.init(key))
+    g4 = jnp.zeros((4, 16), jnp.int32).at[1, 0].set(1)
+    rs_state = RANDOM.tell(g4, jnp.asarray([jnp.nan, 0.5, jnp.nan, jnp.nan]), RANDOM.init(key))
     assert float(rs_state.best_fitness) == 0.5
-    rs_state = rs.tell(genomes, jnp.full(3, jnp.nan), rs_state)
+    np.testing.assert_array_equal(np.asarray(rs_state.best_genome), np.asarray(g4[1]))
+    rs_state = RANDOM.tell(g4, jnp.full(4, jnp.nan), rs_state)
     assert float(rs_state.best_fitness) == 0.5
 
 

@@ -6,6 +6,10 @@ import jax.numpy as jnp
 
 from azjax import search
 
+# Shared by several test modules: jit caches are per strategy instance, so sharing saves compiles.
+SPACE = search.IntVectorSpace((2,) * 16)
+EVO = search.RegularizedEvolution(SPACE, population_size=8, tournament_size=3, batch_size=4)
+
 
 def onemax(genomes: jax.Array) -> jax.Array:
     """Fitness = number of ones (float32 [B])."""

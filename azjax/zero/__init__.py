@@ -14,7 +14,8 @@ from azjax.zero.program import (Component, Program, ZeroConfig, canonicalize, em
                                 validate_program)
 from azjax.zero.tasks import (Tasks, affine_regression_tasks, concat_tasks, fixed_tasks,
                               linear_regression_tasks, teacher_network_tasks, unit_tasks)
-from azjax.zero.evaluate import combine_fitness, evaluate
+from azjax.zero.evaluate import combine_fitness, evaluate, live_instruction_count
+from azjax.zero import algorithms
 
 __all__ = [
     "OPS", "OP_IDS", "OpSpec", "op_id",
@@ -22,5 +23,5 @@ __all__ = [
     "make_program", "parse_program", "stack_programs", "unstack_programs", "validate_program",
     "Tasks", "affine_regression_tasks", "concat_tasks", "fixed_tasks", "linear_regression_tasks",
     "teacher_network_tasks", "unit_tasks",
-    "combine_fitness", "evaluate",
+    "combine_fitness", "evaluate", "live_instruction_count", "algorithms",
 ]

@@ -23,6 +23,7 @@ import numpy as np
 from jax import lax
 
 from azjax.zero import interpreter
+from azjax.zero import liveness
 from azjax.zero.program import COMPONENTS, Program, ZeroConfig, validate_program
 from azjax.zero.tasks import Tasks, epoch_orders
 
@@ -50,7 +51,7 @@ def _step_tables(num_epochs: int, num_train: int, num_valid: int):
 
 
 def make_evaluate_fn(cfg: ZeroConfig, eval_type: str, num_epochs: int, strategy: str,
-                     return_predictions: bool = False):
+                     return_predictions: bool = False, prune: bool = True):
     """Builds the pure, unjitted evaluation of a population on a task collection.
 
     Returns `fn(programs, train_x, train_y, valid_x, valid_y, orders, keys) -> fitness [P, T]` (and
@@ -65,11 +66,12 @@ def make_evaluate_fn(cfg: ZeroConfig, eval_type: str, num_epochs: int, strategy:
     LA = max(cfg.setup_size, cfg.predict_size)
     LB = cfg.learn_size
 
-    def pad(comp, length):
+    def pad(comp, positions, length):
         extra = length - comp.instructions.shape[-2]
-        return (jnp.pad(comp.instructions, ((0, extra), (0, 0))), jnp.pad(comp.data, ((0, extra), (0, 0))))
+        return (jnp.pad(comp.instructions, ((0, extra), (0, 0))), jnp.pad(comp.data, ((0, extra), (0, 0))),
+                jnp.pad(positions, (0, extra)))
 
-    def evaluate_one(prog: Program, train_x, train_y, valid_x, valid_y, orders, key):
+    def evaluate_one(prog: Program, positions, train_x, train_y, valid_x, valid_y, orders, key):
         N, M = train_x.shape[0], valid_x.shape[0]
         kind_np, epoch_end_np = _step_tables(num_epochs, N, M)
         num_steps = kind_np.shape[0]
@@ -80,20 +82,19 @@ def make_evaluate_fn(cfg: ZeroConfig, eval_type: str, num_epochs: int, strategy:
         ys = jnp.concatenate([train_y[orders], jnp.broadcast_to(valid_y, (num_epochs, M))], 1)
         xs = jnp.concatenate([jnp.zeros((1, xs.shape[-1]), dt), xs.reshape(-1, xs.shape[-1])])
         ys = jnp.concatenate([jnp.zeros((1,), dt), ys.reshape(-1)])
-        setup_ins, setup_data = pad(prog.setup, LA)
-        predict_ins, predict_data = pad(prog.predict, LA)
+        setup_ins, setup_data, setup_pos = pad(prog.setup, positions[0], LA)
+        predict_ins, predict_data, predict_pos = pad(prog.predict, positions[1], LA)
 
-        def body(carry):
+        def body(carry, k, x, y, end):
             step, mem, alive, loss, valid_bad, best, preds = carry
-            k = kinds[step]
-            x, y = xs[step], ys[step]
             is_setup, is_train, is_valid = k == _SETUP, k == _TRAIN, k == _VALID
             mem = mem_model.set_inputs(mem, x, jnp.zeros((), dt))
             a_ins = jnp.where(is_setup, setup_ins, predict_ins)
             a_data = jnp.where(is_setup, setup_data, predict_data)
+            a_pos = jnp.where(is_setup, setup_pos, predict_pos)
             n_a = jnp.where(is_setup, prog.setup.size, prog.predict.size)
             counter = step * (LA + LB)
-            mem = run(mem, a_ins, a_data, n_a, key, counter)
+            mem = run(mem, a_ins, a_data, n_a, key, counter, a_pos)
             s1 = mem_model.get_s1(mem)
             if accuracy:
                 p_train = _sigmoid(s1)
@@ -106,7 +107,7 @@ def make_evaluate_fn(cfg: ZeroConfig, eval_type: str, num_epochs: int, strategy:
             new_alive = alive & ~failed
             mem = mem_model.set_inputs(mem, x, y)
             mem = run(mem, prog.learn.instructions, prog.learn.data,
-                      jnp.where(is_train & new_alive, prog.learn.size, 0), key, counter + LA)
+                      jnp.where(is_train & new_alive, prog.learn.size, 0), key, counter + LA, positions[2])
             # Validation bookkeeping.
             if accuracy:
                 e = ((y > 0.5) != (_sigmoid(s1) > 0.5)).astype(dt)
@@ -116,7 +117,6 @@ def make_evaluate_fn(cfg: ZeroConfig, eval_type: str, num_epochs: int, strategy:
                 bad = jnp.isnan(e) | (jnp.abs(e) > max_abs)
             loss = loss + jnp.where(is_valid, e * e if not accuracy else e, 0)
             valid_bad = valid_bad | (is_valid & bad)
-            end = epoch_end[step]
             if accuracy:
                 fit = (1 - loss / M).astype(dt)
             else:
@@ -130,33 +130,57 @@ def make_evaluate_fn(cfg: ZeroConfig, eval_type: str, num_epochs: int, strategy:
                 preds = preds.at[step].set(jnp.where(ran, value, jnp.nan))
             return step + 1, mem, new_alive, loss, valid_bad, best, preds
 
-        def cond(carry):
-            step, _, alive = carry[:3]
-            return (step < num_steps) & alive
-
         preds0 = jnp.full((num_steps,), jnp.nan, dt) if return_predictions else None
         init = (jnp.zeros((), jnp.int32), mem_model.zeros(), jnp.ones((), bool), jnp.zeros((), dt),
                 jnp.zeros((), bool), jnp.zeros((), dt), preds0)
-        _, _, _, _, _, best, preds = lax.while_loop(cond, body, init)
+        if strategy == "cond":
+            # A real loop that ends when the program has failed (per program: tasks share the loop).
+            def cond(carry):
+                step, _, alive = carry[:3]
+                return (step < num_steps) & alive
+
+            def while_body(carry):
+                step = carry[0]
+                return body(carry, kinds[step], xs[step], ys[step], epoch_end[step])
+
+            final = lax.while_loop(cond, while_body, init)
+        else:
+            # Vectorized lanes cannot stop individually; a scan feeds each step's inputs without gathers.
+            final, _ = lax.scan(lambda c, inp: (body(c, *inp), None), init, (kinds, xs, ys, epoch_end))
+        best, preds = final[5], final[6]
         if not return_predictions:
             return best
         per_epoch = preds[1:].reshape(num_epochs, N + M)
         return best, {"train": per_epoch[:, :N], "valid": per_epoch[:, N:]}
 
-    over_tasks = jax.vmap(evaluate_one, in_axes=(None, 0, 0, 0, 0, 0, 0))
+    over_tasks = jax.vmap(evaluate_one, in_axes=(None, None, 0, 0, 0, 0, 0, 0))
 
     def fn(programs, train_x, train_y, valid_x, valid_y, orders, keys):
-        def one_program(prog, prog_keys):
-            return over_tasks(prog, train_x, train_y, valid_x, valid_y, orders, prog_keys)
+        if prune:
+            programs, positions = jax.vmap(lambda p: liveness.prune(p, cfg))(programs)
+        else:
+            positions = liveness.identity_positions(programs)
 
-        return interpreter.population_map(strategy, one_program, programs, keys)
+        def one_program(prog, pos, prog_keys):
+            return over_tasks(prog, pos, train_x, train_y, valid_x, valid_y, orders, prog_keys)
+
+        return interpreter.population_map(strategy, one_program, programs, positions, keys)
 
     return fn
 
 
 @functools.lru_cache(maxsize=64)
-def _jitted(cfg: ZeroConfig, eval_type: str, num_epochs: int, strategy: str, return_predictions: bool):
-    return jax.jit(make_evaluate_fn(cfg, eval_type, num_epochs, strategy, return_predictions))
+def _jitted(cfg: ZeroConfig, eval_type: str, num_epochs: int, strategy: str, return_predictions: bool,
+            prune: bool):
+    return jax.jit(make_evaluate_fn(cfg, eval_type, num_epochs, strategy, return_predictions, prune))
+
+
+def live_instruction_count(programs: Program, cfg: ZeroConfig, num_train: int, num_valid: int,
+                           num_epochs: int = 1) -> float:
+    """Instructions one task's evaluation executes after pruning (no early stop), summed over programs."""
+    pruned, _ = jax.jit(jax.vmap(lambda p: liveness.prune(p, cfg)))(programs)
+    s, p, l_ = (np.asarray(pruned.component(c).size, np.float64) for c in COMPONENTS)
+    return float(np.sum(s + num_epochs * ((num_train + num_valid) * p + num_train * l_)))
 
 
 def _as_population(programs: Program, cfg: ZeroConfig) -> Tuple[Program, bool]:
@@ -193,7 +217,7 @@ def prepare_tasks(tasks: Tasks, cfg: ZeroConfig):
 
 def evaluate(programs: Program, tasks: Tasks, cfg: ZeroConfig, *, key: jax.Array,
              strategy: Optional[str] = None, return_predictions: bool = False,
-             validate: bool = True) -> Union[jax.Array, Tuple[jax.Array, Dict[str, jax.Array]]]:
+             validate: bool = True, prune: bool = True) -> Union[jax.Array, Tuple[jax.Array, Dict[str, jax.Array]]]:
     """Per-task fitness in [0, 1] of a population of programs.
 
     Args:
@@ -206,6 +230,7 @@ def evaluate(programs: Program, tasks: Tasks, cfg: ZeroConfig, *, key: jax.Array
         training Predict (after the sigmoid for accuracy tasks) and each validation Predict; NaN for steps
         that never ran because training stopped early.
       validate: check program arrays against cfg first (host side).
+      prune: skip dead instructions (results unchanged; see liveness.py).
 
     Returns:
       fitness [P, T] (or [T] for a single program), and the predictions if asked.
@@ -223,7 +248,7 @@ def evaluate(programs: Program, tasks: Tasks, cfg: ZeroConfig, *, key: jax.Array
         programs = prepare_programs(programs, cfg)
         P, T = programs.setup.size.shape[0], tasks.num_tasks
         keys = jax.random.split(key, P * T).reshape(P, T)
-        fn = _jitted(cfg, tasks.eval_type, tasks.num_epochs, strategy, return_predictions)
+        fn = _jitted(cfg, tasks.eval_type, tasks.num_epochs, strategy, return_predictions, prune)
         out = fn(programs, *task_arrays, keys)
     if single:
         out = jax.tree_util.tree_map(lambda x: x[0], out)

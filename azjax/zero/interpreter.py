@@ -104,21 +104,28 @@ class SelectMemory:
     def make_run(self) -> Callable:
         branches = [self._make_branch(ops_lib.OPS[i]) for i in self.used]
 
-        def run(mem, instructions, data, n, key, counter0):
+        def run(mem, instructions, data, n, key, counter0, positions):
             def body(i, mem):
                 op, i1, i2, o = (instructions[i, j] for j in range(4))
                 s, v, m = mem
                 S, V, M = self.sizes
+                # One-hot reads and writes instead of gathers/scatters: under vmap every lane addresses
+                # different registers, and masked elementwise ops vectorize where scatters do not.
+                hs = [jnp.arange(S) == a for a in (i1, i2, o)]
+                hv = [jnp.arange(V) == a for a in (i1, i2, o)]
+                hm = [jnp.arange(M) == a for a in (i1, i2, o)]
 
-                def read(addr):
-                    return (s[addr % S], v[addr % V], m[addr % M])
+                def read(k):
+                    return (jnp.sum(jnp.where(hs[k], s, 0)), jnp.sum(jnp.where(hv[k][:, None], v, 0), 0),
+                            jnp.sum(jnp.where(hm[k][:, None, None], m, 0), 0))
 
-                operands = Operands(read(i1), read(i2), read(o))
-                res = lax.switch(self.branch_index[op], branches, operands, data[i], key, counter0 + i)
+                operands = Operands(read(0), read(1), read(2))
+                res = lax.switch(self.branch_index[op], branches, operands, data[i], key,
+                                 counter0 + positions[i])
                 t = self.out_type[op]
-                s = s.at[o % S].set(jnp.where(t == 0, res[0], operands.c[0]))
-                v = v.at[o % V].set(jnp.where(t == 1, res[1], operands.c[1]))
-                m = m.at[o % M].set(jnp.where(t == 2, res[2], operands.c[2]))
+                s = jnp.where(hs[2] & (t == 0), res[0], s)
+                v = jnp.where((hv[2] & (t == 1))[:, None], res[1], v)
+                m = jnp.where((hm[2] & (t == 2))[:, None, None], res[2], m)
                 return (s, v, m)
 
             return lax.fori_loop(0, n, body, mem)
@@ -176,11 +183,11 @@ class FlatMemory:
     def make_run(self) -> Callable:
         branches = [self._make_branch(ops_lib.OPS[i]) for i in self.used]
 
-        def run(mem, instructions, data, n, key, counter0):
+        def run(mem, instructions, data, n, key, counter0, positions):
             def body(i, mem):
                 op, i1, i2, o = (instructions[i, j] for j in range(4))
                 return lax.switch(self.branch_index[op], branches, mem, i1, i2, o, data[i], key,
-                                  counter0 + i)
+                                  counter0 + positions[i])
 
             return lax.fori_loop(0, n, body, mem)
 
@@ -195,11 +202,26 @@ def memory_model(cfg: ZeroConfig, strategy: str):
     raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
 
 
-def population_map(strategy: str, fn: Callable, *args):
-    """Maps `fn` over the leading (population) axis: vmap for `select`, lax.map for `cond`."""
-    if strategy == "select":
+def population_map(strategy: str, fn: Callable, *args, chunk: int = 128):
+    """Maps `fn` over the leading (population) axis: vmap for `select`, lax.map for `cond`.
+
+    `select` vmaps chunks of `chunk` programs and maps over the chunks: a whole population's lanes at once
+    overflow the CPU caches (measured: 1000 demo programs in one vmap ran 2.4x slower per program than 100).
+    """
+    if strategy != "select":
+        return lax.map(lambda a: fn(*a), args)
+    P = jax.tree_util.tree_leaves(args)[0].shape[0]
+    if P <= chunk:
         return jax.vmap(fn)(*args)
-    return lax.map(lambda a: fn(*a), args)
+    num_chunks = -(-P // chunk)
+    pad = num_chunks * chunk - P
+
+    def split(x):
+        x = jnp.concatenate([x, jnp.repeat(x[:1], pad, axis=0)]) if pad else x
+        return x.reshape((num_chunks, chunk) + x.shape[1:])
+
+    out = lax.map(lambda a: jax.vmap(fn)(*a), jax.tree_util.tree_map(split, args))
+    return jax.tree_util.tree_map(lambda y: y.reshape((num_chunks * chunk,) + y.shape[2:])[:P], out)
 
 
 def vmap_tasks(fn: Callable, in_axes: Sequence):

@@ -24,7 +24,7 @@ i.e. the second operand wins whenever a NaN is involved.
 
 Optional ``perturb``: a callable applied to the result of every op that is not exact in IEEE
 arithmetic (everything except NO_OP, abs, heaviside, min/max, transpose, broadcasts and the
-constant/random setters) and to the sigmoid. Tests use it to measure how strongly a program
+constant/random setters) and to the training-time sigmoid. Tests use it to measure how strongly a program
 amplifies rounding differences (a condition-number probe), so that comparisons against another
 implementation are only made where rounding cannot legitimately change the answer.
 """
@@ -372,12 +372,14 @@ def _compute(i, a, b, c, f0, f1, f2, s, v, m, F, dt, rng):
         return f2
     if 59 <= i <= 64:
         shape = ((), (F,), (F, F))[(i - 59) % 3]
+        degenerate = (not f0 < f1) if i <= 61 else (f1 == 0)
+        if degenerate:
+            # abseil Uniform(IntervalOpen, lo, hi) returns lo when the interval is empty or
+            # inverted; a Gaussian with sd = 0 is its mean (mean + 0 * z for any finite z).
+            return np.full(shape, f0, dt) if shape else f0
         if rng is None:
             raise ValueError("rng: a numpy Generator is needed for random ops 59..64")
         if i <= 61:
-            # abseil Uniform(IntervalOpen, lo, hi) returns lo when the interval is empty/inverted.
-            if not f0 < f1:
-                return np.full(shape, f0, dt) if shape else f0
             draw = rng.uniform(float(f0), float(f1), size=shape)
             # [lo, hi) -> open: re-draw the (probability ~0) endpoint lo.
             draw = np.where(draw <= float(f0), (float(f0) + float(f1)) / 2, draw)
@@ -458,6 +460,8 @@ def evaluate_program(program: Program, task: Mapping[str, Any], eval_type: str, 
     valid_pred = np.full((num_epochs, num_valid), np.nan, dt)
 
     def sig(x):
+        # Training only (written back, feeds Learn). The validation decision p > 0.5 uses the
+        # unperturbed sigmoid: sigmoid(0) = 0.5 exactly in every implementation.
         p = sigmoid(x, dt)
         return perturb(p) if perturb is not None else p
 
@@ -486,11 +490,11 @@ def evaluate_program(program: Program, task: Mapping[str, Any], eval_type: str, 
                     return 0.0, train_pred, valid_pred
                 break
             best = max(best, _validate(program, mem, xva, yva, accuracy, max_abs_error, F, rng,
-                                       perturb, valid_pred[e], sig))
+                                       perturb, valid_pred[e]))
     return best, train_pred, valid_pred
 
 
-def _validate(program, mem, xva, yva, accuracy, max_abs_error, F, rng, perturb, record, sig):
+def _validate(program, mem, xva, yva, accuracy, max_abs_error, F, rng, perturb, record):
     s, v = mem["s"], mem["v"]
     dt = s.dtype.type
     loss = dt(0)
@@ -500,7 +504,7 @@ def _validate(program, mem, xva, yva, accuracy, max_abs_error, F, rng, perturb, 
         run_component(program.get("predict", ()), mem, F, rng, perturb)
         record[j] = s[1]
         if accuracy:
-            p = sig(s[1])  # NOT written back
+            p = sigmoid(s[1], dt)  # NOT written back
             err = dt(0) if (yva[j] > 0.5) == (p > 0.5) else dt(1)
         else:
             err = dt(yva[j] - s[1])

@@ -1,0 +1,1 @@
+"""Configs for experiments/nasnet (ml_collections)."""

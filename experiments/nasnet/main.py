@@ -1,0 +1,35 @@
+"""Train a NASNet genotype.
+
+    python -m experiments.nasnet.main --config=experiments/nasnet/configs/digits_tiny.py \
+        --workdir=/tmp/nasnet_digits [--genotype_json=cell.json]
+
+Re-running with the same --workdir resumes from its checkpoint.
+"""
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from experiments.nasnet import train
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file("config", None, "Path to a config file.", lock_config=True)
+flags.DEFINE_string("workdir", None, "Checkpoints, genotype.json and metrics.json go here.")
+flags.DEFINE_string("genotype_json", None, "Genotype JSON (default: NASNet-A).")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def _log(metrics: dict) -> None:
+    logging.info(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                          for k, v in metrics.items()))
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    metrics = train.run(FLAGS.config, FLAGS.workdir, FLAGS.genotype_json, log_fn=_log)
+    logging.info("done: valid_accuracy=%.4f test_accuracy=%.4f",
+                 metrics.get("valid_accuracy", float("nan")),
+                 metrics.get("test_accuracy", float("nan")))
+
+
+if __name__ == "__main__":
+    app.run(main)

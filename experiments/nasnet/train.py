@@ -1,0 +1,58 @@
+"""Data loading and one training run for the NASNet launcher (the library stays flag-free)."""
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Callable
+
+import jax
+
+from azjax import data as azdata
+from azjax import nas
+
+
+def load_data(config: Any) -> dict:
+    """Train/valid(/test) arrays for ``config.dataset`` ("digits" or "cifar10")."""
+    key = jax.random.key(config.seed)
+    k_test, k_valid = jax.random.split(key)
+    if config.dataset == "digits":
+        d = azdata.load_digits_split(k_test, num_test=config.num_test)
+    elif config.dataset == "cifar10":
+        if not config.data_dir:
+            raise ValueError("data_dir: set --config.data_dir to the cifar-10-batches-py folder")
+        d = azdata.load_cifar10(config.data_dir)
+    else:
+        raise ValueError(f"dataset: expected 'digits' or 'cifar10', got {config.dataset!r}")
+    split = azdata.split_train_valid(
+        d["train_images"], d["train_labels"], num_valid=config.num_valid,
+        key=k_valid if config.get("random_split", True) else None)
+    split["test_images"], split["test_labels"] = d["test_images"], d["test_labels"]
+    return split
+
+
+def run(config: Any, workdir: str, genotype_json: str | None = None,
+        log_fn: Callable[[dict], None] | None = None) -> dict:
+    """Train ``genotype_json`` (default NASNet-A) under ``config``; resume from ``workdir``.
+
+    Writes ``genotype.json`` and ``metrics.json`` to ``workdir``; returns the metrics.
+    """
+    os.makedirs(workdir, exist_ok=True)
+    saved = os.path.join(workdir, "genotype.json")
+    if genotype_json:
+        genotype = nas.load_genotype(genotype_json)
+    elif os.path.exists(saved):
+        genotype = nas.load_genotype(saved)  # a resumed run keeps its genotype
+    else:
+        genotype = nas.NASNET_A
+    nas.save_genotype(genotype, saved)
+    datasets = load_data(config)
+    config_dict = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+    config_dict["num_classes"] = config.num_classes
+    metrics = nas.train_and_evaluate(genotype, config_dict, datasets,
+                                     jax.random.fold_in(jax.random.key(config.seed), 1),
+                                     workdir=workdir, log_fn=log_fn)
+    tmp = os.path.join(workdir, "metrics.json.tmp")
+    with open(tmp, "w") as f:
+        json.dump(metrics, f, indent=1)
+    os.replace(tmp, os.path.join(workdir, "metrics.json"))
+    return metrics

@@ -13,7 +13,8 @@ from azjax.zero.program import (Component, Program, ZeroConfig, canonicalize, em
                                 make_program, parse_program, stack_programs, unstack_programs,
                                 validate_program)
 from azjax.zero.tasks import (Tasks, affine_regression_tasks, concat_tasks, fixed_tasks,
-                              linear_regression_tasks, teacher_network_tasks, unit_tasks)
+                              linear_regression_tasks, projected_binary_tasks, teacher_network_tasks,
+                              unit_tasks)
 from azjax.zero.evaluate import combine_fitness, evaluate, live_instruction_count
 from azjax.zero import algorithms
 
@@ -22,6 +23,6 @@ __all__ = [
     "Component", "Program", "ZeroConfig", "canonicalize", "empty_program", "format_program",
     "make_program", "parse_program", "stack_programs", "unstack_programs", "validate_program",
     "Tasks", "affine_regression_tasks", "concat_tasks", "fixed_tasks", "linear_regression_tasks",
-    "teacher_network_tasks", "unit_tasks",
+    "projected_binary_tasks", "teacher_network_tasks", "unit_tasks",
     "combine_fitness", "evaluate", "live_instruction_count", "algorithms",
 ]

@@ -171,7 +171,8 @@ def make_program(cfg: ZeroConfig, setup: Sequence[Instruction] = (), predict: Se
                  learn: Sequence[Instruction] = (), validate: bool = True) -> Program:
     """Builds a program from instruction tuples `(op, in1, in2, out, f0, f1, f2)` (trailing fields optional).
 
-    Unused fields are zeroed (canonical form) and the result is validated against `cfg`.
+    Unused fields are zeroed (canonical form) and the result is validated against `cfg`. Leaves are numpy
+    arrays (so float64 constants stay exact whether or not jax_enable_x64 is on).
     """
     prog = Program(setup=_component_arrays(cfg, "setup", setup),
                    predict=_component_arrays(cfg, "predict", predict),
@@ -179,7 +180,8 @@ def make_program(cfg: ZeroConfig, setup: Sequence[Instruction] = (), predict: Se
     prog = jax.tree_util.tree_map(np.asarray, canonicalize(prog, cfg, xp=np))
     if validate:
         validate_program(prog, cfg)
-    return jax.tree_util.tree_map(jnp.asarray, prog)
+    # Host (numpy) leaves keep float64 constants exact even when jax_enable_x64 is off.
+    return prog
 
 
 def empty_program(cfg: ZeroConfig) -> Program:
@@ -192,7 +194,10 @@ def stack_programs(programs: Iterable[Program]) -> Program:
     programs = list(programs)
     if not programs:
         raise ValueError("stack_programs: need at least one program")
-    return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *programs)
+    def stack(*xs):
+        return np.stack(xs) if all(isinstance(x, np.ndarray) for x in xs) else jnp.stack(xs)
+
+    return jax.tree_util.tree_map(stack, *programs)
 
 
 def unstack_programs(programs: Program) -> List[Program]:
@@ -231,7 +236,9 @@ def canonicalize(prog: Program, cfg: ZeroConfig, xp=jnp) -> Program:
         slot = xp.arange(3)
         keep_data = slot < xp.asarray(NUM_DATA)[op][..., None]
         is_index = xp.asarray(IS_INDEX)[op]
-        snapped = (xp.clip(xp.floor(comp.data * F), 0, F - 1) + 0.5) / F
+        # A table computed by numpy: XLA CPU divides by multiplying with a reciprocal (one ulp off).
+        centers = xp.asarray(((np.arange(F) + 0.5) / F).astype(comp.data.dtype))
+        snapped = centers[xp.clip(xp.floor(comp.data * F), 0, F - 1).astype(np.int32)]
         data = xp.where(is_index, snapped, comp.data)
         data = xp.where(keep_data, data, 0).astype(comp.data.dtype)
         return Component(instructions=ins, data=data, size=comp.size)

@@ -215,3 +215,35 @@ def fixed_tasks(train: Sequence[Tuple[Sequence[float], float]], valid: Sequence[
     vx = np.asarray([f for f, _ in valid], np.float64)
     vy = np.asarray([y for _, y in valid], np.float64)
     return Tasks(tx[None], ty[None], vx[None], vy[None], eval_type=eval_type, num_epochs=num_epochs)
+
+
+def projected_binary_tasks(key: jax.Array, num_tasks: int, features: int, num_train: int, num_valid: int,
+                           source: str = "digits", data_dir: Optional[str] = None,
+                           positive_class: Optional[int] = None, negative_class: Optional[int] = None,
+                           use_held_out_pairs: bool = False, max_data_seed: int = 100, num_epochs: int = 1,
+                           dtype: str = "float32") -> Tasks:
+    """Projected binary classification tasks (spec §5.4) from local images: "digits" or "cifar10".
+
+    Without an explicit class pair, each task draws a pair uniformly among the 36 search pairs (or among the
+    9 held-out pairs with `use_held_out_pairs`) and a data seed in [0, max_data_seed); the seed fixes the
+    random projection to `features` dims and the split. Labels: 1 for the positive (lower) class, else 0.
+    """
+    from azjax.data import projected
+
+    _check_sizes(num_tasks, features, num_train, num_valid)
+    if (positive_class is None) != (negative_class is None):
+        raise ValueError("projected_binary_tasks: give both positive_class and negative_class, or neither")
+    pairs = projected.class_pairs(use_held_out=use_held_out_pairs)
+    k_pair, k_seed, k_shuffle = jax.random.split(key, 3)
+    pair_idx = np.asarray(jax.random.randint(k_pair, (num_tasks,), 0, len(pairs)))
+    seeds = np.asarray(jax.random.randint(k_seed, (num_tasks,), 0, max_data_seed))
+    arrays = []
+    for t in range(num_tasks):
+        pos, neg = (positive_class, negative_class) if positive_class is not None else pairs[pair_idx[t]]
+        arrays.append(projected.projected_binary_dataset(source, int(pos), int(neg), int(seeds[t]), features,
+                                                         num_train, num_valid, data_dir))
+    tx, ty, vx, vy = (np.stack(a) for a in zip(*arrays))
+    dt = np.float64 if dtype == "float64" else np.float32
+    return Tasks(tx.astype(dt), ty.astype(dt), vx.astype(dt), vy.astype(dt), eval_type="accuracy",
+                 num_epochs=num_epochs,
+                 data_seeds=np.asarray(jax.random.bits(k_shuffle, (num_tasks,), jnp.uint32)))

@@ -1,0 +1,556 @@
+"""AutoML-Zero mutations and initial programs with the reference code's semantics (spec §6.3, §6.4).
+
+`mutate(key, program, cfg, mcfg)` applies exactly ONE mutation, as the reference `Mutator::MutateImpl`:
+
+* the mutation type is drawn uniformly from `MutationConfig.types` (a type listed twice is twice as likely,
+  as in the reference's `allowed_actions` vector);
+* the component function is drawn uniformly among those whose op list is non-empty (an empty op list
+  freezes a component);
+* ALTER_PARAM changes one parameter of one uniformly drawn instruction: ops with one input re-draw in1 or
+  out, ops with two inputs in1, in2 or out, data ops (56-64) re-draw out or alter their data, NO_OP nothing.
+  Data alterations: constants are multiplied by exp(N(0, 1)) or, with probability 0.1, sign-flipped (0 stays
+  0); element indices are re-drawn from U[0, 1); a Gaussian's sd is only log-scaled (never flipped); a
+  uniform's low or high is altered and the pair re-sorted;
+* RANDOMIZE_INSTRUCTION replaces one instruction by a fresh random one; RANDOMIZE_COMPONENT_FUNCTION
+  replaces every instruction of the component (size kept); RANDOMIZE_ALGORITHM does that to every mutable
+  component; IDENTITY does nothing;
+* INSERT_INSTRUCTION inserts a fresh instruction at a uniform position in [0, size] unless
+  size >= max - 1 (the reference's guard, so the reachable maximum is max - 1); REMOVE_INSTRUCTION removes a
+  uniform instruction if size > min; TRADE_INSTRUCTION inserts then removes, with no size checks.
+
+`MutationConfig(paper_variant=True)` instead follows the paper (Suppl. S3): three classes drawn uniformly,
+(i) insert or remove with removal twice as likely as insertion, (ii) randomize a component function,
+(iii) modify one argument, where constants are multiplied by U[0.5, 2] (sign flipped with probability 0.1).
+
+Everything is a pure function of fixed-shape arrays: the type is a `lax.switch`, insertion and removal are
+masked shifts, and all randomness comes from ONE `jax.random.uniform` draw that is sliced (every threefry
+call site costs XLA CPU compile time). Fresh instructions follow the reference distributions of
+`random_programs` (ops uniform over the component's list, addresses uniform over their banks with s0/v0
+never written, constants as `SetOpAndRandomizeParams`), drawn from those uniforms. Results are canonical.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Dict, Optional, Sequence, Tuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from azjax.zero import algorithms
+from azjax.zero import ops as ops_lib
+from azjax.zero.program import (COMPONENTS, IN1_TYPE, IN2_TYPE, OUT_TYPE, Component, Program, ZeroConfig,
+                                canonicalize, make_program, parse_program)
+from azjax.zero.random_programs import DATA_HIGH, DATA_LOW, allowed_op_ids
+
+__all__ = ["MUTATION_TYPES", "INITIAL_KINDS", "MutationConfig", "mutate", "apply_mutation", "initial_program",
+           "draw_mutation_type"]
+
+# The reference's MutationAction enum, in its order (ids 0-7).
+MUTATION_TYPES = ("ALTER_PARAM", "RANDOMIZE_INSTRUCTION", "RANDOMIZE_COMPONENT_FUNCTION", "IDENTITY",
+                  "INSERT_INSTRUCTION", "REMOVE_INSTRUCTION", "TRADE_INSTRUCTION", "RANDOMIZE_ALGORITHM")
+_TYPE_ID = {name: i for i, name in enumerate(MUTATION_TYPES)}
+# The reference's HardcodedAlgorithmID for initial programs.
+INITIAL_KINDS = ("NO_OP", "RANDOM", "LINEAR", "NEURAL_NET", "DAMAGED_NEURAL_NET")
+
+# The reference demo's list (spec §7.1), used when `types` is not given.
+DEFAULT_TYPES = ("ALTER_PARAM", "RANDOMIZE_INSTRUCTION", "RANDOMIZE_COMPONENT_FUNCTION")
+# Paper S3: three classes with probability 1/3 each; inside "insert or remove", removal is twice as likely.
+PAPER_WEIGHTS = (("ALTER_PARAM", 1 / 3), ("RANDOMIZE_COMPONENT_FUNCTION", 1 / 3),
+                 ("INSERT_INSTRUCTION", 1 / 9), ("REMOVE_INSTRUCTION", 2 / 9))
+
+_FLIP_PROBABILITY = 0.1  # sign flips of constants (code and paper)
+_PAPER_SCALE = (0.5, 2.0)  # the paper's U[0.5, 2] factor
+
+
+def _canonical_type(name) -> str:
+    if not isinstance(name, str):
+        raise ValueError(f"MutationConfig.types: expected mutation type names, got {name!r}")
+    n = name.upper()
+    if n.endswith("_MUTATION_ACTION"):  # the reference proto spelling
+        n = n[: -len("_MUTATION_ACTION")]
+    if n not in _TYPE_ID:
+        raise ValueError(f"MutationConfig.types: unknown mutation type {name!r}; valid: {', '.join(MUTATION_TYPES)}")
+    return n
+
+
+@dataclasses.dataclass(frozen=True)
+class MutationConfig:
+    """Which mutations to apply and the component size bounds (static, hashable).
+
+    Attributes:
+      types: mutation type names from `MUTATION_TYPES`, drawn uniformly (duplicates weigh more, as in the
+        reference); None means the demo's (ALTER_PARAM, RANDOMIZE_INSTRUCTION, RANDOMIZE_COMPONENT_FUNCTION),
+        or the paper's fixed distribution when `paper_variant` is set (then `types` must stay None).
+      setup_size_min, predict_size_min, learn_size_min: REMOVE only when size > min; None = the config's
+        array length (so no removal from a full component).
+      setup_size_max, predict_size_max, learn_size_max: INSERT only when size < max - 1 (the reference guard:
+        the reachable maximum is max - 1); None = the config's array length. max may be at most the array
+        length + 1 (then insertion can fill the array).
+      paper_variant: the paper's S3 mutation distribution and U[0.5, 2] constant steps instead of the code's.
+    """
+
+    types: Optional[Tuple[str, ...]] = None
+    setup_size_min: Optional[int] = None
+    predict_size_min: Optional[int] = None
+    learn_size_min: Optional[int] = None
+    setup_size_max: Optional[int] = None
+    predict_size_max: Optional[int] = None
+    learn_size_max: Optional[int] = None
+    paper_variant: bool = False
+
+    def __post_init__(self):
+        if not isinstance(self.paper_variant, (bool, np.bool_)):
+            raise ValueError(f"MutationConfig.paper_variant must be a bool, got {self.paper_variant!r}")
+        object.__setattr__(self, "paper_variant", bool(self.paper_variant))
+        if self.types is not None:
+            if isinstance(self.types, str):
+                raise ValueError("MutationConfig.types must be a sequence of names, got a string")
+            types = tuple(_canonical_type(t) for t in self.types)
+            if not types:
+                raise ValueError("MutationConfig.types must list at least one mutation type")
+            if self.paper_variant:
+                raise ValueError("MutationConfig.types must be None when paper_variant=True (the paper's "
+                                 "distribution over ALTER_PARAM, RANDOMIZE_COMPONENT_FUNCTION, INSERT and "
+                                 "REMOVE is fixed)")
+            object.__setattr__(self, "types", types)
+        for c in COMPONENTS:
+            for bound in ("min", "max"):
+                field = f"{c}_size_{bound}"
+                v = getattr(self, field)
+                if v is None:
+                    continue
+                if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)) or v < 0:
+                    raise ValueError(f"MutationConfig.{field} must be None or an integer >= 0, got {v!r}")
+                object.__setattr__(self, field, int(v))
+            lo, hi = getattr(self, f"{c}_size_min"), getattr(self, f"{c}_size_max")
+            if lo is not None and hi is not None and lo > hi:
+                raise ValueError(f"MutationConfig.{c}_size_min ({lo}) must be <= {c}_size_max ({hi})")
+
+    @property
+    def type_weights(self) -> Tuple[Tuple[str, float], ...]:
+        """(type, probability) over the distinct types, in first-listed order."""
+        if self.paper_variant:
+            return PAPER_WEIGHTS
+        types = self.types if self.types is not None else DEFAULT_TYPES
+        distinct = tuple(dict.fromkeys(types))
+        return tuple((t, types.count(t) / len(types)) for t in distinct)
+
+    def size_bounds(self, cfg: ZeroConfig) -> Dict[str, Tuple[int, int]]:
+        """{component: (min, max)} with defaults filled from `cfg`; ValueError names a bad field."""
+        bounds = {}
+        for c in COMPONENTS:
+            length = cfg.size(c)
+            lo = getattr(self, f"{c}_size_min")
+            hi = getattr(self, f"{c}_size_max")
+            lo = length if lo is None else lo
+            hi = length if hi is None else hi
+            if hi > length + 1:
+                raise ValueError(f"MutationConfig.{c}_size_max ({hi}) exceeds ZeroConfig.{c}_size + 1 "
+                                 f"({length + 1}); insertion stops at max - 1, which must fit the array")
+            if lo > length:
+                raise ValueError(f"MutationConfig.{c}_size_min ({lo}) exceeds ZeroConfig.{c}_size ({length})")
+            if lo > hi:
+                raise ValueError(f"MutationConfig.{c}_size_min ({lo}) must be <= {c}_size_max ({hi})")
+            bounds[c] = (lo, hi)
+        return bounds
+
+    def check(self, cfg: ZeroConfig) -> None:
+        """Raises ValueError (naming the field) if this config cannot mutate programs of `cfg`."""
+        self.size_bounds(cfg)
+        needs_component = any(t != "IDENTITY" for t, _ in self.type_weights)
+        if needs_component and not _mutable_components(cfg):
+            raise ValueError("ZeroConfig.setup_ops/predict_ops/learn_ops: all empty, so no component can be "
+                             "mutated (MutationConfig.types may then only be IDENTITY)")
+
+
+def _mutable_components(cfg: ZeroConfig) -> Tuple[int, ...]:
+    return tuple(i for i, c in enumerate(COMPONENTS) if cfg.ops(c))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Static tables. One row per op so each lookup is a single gather (fewer HLO ops, faster XLA compiles).
+
+# Columns of _OP_INFO.
+_T_IN1, _T_IN2, _T_OUT, _N_PARAMS, _FIELD0, _N_SUB, _SLOT0, _KIND0, _IS_UNIFORM = 0, 1, 2, 3, 4, 7, 8, 11, 14
+
+
+def _op_info() -> np.ndarray:
+    """int32 [NUM_OPS, 15]: operand types, ALTER_PARAM choices and data-alteration rules of every op.
+
+    field k (k < num_params): the instruction column re-drawn by choice k (1 in1, 2 in2, 3 out), or -1 =
+    alter the data. Data sub-choice k (k < num_sub) alters slot[k] in the way kind[k]: 0 re-draw an index
+    fraction, 1 scale or (p = 0.1) flip, 2 scale only.
+    """
+    info = np.zeros((ops_lib.NUM_OPS, 15), np.int32)
+    info[:, _T_IN1], info[:, _T_IN2], info[:, _T_OUT] = IN1_TYPE, IN2_TYPE, OUT_TYPE
+    info[:, _N_SUB] = 1
+    info[:, _KIND0:_KIND0 + 3] = 1
+    for op in ops_lib.OPS:
+        row = info[op.id]
+        if op.name == "NO_OP":
+            continue
+        if op.data:
+            fields = (3, -1)
+        elif op.in2 is not None:
+            fields = (1, 2, 3)
+        else:
+            fields = (1, 3)
+        row[_N_PARAMS] = len(fields)
+        row[_FIELD0:_FIELD0 + len(fields)] = fields
+        subs = []
+        if op.name == "SCALAR_CONST_SET":
+            subs = [(0, 1)]
+        elif op.name == "VECTOR_CONST_SET":
+            subs = [(0, 0), (1, 1)]
+        elif op.name == "MATRIX_CONST_SET":
+            subs = [(0, 0), (1, 0), (2, 1)]
+        elif op.name.endswith("_GAUSSIAN_SET"):
+            subs = [(0, 1), (1, 2)]
+        elif op.name.endswith("_UNIFORM_SET"):
+            subs = [(0, 1), (1, 1)]
+            row[_IS_UNIFORM] = 1
+        elif op.data:
+            raise AssertionError(f"no data-alteration rule for {op.name}")
+        if subs:
+            row[_N_SUB] = len(subs)
+            for k, (slot, kind) in enumerate(subs):
+                row[_SLOT0 + k], row[_KIND0 + k] = slot, kind
+    return info
+
+
+_OP_INFO = _op_info()
+_DATA_RANGE = np.concatenate([DATA_LOW, DATA_HIGH], axis=1)  # [NUM_OPS, 6]: low f0..f2, high f0..f2
+
+# Layout of the single uniform draw: scalar draws first, then 7 per fresh-instruction row.
+_U_TYPE, _U_COMPONENT, _U_POS, _U_REMOVE, _U_PARAM, _U_SUB, _U_ADDR, _U_INDEX, _U_FLIP, _U_N1, _U_N2, \
+    _U_PAPER = range(12)
+_NUM_SCALAR_DRAWS = 12
+_ROW_DRAWS = 7
+
+
+def _pick(u, n):
+    """A uniform integer in [0, n) from u in [0, 1) (n may be traced; n = 0 gives 0)."""
+    return jnp.clip(jnp.floor(u * n).astype(jnp.int32), 0, jnp.maximum(n - 1, 0))
+
+
+def _max_length(cfg: ZeroConfig) -> int:
+    return max(max(cfg.size(c) for c in COMPONENTS), 1)
+
+
+def _num_draws(cfg: ZeroConfig) -> int:
+    return _NUM_SCALAR_DRAWS + _ROW_DRAWS * 3 * _max_length(cfg)
+
+
+def _address_table(cfg: ZeroConfig) -> np.ndarray:
+    """int32 [3, 4]: per type code (s, v, m, none) the input bank size, the lowest and the number of writable
+    output addresses (s0 and v0 are never written)."""
+    sizes = np.array([cfg.num_scalars, cfg.num_vectors, max(cfg.num_matrices, 1), 1], np.int32)
+    out_low = np.array([1, 1, 0, 0], np.int32)
+    return np.stack([sizes, out_low, np.maximum(sizes - out_low, 1)])
+
+
+def _allowed_table(cfg: ZeroConfig) -> Tuple[np.ndarray, np.ndarray]:
+    """Per component the allowed op ids (padded) and their count ([NO_OP] for an empty list)."""
+    lists = [allowed_op_ids(cfg, c) for c in COMPONENTS]
+    width = max(len(a) for a in lists)
+    table = np.stack([np.pad(a, (0, width - len(a)), mode="edge") for a in lists]).astype(np.int32)
+    return table, np.array([len(a) for a in lists], np.int32)
+
+
+def _fresh_rows(u: jax.Array, cfg: ZeroConfig, dtype) -> Tuple[jax.Array, jax.Array]:
+    """Random instructions of every component from uniforms u [3, n, 7]: int32 [3, n, 4] and data [3, n, 3].
+
+    The reference's SetOpAndRandomizeParams: op uniform over the component's list, addresses uniform over
+    their banks, constants uniform over the op's ranges (`random_programs.DATA_LOW/HIGH`).
+    """
+    table, counts = _allowed_table(cfg)
+    op = jnp.take_along_axis(jnp.asarray(table), _pick(u[..., 0], jnp.asarray(counts)[:, None]), axis=1)
+    types = jnp.asarray(_OP_INFO[:, :3])[op]  # [3, n, 3]: in1, in2, out types
+    addr = jnp.asarray(_address_table(cfg))
+    a1 = _pick(u[..., 1], addr[0][types[..., 0]])
+    a2 = _pick(u[..., 2], addr[0][types[..., 1]])
+    o = addr[1][types[..., 2]] + _pick(u[..., 3], addr[2][types[..., 2]])
+    ins = jnp.stack([op, a1, a2, o], axis=-1).astype(jnp.int32)
+    rng = jnp.asarray(_DATA_RANGE, dtype)[op]
+    data = rng[..., :3] + (rng[..., 3:] - rng[..., :3]) * u[..., 4:7].astype(dtype)
+    return ins, data
+
+
+def _fresh_from_draws(u: jax.Array, cfg: ZeroConfig, dtype):
+    rows = _max_length(cfg)
+    block = u[_NUM_SCALAR_DRAWS:_NUM_SCALAR_DRAWS + 3 * rows * _ROW_DRAWS].reshape(3, rows, _ROW_DRAWS)
+    return _fresh_rows(block, cfg, dtype)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Mutations of ONE component, padded to the longest component: (instructions [L, 4], data [L, 3], size).
+# `r` are the scalar draws, `fresh` = (instructions, data) of fresh random rows for this component.
+
+def _alter_value(v, r, allow_flip, paper):
+    """The reference's MutateActivationLogScaleOrFlip (or the paper's U[0.5, 2] scaling)."""
+    if paper:
+        lo, hi = _PAPER_SCALE
+        factor = lo + (hi - lo) * r[_U_PAPER]
+    else:
+        # Box-Muller from two uniforms (1 - u lies in (0, 1], so the log is finite).
+        normal = jnp.sqrt(-2.0 * jnp.log1p(-r[_U_N1])) * jnp.cos(2.0 * np.pi * r[_U_N2])
+        factor = jnp.exp(normal)
+    # v * factor = sign(v) * exp(log|v| + N): 0 stays 0.
+    flip = allow_flip & (r[_U_FLIP] < _FLIP_PROBABILITY)
+    return jnp.where(flip, -v, v * factor.astype(v.dtype))
+
+
+def _alter_param(ins, data, size, r, fresh, addr, paper):
+    pos = _pick(r[_U_POS], size)
+    row, d = ins[pos], data[pos]
+    op = row[0]
+    info = jnp.asarray(_OP_INFO)[op]
+    field = info[_FIELD0 + _pick(r[_U_PARAM], info[_N_PARAMS])]
+    # Re-draw the address of the chosen column with that column's bank rules.
+    t = info[jnp.clip(field - 1, 0, 2)]
+    new_addr = jnp.where(field == 3, addr[1][t] + _pick(r[_U_ADDR], addr[2][t]), _pick(r[_U_ADDR], addr[0][t]))
+    new_row = jnp.where(jnp.arange(4) == field, new_addr, row)
+    # Or alter the data: a sub-choice picks the slot and how it changes.
+    sub = _pick(r[_U_SUB], info[_N_SUB])
+    slot, kind = info[_SLOT0 + sub], info[_KIND0 + sub]
+    altered = jnp.where(kind == 0, r[_U_INDEX].astype(d.dtype), _alter_value(d[slot], r, kind == 1, paper))
+    new_d = d.at[slot].set(altered)
+    # Uniform sets re-sort (low, high) after a data alteration.
+    low, high = jnp.minimum(new_d[0], new_d[1]), jnp.maximum(new_d[0], new_d[1])
+    new_d = jnp.where(info[_IS_UNIFORM] == 1, jnp.stack([low, high, new_d[2]]), new_d)
+    is_data = field < 0
+    # NO_OP has no parameters; an empty component has no instruction to alter.
+    change_row = (size > 0) & (op != ops_lib.NO_OP) & ~is_data
+    change_data = (size > 0) & is_data
+    return (ins.at[pos].set(jnp.where(change_row, new_row, row)),
+            data.at[pos].set(jnp.where(change_data, new_d, d)), size)
+
+
+def _randomize_instruction(ins, data, size, r, fresh):
+    pos = _pick(r[_U_POS], size)
+    ok = size > 0
+    return (ins.at[pos].set(jnp.where(ok, fresh[0][0], ins[pos])),
+            data.at[pos].set(jnp.where(ok, fresh[1][0], data[pos])), size)
+
+
+def _insert_at(ins, data, pos, new_ins, new_data):
+    """Arrays one row longer with (new_ins, new_data) at `pos` and the tail shifted down by one."""
+    length = ins.shape[0]
+    ins = jnp.concatenate([ins, jnp.zeros((1, 4), ins.dtype)])
+    data = jnp.concatenate([data, jnp.zeros((1, 3), data.dtype)])
+    i = jnp.arange(length + 1)
+    src = jnp.clip(jnp.where(i < pos, i, i - 1), 0, length)
+    at = (i == pos)[:, None]
+    return jnp.where(at, new_ins, ins[src]), jnp.where(at, new_data, data[src])
+
+
+def _remove_at(ins, data, pos):
+    """Same-length arrays without row `pos` (the tail shifted up; the last row is then beyond the size)."""
+    i = jnp.arange(ins.shape[0])
+    src = jnp.clip(jnp.where(i < pos, i, i + 1), 0, ins.shape[0] - 1)
+    return ins[src], data[src]
+
+
+def _insert(ins, data, size, r, fresh, max_size):
+    length = ins.shape[0]
+    pos = _pick(r[_U_POS], size + 1)
+    new_ins, new_data = _insert_at(ins, data, pos, fresh[0][0], fresh[1][0])
+    ok = size < max_size - 1  # the reference: `if (size >= max - 1) return;`
+    return (jnp.where(ok, new_ins[:length], ins), jnp.where(ok, new_data[:length], data),
+            jnp.where(ok, size + 1, size))
+
+
+def _remove(ins, data, size, r, min_size):
+    pos = _pick(r[_U_REMOVE], size)
+    new_ins, new_data = _remove_at(ins, data, pos)
+    ok = size > min_size
+    return jnp.where(ok, new_ins, ins), jnp.where(ok, new_data, data), jnp.where(ok, size - 1, size)
+
+
+def _trade(ins, data, size, r, fresh):
+    # Insert then remove with no size checks: the intermediate may be one row longer than the array.
+    length = ins.shape[0]
+    pos = _pick(r[_U_POS], size + 1)
+    long_ins, long_data = _insert_at(ins, data, pos, fresh[0][0], fresh[1][0])
+    long_ins, long_data = _remove_at(long_ins, long_data, _pick(r[_U_REMOVE], size + 1))
+    return long_ins[:length], long_data[:length], size
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Program-level dispatch.
+
+def _stack_components(program: Program, length: int):
+    def pad(x):
+        return jnp.pad(x, ((0, length - x.shape[0]), (0, 0)))
+    comps = [program.component(c) for c in COMPONENTS]
+    return (jnp.stack([pad(c.instructions) for c in comps]), jnp.stack([pad(c.data) for c in comps]),
+            jnp.stack([jnp.asarray(c.size, jnp.int32) for c in comps]))
+
+
+def _unstack_components(ins, data, size, cfg: ZeroConfig) -> Program:
+    return Program(*(Component(instructions=ins[i, :cfg.size(c)], data=data[i, :cfg.size(c)], size=size[i])
+                     for i, c in enumerate(COMPONENTS)))
+
+
+def _draws(key: jax.Array, cfg: ZeroConfig) -> jax.Array:
+    # One threefry call site; float64 programs get float64 draws for their constants.
+    return jax.random.uniform(key, (_num_draws(cfg),), cfg.jnp_dtype)
+
+
+def draw_mutation_type(u: jax.Array, mcfg: MutationConfig) -> jax.Array:
+    """Index into `mcfg.type_weights` of the type drawn from a uniform `u` in [0, 1)."""
+    weights = np.array([w for _, w in mcfg.type_weights], np.float64)
+    cumulative = jnp.asarray(np.cumsum(weights)[:-1] / weights.sum(), u.dtype)
+    return jnp.sum(u >= cumulative).astype(jnp.int32)
+
+
+def _apply(u, program: Program, cfg: ZeroConfig, mcfg: MutationConfig, type_index) -> Program:
+    types = [t for t, _ in mcfg.type_weights]
+    bounds = mcfg.size_bounds(cfg)
+    mutable = _mutable_components(cfg)
+    paper = mcfg.paper_variant
+    dtype = program.setup.data.dtype
+    u = u.astype(dtype)
+    length = _max_length(cfg)
+    ins3, data3, size3 = _stack_components(program, length)
+    fresh3 = _fresh_from_draws(u, cfg, dtype)
+    addr = jnp.asarray(_address_table(cfg))
+    comp = jnp.asarray(mutable or (0,), jnp.int32)[_pick(u[_U_COMPONENT], max(len(mutable), 1))]
+    lo = jnp.asarray([bounds[c][0] for c in COMPONENTS], jnp.int32)[comp]
+    hi = jnp.asarray([bounds[c][1] for c in COMPONENTS], jnp.int32)[comp]
+    fresh = (fresh3[0][comp], fresh3[1][comp])
+
+    impl = {
+        "ALTER_PARAM": lambda i, d, s: _alter_param(i, d, s, u, fresh, addr, paper),
+        "RANDOMIZE_INSTRUCTION": lambda i, d, s: _randomize_instruction(i, d, s, u, fresh),
+        "RANDOMIZE_COMPONENT_FUNCTION": lambda i, d, s: (fresh[0], fresh[1], s),
+        "IDENTITY": lambda i, d, s: (i, d, s),
+        "INSERT_INSTRUCTION": lambda i, d, s: _insert(i, d, s, u, fresh, hi),
+        "REMOVE_INSTRUCTION": lambda i, d, s: _remove(i, d, s, u, lo),
+        "TRADE_INSTRUCTION": lambda i, d, s: _trade(i, d, s, u, fresh),
+    }
+    # RANDOMIZE_ALGORITHM shares the component branch and then randomizes the other mutable components too.
+    branch_types = list(dict.fromkeys("RANDOMIZE_COMPONENT_FUNCTION" if t == "RANDOMIZE_ALGORITHM" else t
+                                      for t in types))
+    branch_of_type = jnp.asarray([branch_types.index("RANDOMIZE_COMPONENT_FUNCTION"
+                                                     if t == "RANDOMIZE_ALGORITHM" else t) for t in types],
+                                 jnp.int32)
+    type_index = jnp.clip(type_index, 0, len(types) - 1)
+    operands = (ins3[comp], data3[comp], size3[comp])
+    if len(branch_types) == 1:
+        ins, data, size = impl[branch_types[0]](*operands)
+    else:
+        ins, data, size = jax.lax.switch(branch_of_type[type_index], [impl[t] for t in branch_types], *operands)
+    ins3, data3, size3 = ins3.at[comp].set(ins), data3.at[comp].set(data), size3.at[comp].set(size)
+    if "RANDOMIZE_ALGORITHM" in types:
+        is_all = (jnp.asarray([t == "RANDOMIZE_ALGORITHM" for t in types])[type_index]
+                  & jnp.asarray([i in mutable for i in range(3)]))[:, None, None]
+        ins3, data3 = jnp.where(is_all, fresh3[0], ins3), jnp.where(is_all, fresh3[1], data3)
+    return canonicalize(_unstack_components(ins3, data3, size3, cfg), cfg)
+
+
+def apply_mutation(key: jax.Array, program: Program, cfg: ZeroConfig, mcfg: MutationConfig,
+                   type_index: jax.Array) -> Program:
+    """Applies the mutation `mcfg.type_weights[type_index]` (may be traced) with the randomness of `key`.
+
+    `mutate` is `apply_mutation` with a drawn type; this entry point lets tests and tools force a type while
+    sharing one compiled function across types.
+    """
+    mcfg.check(cfg)
+    return _apply(_draws(key, cfg), program, cfg, mcfg, type_index)
+
+
+def mutate_with_type(key: jax.Array, program: Program, cfg: ZeroConfig,
+                     mcfg: MutationConfig) -> Tuple[Program, jax.Array]:
+    """`mutate`, also returning the index into `mcfg.type_weights` of the applied type."""
+    mcfg.check(cfg)
+    u = _draws(key, cfg)
+    type_index = draw_mutation_type(u[_U_TYPE], mcfg)
+    return _apply(u, program, cfg, mcfg, type_index), type_index
+
+
+def mutate(key: jax.Array, program: Program, cfg: ZeroConfig, mcfg: MutationConfig) -> Program:
+    """Applies exactly one mutation (type and component drawn as the reference does); jittable, vmappable.
+
+    `program` must be a valid, unbatched program of `cfg` (vmap for populations). The result is canonical
+    and valid. Raises ValueError (at trace time) if `mcfg` does not fit `cfg`.
+    """
+    return mutate_with_type(key, program, cfg, mcfg)[0]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Initial programs (spec §6.4).
+
+def _check_sizes(cfg: ZeroConfig, sizes, field: str = "sizes") -> Tuple[int, int, int]:
+    if sizes is None:
+        return tuple(cfg.size(c) for c in COMPONENTS)
+    if isinstance(sizes, dict):
+        unknown = set(sizes) - set(COMPONENTS)
+        if unknown:
+            raise ValueError(f"{field}: unknown component(s) {sorted(unknown)}")
+        sizes = tuple(sizes.get(c, cfg.size(c)) for c in COMPONENTS)
+    try:
+        sizes = tuple(sizes)
+    except TypeError:
+        raise ValueError(f"{field} must be None or (setup, predict, learn) sizes, got {sizes!r}") from None
+    if len(sizes) != 3:
+        raise ValueError(f"{field} must have 3 entries (setup, predict, learn), got {sizes!r}")
+    out = []
+    for c, s in zip(COMPONENTS, sizes):
+        if isinstance(s, (bool, np.bool_)) or not isinstance(s, (int, np.integer)):
+            raise ValueError(f"{field}: the {c} size must be an integer, got {s!r}")
+        if not 0 <= s <= cfg.size(c):
+            raise ValueError(f"{field}: the {c} size {s} must lie in [0, ZeroConfig.{c}_size={cfg.size(c)}]")
+        out.append(int(s))
+    return tuple(out)
+
+
+@functools.lru_cache(maxsize=64)
+def _hand_written(cfg: ZeroConfig, kind: str, sizes: Tuple[int, int, int]) -> Program:
+    """The hand-written program (numpy leaves), NO_OP-padded up to `sizes` as the reference pads."""
+    if kind == "LINEAR":
+        text = algorithms.linear_regression_text()
+    else:
+        text = algorithms.neural_network_text(damaged=kind == "DAMAGED_NEURAL_NET")
+    try:
+        prog = parse_program(text, cfg)
+    except ValueError as e:
+        raise ValueError(f"initial={kind}: the hand-written program does not fit this ZeroConfig ({e})") from None
+    comps = {}
+    for c, target in zip(COMPONENTS, sizes):
+        comp = prog.component(c)
+        n = int(comp.size)
+        # Padding with NO_OPs leaves the arrays as they are (rows beyond the size already are NO_OPs).
+        comps[c] = Component(instructions=np.asarray(comp.instructions), data=np.asarray(comp.data),
+                             size=np.int32(max(n, target)))
+    return Program(**comps)
+
+
+def initial_program(key: jax.Array, cfg: ZeroConfig, kind: str = "RANDOM", sizes=None) -> Program:
+    """One initial program (the reference's HardcodedAlgorithmID); jittable in `key`.
+
+    Args:
+      key: PRNG key (only RANDOM uses it).
+      cfg: the program config.
+      kind: NO_OP (`sizes` NO_OPs per component), RANDOM (`sizes` random instructions; components with an
+        empty op list get NO_OPs), LINEAR, NEURAL_NET or DAMAGED_NEURAL_NET (the hand-written programs of
+        `algorithms`, padded with NO_OPs up to `sizes`).
+      sizes: the reference's *_size_init as (setup, predict, learn) or a dict; None = the array lengths.
+
+    Raises:
+      ValueError: unknown kind, sizes out of range, or a hand-written program the config cannot hold.
+    """
+    if kind not in INITIAL_KINDS:
+        raise ValueError(f"initial kind {kind!r} unknown; valid: {', '.join(INITIAL_KINDS)}")
+    sizes = _check_sizes(cfg, sizes)
+    if kind == "NO_OP":
+        prog = make_program(cfg, validate=False)
+        return Program(*(Component(instructions=comp.instructions, data=comp.data,
+                                   size=jnp.asarray(s, jnp.int32))
+                         for comp, s in zip((prog.setup, prog.predict, prog.learn), sizes)))
+    if kind == "RANDOM":
+        ins3, data3 = _fresh_from_draws(_draws(key, cfg), cfg, cfg.jnp_dtype)
+        return canonicalize(_unstack_components(ins3, data3, jnp.asarray(sizes, jnp.int32), cfg), cfg)
+    return jax.tree_util.tree_map(jnp.asarray, _hand_written(cfg, kind, sizes))

@@ -169,12 +169,32 @@ def _mean(values: np.ndarray, dtype) -> Any:
     return dtype(_seq_sum(values, dtype) / dtype(n))
 
 
-def _one_pass_std(values: np.ndarray, dtype) -> Any:
+def _one_pass_std(values: np.ndarray, dtype, perturb=None) -> Any:
     # sqrt(E[x^2] - E[x]^2): can be NaN when rounding makes the difference negative (spec §3.1).
     values = np.asarray(values)
     mean_sq = _mean(values * values, dtype)
     mean = _mean(values, dtype)
-    return dtype(np.sqrt(dtype(mean_sq - mean * mean)))
+    diff = dtype(mean_sq - mean * mean)
+    if perturb is not None and (getattr(perturb, "std_always", False)
+                                or not _std_is_exact(values, mean_sq, mean, diff)):
+        # The difference's rounding error is absolute (a few ulps of E[x^2]), not relative: for
+        # (nearly) constant inputs its sign, hence NaN vs a small number, is decided by rounding.
+        # When every step was exact (e.g. a constant 0.5 matrix) any IEEE implementation that
+        # divides by n gets the same result, so there is nothing to perturb.
+        diff = dtype(diff + (perturb(mean_sq) - mean_sq))
+    return dtype(np.sqrt(diff))
+
+
+def _std_is_exact(values, mean_sq, mean, diff) -> bool:
+    from fractions import Fraction
+    flat = [Fraction(float(x)) for x in np.asarray(values).reshape(-1) if np.isfinite(x)]
+    if len(flat) != np.asarray(values).size or not np.isfinite(diff):
+        return False
+    n = len(flat)
+    exact_msq = sum(x * x for x in flat) / n
+    exact_mean = sum(flat) / n
+    return (Fraction(float(mean_sq)) == exact_msq and Fraction(float(mean)) == exact_mean
+            and Fraction(float(diff)) == exact_msq - exact_mean * exact_mean)
 
 
 def _norm(values: np.ndarray, dtype) -> Any:
@@ -241,7 +261,7 @@ def execute_instruction(op: int | str, in1: int, in2: int, out: int, f0: float, 
     a, b, c = int(in1), int(in2), int(out)
     t_in1, t_in2, t_out = OP_TYPES[i]
     with np.errstate(all="ignore"):
-        res = _compute(i, a, b, c, dt(f0), dt(f1), dt(f2), s, v, m, F, dt, rng)
+        res = _compute(i, a, b, c, dt(f0), dt(f1), dt(f2), s, v, m, F, dt, rng, perturb)
         if perturb is not None and i not in EXACT_OPS:
             res = perturb(res)
         if i == 57:  # single element of a vector
@@ -256,7 +276,7 @@ def execute_instruction(op: int | str, in1: int, in2: int, out: int, f0: float, 
             m[c] = res
 
 
-def _compute(i, a, b, c, f0, f1, f2, s, v, m, F, dt, rng):
+def _compute(i, a, b, c, f0, f1, f2, s, v, m, F, dt, rng, perturb=None):
     # Returns the op's result; every array result is a fresh array (aliasing-safe).
     one = dt(1)
     if i == 1:
@@ -359,11 +379,11 @@ def _compute(i, a, b, c, f0, f1, f2, s, v, m, F, dt, rng):
     if i == 52:
         return np.array([_mean(m[a][r, :], dt) for r in range(F)], dt)
     if i == 53:
-        return np.array([_one_pass_std(m[a][r, :], dt) for r in range(F)], dt)
+        return np.array([_one_pass_std(m[a][r, :], dt, perturb) for r in range(F)], dt)
     if i == 54:
-        return _one_pass_std(v[a], dt)
+        return _one_pass_std(v[a], dt, perturb)
     if i == 55:
-        return _one_pass_std(m[a], dt)
+        return _one_pass_std(m[a], dt, perturb)
     if i == 56:
         return f0
     if i == 57:

@@ -72,7 +72,7 @@ NP_DTYPE = {"float64": np.float64, "float32": np.float32}
 CONSTS = st.one_of(
     st.sampled_from([0.0, 1.0, -1.0, 0.5, -0.5, 2.0, 0.001, -3.0]),
     st.floats(-3.0, 3.0, width=32, allow_subnormal=False),
-)
+).map(lambda x: float(np.float32(x)))  # exact in both precisions
 
 
 @st.composite
@@ -101,7 +101,7 @@ def instructions(draw, banks=(S, V, MX), features=F, deterministic=True):
     elif op in (59, 60, 61):
         f0 = draw(CONSTS)
         if deterministic:  # low >= high -> exactly low
-            f1 = float(np.float32(f0 - abs(draw(CONSTS))))
+            f1 = min(f0, float(np.float32(f0 - abs(draw(CONSTS)))))
         else:
             f1 = float(np.float32(f0 + abs(draw(CONSTS)) + 0.5))
     elif op in (62, 63, 64):
@@ -168,6 +168,7 @@ def _perturber(dtype, eps, seed):
         with np.errstate(all="ignore"):
             return (np.asarray(x, dt) * (1 + k * eps).astype(dt)).astype(dt)[()]
 
+    perturb.std_always = AZJAX_STD_ROUNDS_EXACT_CASES
     return perturb
 
 
@@ -200,6 +201,13 @@ def reference_with_stability(prog, task, eval_type, orders, dtype, banks=(S, V, 
 # other difference still shows. Set to False once the engine stops there (the strict xfail below
 # then starts failing as a reminder).
 AZJAX_VALIDATION_CONTINUES_AFTER_EARLY_RETURN = True
+
+
+# Disagreement 2 (see test_std_of_exactly_representable_constant_is_zero): for inputs where
+# every step of sqrt(E[x^2] - E[x]^2) is exact in IEEE arithmetic (e.g. a constant 0.5 matrix) the
+# C++ gets exactly 0, azjax gets NaN (XLA rewrites x / F into x * (1 / F), which rounds). While it
+# stands, the stability probe treats every one-pass std as rounding-sensitive.
+AZJAX_STD_ROUNDS_EXACT_CASES = True
 
 
 def _first_validation_early_return(train, valid, valid_labels, max_abs_error=100.0):
@@ -581,3 +589,47 @@ def test_random_ops_key_determinism():
     np.testing.assert_array_equal(a[0], b[0])
     np.testing.assert_array_equal(a[1], b[1])
     assert not np.array_equal(a[0], c[0])
+
+
+# ------------------------------------------------------------------------------------------------
+# Known disagreements with the spec (reported to the lead; strict xfails flip when fixed).
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.xfail(AZJAX_VALIDATION_CONTINUES_AFTER_EARLY_RETURN, strict=True,
+                   reason="azjax runs the remaining validation Predicts after an early return")
+def test_validation_stops_at_first_large_error():
+    # Predict counts its own executions in s2 and predicts the count. Validation label 1000:
+    # |e| > 100 at the first validation example, so spec §4.1 validate() returns there and the
+    # other M - 1 Predicts never run: epoch 1 training must continue counting from N + 2.
+    prog = {"setup": [_i("SCALAR_CONST_SET", c=3, f0=1.0)],
+            "predict": [_i("SCALAR_SUM", 2, 3, 2), _i("SCALAR_SUM", 2, 4, 1)], "learn": []}
+    x = np.zeros((T, N, F))
+    xv = np.zeros((T, M, F))
+    ytr = np.tile(np.arange(1.0, N + 1), (T, 1))
+    yva = np.full((T, M), 1000.0)
+    with jax.enable_x64(True):
+        tasks = zero.Tasks(x, ytr, xv, yva, eval_type="rms", num_epochs=E)
+    _, train, valid = run_azjax(CFG64, build_population(CFG64, [prog] * P), tasks, "cond")
+    np.testing.assert_array_equal(valid[0, 0, 0, 0], N + 1)
+    assert np.isnan(valid[0, 0, 0, 1:]).all()
+    np.testing.assert_array_equal(train[0, 0, 1], np.arange(N + 2, 2 * N + 2))
+
+
+@pytest.mark.xfail(AZJAX_STD_ROUNDS_EXACT_CASES, strict=True,
+                   reason="azjax's one-pass std is NaN where the C++ arithmetic is exact (0.5s)")
+def test_std_of_exactly_representable_constant_is_zero():
+    # m0 = v1 = 0.5 everywhere: sum(x^2) / n = 0.25 and (sum(x) / n)^2 = 0.25 exactly in IEEE
+    # double, so the C++ one-pass std is exactly 0 (spec §3.1: NaN only when rounding makes the
+    # difference negative). Three programs: MATRIX_ST_DEV, MATRIX_ROW_ST_DEV (norm), VECTOR_ST_DEV.
+    setup = [_i("MATRIX_UNIFORM_SET", c=0, f0=0.5, f1=0.5), _i("VECTOR_UNIFORM_SET", c=1, f0=0.5,
+                                                               f1=0.5)]
+    progs = [{"setup": setup, "predict": [_i("MATRIX_ST_DEV", 0, 0, 1)], "learn": []},
+             {"setup": setup, "predict": [_i("MATRIX_ROW_ST_DEV", 0, 0, 2),
+                                          _i("VECTOR_NORM", 2, 0, 1)], "learn": []},
+             {"setup": setup, "predict": [_i("VECTOR_ST_DEV", 1, 0, 1)], "learn": []}]
+    for prog in progs:
+        _, tr, _ = R.evaluate_program(prog, task_slice(make_tasks(0, "rms", "float64")[1], 0),
+                                      "rms", E, None, None, bank_sizes=(S, V, MX))
+        assert tr[0, 0] == 0.0  # the reference agrees with the hand computation
+    tasks, _ = make_tasks(0, "rms", "float64")
+    _, train, _ = run_azjax(CFG64, build_population(CFG64, progs), tasks, "cond")
+    np.testing.assert_array_equal(train[:, :, 0, 0], 0.0)

@@ -54,9 +54,10 @@ def make_evaluate_fn(cfg: ZeroConfig, eval_type: str, num_epochs: int, strategy:
                      return_predictions: bool = False, prune: bool = True):
     """Builds the pure, unjitted evaluation of a population on a task collection.
 
-    Returns `fn(programs, train_x, train_y, valid_x, valid_y, orders, keys) -> fitness [P, T]` (and
+    Returns `fn(programs, train_x, train_y, valid_x, valid_y, orders, keys, active) -> fitness [P, T]` (and
     predictions when asked), with programs batched [P, ...], task arrays [T, ...] in cfg's dtype,
-    orders int32 [T, E, N] and keys [P, T].
+    orders int32 [T, E, N], keys [P, T] and `active` bool [P] (inactive programs - batch padding - stop
+    at once under `cond` and get fitness 0).
     """
     mem_model = interpreter.memory_model(cfg, strategy)
     run = mem_model.make_run()
@@ -71,7 +72,7 @@ def make_evaluate_fn(cfg: ZeroConfig, eval_type: str, num_epochs: int, strategy:
         return (jnp.pad(comp.instructions, ((0, extra), (0, 0))), jnp.pad(comp.data, ((0, extra), (0, 0))),
                 jnp.pad(positions, (0, extra)))
 
-    def evaluate_one(prog: Program, positions, train_x, train_y, valid_x, valid_y, orders, key):
+    def evaluate_one(prog: Program, positions, active, train_x, train_y, valid_x, valid_y, orders, key):
         N, M = train_x.shape[0], valid_x.shape[0]
         kind_np, epoch_end_np = _step_tables(num_epochs, N, M)
         num_steps = kind_np.shape[0]
@@ -131,7 +132,7 @@ def make_evaluate_fn(cfg: ZeroConfig, eval_type: str, num_epochs: int, strategy:
             return step + 1, mem, new_alive, loss, valid_bad, best, preds
 
         preds0 = jnp.full((num_steps,), jnp.nan, dt) if return_predictions else None
-        init = (jnp.zeros((), jnp.int32), mem_model.zeros(), jnp.ones((), bool), jnp.zeros((), dt),
+        init = (jnp.zeros((), jnp.int32), mem_model.zeros(), active, jnp.zeros((), dt),
                 jnp.zeros((), bool), jnp.zeros((), dt), preds0)
         if strategy == "cond":
             # A real loop that ends when the program has failed (per program: tasks share the loop).
@@ -153,18 +154,18 @@ def make_evaluate_fn(cfg: ZeroConfig, eval_type: str, num_epochs: int, strategy:
         per_epoch = preds[1:].reshape(num_epochs, N + M)
         return best, {"train": per_epoch[:, :N], "valid": per_epoch[:, N:]}
 
-    over_tasks = jax.vmap(evaluate_one, in_axes=(None, None, 0, 0, 0, 0, 0, 0))
+    over_tasks = jax.vmap(evaluate_one, in_axes=(None, None, None, 0, 0, 0, 0, 0, 0))
 
-    def fn(programs, train_x, train_y, valid_x, valid_y, orders, keys):
+    def fn(programs, train_x, train_y, valid_x, valid_y, orders, keys, active):
         if prune:
             programs, positions = jax.vmap(lambda p: liveness.prune(p, cfg))(programs)
         else:
             positions = liveness.identity_positions(programs)
 
-        def one_program(prog, pos, prog_keys):
-            return over_tasks(prog, pos, train_x, train_y, valid_x, valid_y, orders, prog_keys)
+        def one_program(prog, pos, act, prog_keys):
+            return over_tasks(prog, pos, act, train_x, train_y, valid_x, valid_y, orders, prog_keys)
 
-        return interpreter.population_map(strategy, one_program, programs, positions, keys)
+        return interpreter.population_map(strategy, one_program, programs, positions, active, keys)
 
     return fn
 
@@ -249,7 +250,7 @@ def evaluate(programs: Program, tasks: Tasks, cfg: ZeroConfig, *, key: jax.Array
         P, T = programs.setup.size.shape[0], tasks.num_tasks
         keys = jax.random.split(key, P * T).reshape(P, T)
         fn = _jitted(cfg, tasks.eval_type, tasks.num_epochs, strategy, return_predictions, prune)
-        out = fn(programs, *task_arrays, keys)
+        out = fn(programs, *task_arrays, keys, jnp.ones((P,), bool))
     if single:
         out = jax.tree_util.tree_map(lambda x: x[0], out)
     return out

@@ -46,6 +46,9 @@ S, V, MX, F = 5, 4, 3, 3
 LS, LP, LL = 4, 4, 5
 P, T, N, M, E = 3, 2, 5, 3, 2
 STRATEGIES = ("select", "cond")
+# With all 65 ops the 'select' strategy compiles for minutes on a 2-core CPU (it runs every
+# branch), so its all-op variants are slow tests; 'cond' carries the default suite.
+STRATEGY_PARAMS = [pytest.param("select", marks=pytest.mark.slow), "cond"]
 
 
 def make_cfg(dtype, features=F, ops=ALL_OPS, sizes=(LS, LP, LL), banks=(S, V, MX)):
@@ -279,7 +282,7 @@ STATS = {"entries": 0, "compared": 0, "fitness_compared": 0, "runs": 0}
 
 
 @pytest.mark.parametrize("eval_type", ["rms", "accuracy"])
-@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.parametrize("strategy", STRATEGY_PARAMS)
 @settings(max_examples=12, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(progs=st.lists(programs(), min_size=P, max_size=P), seed=st.integers(0, 2**16))
@@ -288,7 +291,7 @@ def test_float64_random_programs_match_reference(strategy, eval_type, progs, see
     compare_population(CFG64, progs, tasks, task_np, eval_type, strategy, STATS)
 
 
-@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.parametrize("strategy", STRATEGY_PARAMS)
 @settings(max_examples=10, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(progs=st.lists(programs(), min_size=P, max_size=P), seed=st.integers(0, 2**16))
@@ -426,7 +429,7 @@ EDGE_PROBES = {
 }
 
 
-@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.parametrize("strategy", STRATEGY_PARAMS)
 @pytest.mark.parametrize("eval_type", ["rms", "accuracy"])
 def test_edge_case_probes_match_reference(strategy, eval_type):
     names = list(EDGE_PROBES)
@@ -468,7 +471,7 @@ def test_edge_probe_values_are_what_the_spec_says():
 # ------------------------------------------------------------------------------------------------
 # The README linear SGD program: same fitness and predictions on a realistic task.
 # ------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.parametrize("strategy", STRATEGY_PARAMS)
 def test_linear_sgd_program_matches_reference(strategy):
     sgd = {"setup": [_i("SCALAR_CONST_SET", c=2, f0=0.01)],
            "predict": [_i("VECTOR_INNER_PRODUCT", 0, 1, 1)],
@@ -492,28 +495,23 @@ def test_linear_sgd_program_matches_reference(strategy):
 # ------------------------------------------------------------------------------------------------
 # Random ops by distribution.
 # ------------------------------------------------------------------------------------------------
-RANDOM_CFG_OPS = ("SCALAR_UNIFORM_SET", "VECTOR_UNIFORM_SET", "MATRIX_UNIFORM_SET",
-                  "SCALAR_GAUSSIAN_SET", "VECTOR_GAUSSIAN_SET", "MATRIX_GAUSSIAN_SET",
-                  "VECTOR_CONST_SET", "VECTOR_INNER_PRODUCT", "MATRIX_VECTOR_PRODUCT",
-                  "VECTOR_MEAN", "MATRIX_MEAN", "VECTOR_ST_DEV")
-RF, RP, RT, RN, RM = 4, 4, 4, 40, 40
+# These reuse CFG64 and the shapes of the random-program tests (no extra compile); the key is an
+# argument of the compiled evaluator, so several calls with different keys give more samples.
+RF, RP, RT, RN, RM, CALLS = F, P, T, N, M, 12
 
 
-def _random_cfg():
-    return make_cfg("float64", features=RF, ops=RANDOM_CFG_OPS, sizes=(2, 3, 1))
-
-
-def _random_eval(progs, seed=0, strategy="select"):
-    cfg = _random_cfg()
+def _random_eval(progs, seed=0, strategy="cond", calls=CALLS):
     rng = np.random.default_rng(0)
     xtr = rng.normal(size=(RT, RN, RF))
     xva = rng.normal(size=(RT, RM, RF))
     with jax.enable_x64(True):
         tasks = zero.Tasks(xtr, np.zeros((RT, RN)), xva, np.zeros((RT, RM)), eval_type="rms",
-                           num_epochs=1)
-    pop = build_population(cfg, progs)
-    _, train, valid = run_azjax(cfg, pop, tasks, strategy, seed=seed)
-    return train, valid  # [P, T, 1, N], [P, T, 1, M]
+                           num_epochs=E)
+    pop = build_population(CFG64, progs)
+    outs = [run_azjax(CFG64, pop, tasks, strategy, seed=1000 * seed + c) for c in range(calls)]
+    # [P, calls * T, E, N], [P, calls * T, E, M]
+    return (np.concatenate([o[1] for o in outs], axis=1),
+            np.concatenate([o[2] for o in outs], axis=1))
 
 
 def _samples(train, valid, p):
@@ -549,17 +547,23 @@ def _check_gaussian(x, mu, sd):
     assert abs(x.std() - sd) < 4 * sd / math.sqrt(2 * x.size)
 
 
-@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.parametrize("strategy", STRATEGY_PARAMS)
 def test_random_ops_by_distribution(strategy):
-    train, valid = _random_eval(RANDOM_PROGS, strategy=strategy)
-    assert not np.isnan(train).any() and not np.isnan(valid).any()
-    _check_uniform(_samples(train, valid, 0), -0.5, 1.5)
-    _check_gaussian(_samples(train, valid, 1), 2.0, 0.5)
-    _check_uniform(_samples(train, valid, 2), 0.25, 0.75)
-    _check_gaussian(_samples(train, valid, 3), -1.0, 2.0)
-    # Draws differ between tasks and between steps (a key per (program, task), advanced per op).
-    for p in range(RP):
-        assert len(np.unique(_samples(train, valid, p))) == RT * (RN + RM)
+    tr1, va1 = _random_eval(RANDOM_PROGS[:3], strategy=strategy)
+    tr2, va2 = _random_eval(RANDOM_PROGS[3:] * P, strategy=strategy)
+    samples = [_samples(tr1, va1, 0), _samples(tr1, va1, 1), _samples(tr1, va1, 2),
+               _samples(tr2, va2, 0)]
+    for x in samples:
+        assert x.size == CALLS * RT * E * (RN + RM) and not np.isnan(x).any()
+    _check_uniform(samples[0], -0.5, 1.5)
+    _check_gaussian(samples[1], 2.0, 0.5)
+    _check_uniform(samples[2], 0.25, 0.75)
+    _check_gaussian(samples[3], -1.0, 2.0)
+    # Draws differ between tasks, steps and calls (a key per (program, task), advanced per op).
+    for x in samples:
+        assert len(np.unique(x)) == x.size
+    # Identical programs in one population: each (program, task) has its own key.
+    assert not np.array_equal(_samples(tr2, va2, 0), _samples(tr2, va2, 1))
 
 
 def test_random_ops_whole_array_and_low_ge_high():
@@ -575,17 +579,18 @@ def test_random_ops_whole_array_and_low_ge_high():
                                     _i("MATRIX_VECTOR_PRODUCT", 1, 2, 1),
                                     _i("VECTOR_INNER_PRODUCT", 1, 2, 1)], "learn": []},
     ]
-    train, valid = _random_eval(progs)
+    train, valid = _random_eval(progs[:3])
+    train2, valid2 = _random_eval(progs[3:] * P, calls=1)
     _check_gaussian(_samples(train, valid, 0), 0.0, 1.0 / math.sqrt(RF))
     _check_gaussian(_samples(train, valid, 1), 0.0, (2 / math.sqrt(12)) / RF)
     np.testing.assert_array_equal(_samples(train, valid, 2), 0.5)  # low > high -> exactly low
-    np.testing.assert_array_equal(_samples(train, valid, 3), 0.25)  # low == high -> low
+    np.testing.assert_array_equal(_samples(train2, valid2, 0), 0.25)  # low == high -> low
 
 
 def test_random_ops_key_determinism():
-    a = _random_eval(RANDOM_PROGS[:2] * 2, seed=3)
-    b = _random_eval(RANDOM_PROGS[:2] * 2, seed=3)
-    c = _random_eval(RANDOM_PROGS[:2] * 2, seed=4)
+    a = _random_eval(RANDOM_PROGS[:3], seed=3, calls=1)
+    b = _random_eval(RANDOM_PROGS[:3], seed=3, calls=1)
+    c = _random_eval(RANDOM_PROGS[:3], seed=4, calls=1)
     np.testing.assert_array_equal(a[0], b[0])
     np.testing.assert_array_equal(a[1], b[1])
     assert not np.array_equal(a[0], c[0])

@@ -51,6 +51,7 @@ from azjax.nas.train import (
     restore_checkpoint,
     save_checkpoint,
     train_and_evaluate,
+    train_step_fn,
     weight_decay_mask,
 )
 
@@ -62,5 +63,5 @@ __all__ = [
     "load_genotype", "loose_ends", "make_eval_step", "make_model", "make_op", "make_optimizer",
     "make_train_step", "random_flip", "random_pad_crop", "reduction_indices",
     "resolve_depthwise_impl", "restore_checkpoint", "save_checkpoint", "save_genotype",
-    "train_and_evaluate", "validate_cell", "weight_decay_mask",
+    "train_and_evaluate", "train_step_fn", "validate_cell", "weight_decay_mask",
 ]

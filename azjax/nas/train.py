@@ -9,11 +9,11 @@ accuracy the NAS search uses as its reward. The library never prints; pass ``log
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import time
 from typing import Any, Callable, Mapping
 
-import chex
 import flax
 import flax.linen as nn
 import jax
@@ -180,15 +180,30 @@ def augment(key: jax.Array, images: jax.Array, config: TrainConfig) -> jax.Array
 
 # --- steps ----------------------------------------------------------------------------------
 
-def make_train_step(model: NASNet, optimizer: optax.GradientTransformation, config: TrainConfig,
-                    total_steps: int, max_traces: int = 1) -> Callable:
-    """A jitted ``(state, images, labels, key) -> (state, metrics)``.
+def _max_traces(fn: Callable, n: int) -> Callable:
+    """Raise ``AssertionError`` if ``fn`` is traced more than ``n`` times.
 
-    The drop-path progress ``step / total_steps`` is computed from ``state.step`` inside the
-    graph, so the step compiles once; ``chex.assert_max_traces`` enforces that.
+    Like ``chex.assert_max_traces`` but counted per wrapper object: chex keys its counter on the
+    definition site, so two children built by the same factory would share one budget.
     """
+    count = [0]
 
-    @chex.assert_max_traces(n=max_traces)
+    @functools.wraps(fn)
+    def wrapped(*args, **kwargs):
+        count[0] += 1
+        if count[0] > n:
+            raise AssertionError(f"{fn.__name__} traced {count[0]} times (max {n}): an input "
+                                 "shape, dtype or static value changed between calls")
+        return fn(*args, **kwargs)
+
+    return wrapped
+
+
+def train_step_fn(model: NASNet, optimizer: optax.GradientTransformation, config: TrainConfig,
+                  total_steps: int) -> Callable:
+    """The un-jitted ``(state, images, labels, key) -> (state, metrics)`` (see
+    :func:`make_train_step`)."""
+
     def step_fn(state: TrainState, images: jax.Array, labels: jax.Array, key: jax.Array):
         k_aug, k_drop, k_dp = jax.random.split(key, 3)
         images = augment(k_aug, images, config)
@@ -216,20 +231,31 @@ def make_train_step(model: NASNet, optimizer: optax.GradientTransformation, conf
             "loss": loss,
             "aux_loss": aux_loss,
             "accuracy": jnp.mean(jnp.argmax(logits, -1) == labels),
-            "grad_norm": optax.global_norm(grads),
+            "grad_norm": optax.tree.norm(grads),
         }
         new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
                                   opt_state=opt_state)
         return new_state, metrics
 
-    return jax.jit(step_fn, donate_argnums=(0,))
+    return step_fn
+
+
+def make_train_step(model: NASNet, optimizer: optax.GradientTransformation, config: TrainConfig,
+                    total_steps: int, max_traces: int = 1) -> Callable:
+    """A jitted ``(state, images, labels, key) -> (state, metrics)`` that donates ``state``.
+
+    Augmentation runs inside the step. The drop-path progress ``step / total_steps`` is computed
+    from ``state.step`` inside the graph, so the step compiles once; a retrace raises
+    ``AssertionError`` (at most ``max_traces`` traces).
+    """
+    fn = _max_traces(train_step_fn(model, optimizer, config, total_steps), max_traces)
+    return jax.jit(fn, donate_argnums=(0,))
 
 
 def make_eval_step(model: NASNet, max_traces: int = 1) -> Callable:
     """A jitted ``(state, images, labels, weights) -> (sum correct, sum loss)``; padded rows get
     weight 0 so every batch has one shape."""
 
-    @chex.assert_max_traces(n=max_traces)
     def eval_fn(state: TrainState, images, labels, weights):
         logits = model.apply({"params": state.params, "batch_stats": state.batch_stats}, images,
                              train=False)
@@ -237,7 +263,7 @@ def make_eval_step(model: NASNet, max_traces: int = 1) -> Callable:
         correct = (jnp.argmax(logits, -1) == labels).astype(jnp.float32)
         return jnp.sum(correct * weights), jnp.sum(loss * weights)
 
-    return jax.jit(eval_fn)
+    return jax.jit(_max_traces(eval_fn, max_traces))
 
 
 def evaluate(eval_step: Callable, state: TrainState, images: np.ndarray, labels: np.ndarray,

@@ -18,10 +18,17 @@ def test_depthwise_impls_agree(k, stride, size):
         out = nas.depthwise_conv(x, w, stride, impl)
         chex.assert_shape(out, ref.shape)
         chex.assert_trees_all_close(out, ref, atol=1e-4, rtol=1e-4)
-    # Gradients agree too (training uses them).
-    loss = lambda w, impl: jnp.sum(jnp.sin(nas.depthwise_conv(x, w, stride, impl)))
-    g_ref = jax.grad(loss)(w, "grouped")
-    chex.assert_trees_all_close(jax.grad(loss)(w, "shift"), g_ref, atol=1e-3, rtol=1e-3)
+
+
+def test_depthwise_gradients_agree():
+    kx, kk = jax.random.split(jax.random.key(0))
+    x = jax.random.normal(kx, (2, 5, 5, 3))
+    w = jax.random.normal(kk, (3, 3, 1, 3))
+    loss = lambda x, w, impl: jnp.sum(jnp.sin(nas.depthwise_conv(x, w, 2, impl)))
+    g_ref = jax.grad(loss, argnums=(0, 1))(x, w, "grouped")
+    for impl in ("shift", "dense"):
+        chex.assert_trees_all_close(jax.grad(loss, argnums=(0, 1))(x, w, impl), g_ref,
+                                    atol=1e-4, rtol=1e-4)
 
 
 def test_depthwise_auto_by_backend():
@@ -53,8 +60,8 @@ def test_avg_pool_excludes_padding():
 def test_every_op_shape(name, stride):
     x = jnp.zeros((2, 7, 7, 6))
     op = nas.make_op(name, 4, stride)
-    v = jax.eval_shape(op.init, jax.random.key(0), x, False)
-    out = jax.eval_shape(op.apply, v, x, False)
+    v = jax.eval_shape(lambda k, x: op.init(k, x, False), jax.random.key(0), x)
+    out = jax.eval_shape(lambda v, x: op.apply(v, x, False), v, x)
     assert out.shape == ((2, 4, 4, 4) if stride == 2 else (2, 7, 7, 4))
 
 
@@ -63,13 +70,15 @@ def test_identity_is_identity_when_shapes_match():
     out, v = _apply(nas.make_op("identity", 3, 1), x)
     assert v == {} or not jax.tree_util.tree_leaves(v)
     chex.assert_trees_all_equal(out, x)
-    _, v2 = _apply(nas.make_op("identity", 3, 2), x)
+    op = nas.make_op("identity", 3, 2)
+    v2 = jax.eval_shape(lambda k: op.init(k, x, False), jax.random.key(0))
     assert nas.count_params(v2["params"]) == 3 * 3 + 2 * 3  # 1x1 conv + BN scale/bias
 
 
 def test_sep_conv_params_applied_twice():
     x = jnp.zeros((1, 8, 8, 6))
-    _, v = _apply(nas.make_op("sep_conv_5x5", 4, 2), x)
+    op = nas.make_op("sep_conv_5x5", 4, 2)
+    v = jax.eval_shape(lambda k: op.init(k, x, False), jax.random.key(0))
     # [depthwise 5x5 on 6 + pointwise 6->4 + BN] then [depthwise 5x5 on 4 + pointwise 4->4 + BN]
     assert nas.count_params(v["params"]) == (25 * 6 + 6 * 4 + 8) + (25 * 4 + 4 * 4 + 8)
 
@@ -81,7 +90,7 @@ def test_factorized_reduction_keeps_both_offsets():
     v = jax.tree_util.tree_map(jnp.ones_like, v)  # unit 1x1 kernels, BN ~ identity
     out = fr.apply(v, x, False)
     chex.assert_shape(out, (1, 2, 2, 2))
-    assert float(out[0, 0, 0, 0]) == pytest.approx(0.0, abs=1e-6)  # path A misses it
+    assert float(out[0, 0, 0, 0]) == pytest.approx(0.0, abs=1e-4)  # path A misses it
     assert float(out[0, 0, 0, 1]) > 0.5  # path B sees it
     with pytest.raises(ValueError, match="features"):
         nas.FactorizedReduction(3, 2).init(jax.random.key(0), x, False)

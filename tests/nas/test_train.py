@@ -35,7 +35,11 @@ def setup():
     model = nas.make_model(TINY, CONFIG)
     opt = nas.make_optimizer(CONFIG, CONFIG.num_steps)
     state = nas.create_train_state(model, opt, jax.random.key(0), SHAPE)
-    step = nas.make_train_step(model, opt, CONFIG, CONFIG.num_steps)
+    # The test owns the jit so chex can count traces of exactly this step function.
+    # Donating like the library's step keeps the HLO identical, so train_and_evaluate below
+    # hits the persistent compilation cache.
+    step = jax.jit(chex.assert_max_traces(nas.train_step_fn(model, opt, CONFIG, CONFIG.num_steps),
+                                          n=1), donate_argnums=(0,))
     return model, opt, state, step
 
 
@@ -63,20 +67,24 @@ def test_augmentation():
     chex.assert_trees_all_equal(nas.cutout(key, x, 0), x)
 
 
-def test_drop_path_identity_at_eval(setup):
-    model, _, state, _ = setup
-    x, _ = _batch()
-    v = {"params": state.params, "batch_stats": state.batch_stats}
-    a = model.apply(v, x, train=False, drop_path_progress=0.0)
-    b = model.apply(v, x, train=False, drop_path_progress=1.0)  # no 'drop_path' rng needed
+def test_drop_path_identity_at_eval():
+    cell = nas.Cell(((0, 1, nas.OP_INDEX["sep_conv_3x3"], nas.OP_INDEX["avg_pool_3x3"], 0),),
+                    (2,), 4, use_drop_path=True)
+    x = jax.random.normal(jax.random.key(0), (4, 4, 4, 4))
+    v = cell.init(jax.random.key(1), x, None)
+    a = cell.apply(v, x, None, False, 0.5)
+    b = cell.apply(v, x, None, False, 0.9)  # no 'drop_path' rng needed at evaluation
     chex.assert_trees_all_equal(a, b)
-    run = lambda k: model.apply(v, x, train=True, drop_path_progress=1.0,
-                                rngs={"drop_path": jax.random.key(k)}, mutable=["batch_stats"])[0]
+    run = lambda k: cell.apply(v, x, None, True, 0.5, rngs={"drop_path": jax.random.key(k)},
+                               mutable=["batch_stats"])[0]
     assert not np.allclose(run(1), run(2))  # active in training
+    dropped = np.all(np.asarray(run(3)) == 0, axis=(1, 2, 3))
+    assert not dropped.all()
 
 
 def test_overfit_one_batch_and_compile_once(setup):
     _, _, state, step = setup
+    state = jax.tree_util.tree_map(jnp.copy, state)  # the step donates its input
     x, y = _batch()
     losses = []
     for i in range(30):
@@ -87,6 +95,13 @@ def test_overfit_one_batch_and_compile_once(setup):
     # A new input shape would retrace: the chex guard turns that into an error.
     with pytest.raises(AssertionError):
         step(state, np.zeros((4, *SHAPE), np.float32), y[:4], jax.random.key(0))
+    # The library's jitted step carries its own per-object guard.
+    model, opt, _, _ = setup
+    lib_step = nas.make_train_step(model, opt, CONFIG, CONFIG.num_steps)
+    with pytest.raises(AssertionError, match="traced 2 times"):
+        for n in (8, 4):  # the first call traces (and compiles); the second must not trace
+            jax.eval_shape(lib_step, state, np.zeros((n, *SHAPE), np.float32), y[:n],
+                           jax.random.key(0))
 
 
 def test_checkpoint_roundtrip(setup, tmp_path):
@@ -109,9 +124,9 @@ def _data():
 
 
 def test_train_and_evaluate_resumes_exactly(tmp_path):
-    cfg = dict(CONFIG.__dict__, num_steps=4, checkpoint_every=1)
+    cfg = dict(CONFIG.__dict__, checkpoint_every=1)  # 30 steps, as the fixture: cache hits
     ref = nas.train_and_evaluate(TINY, cfg, _data(), jax.random.key(7), workdir=tmp_path / "a")
-    assert ref["steps"] == 4 and 0.0 <= ref["valid_accuracy"] <= 1.0
+    assert ref["steps"] == 30 and 0.0 <= ref["valid_accuracy"] <= 1.0
     assert ref["num_params"] > 0 and np.isfinite(ref["train_loss"])
 
     class Crash(Exception):
@@ -127,6 +142,6 @@ def test_train_and_evaluate_resumes_exactly(tmp_path):
     res = nas.train_and_evaluate(TINY, cfg, _data(), jax.random.key(7), workdir=tmp_path / "b",
                                  log_fn=logs.append)
     assert logs[0]["step"] == 2  # resumed from step 1
-    assert res["steps"] == 4
+    assert res["steps"] == 30
     assert res["valid_accuracy"] == ref["valid_accuracy"]
     np.testing.assert_allclose(res["valid_loss"], ref["valid_loss"], rtol=1e-5)

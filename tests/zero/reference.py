@@ -24,9 +24,9 @@ i.e. the second operand wins whenever a NaN is involved.
 
 Optional ``perturb``: a callable applied to the result of every op that is not exact in IEEE
 arithmetic (everything except NO_OP, abs, heaviside, min/max, transpose, broadcasts and the
-constant/random setters) and to the training-time sigmoid. Tests use it to measure how strongly a program
-amplifies rounding differences (a condition-number probe), so that comparisons against another
-implementation are only made where rounding cannot legitimately change the answer.
+constant/random setters) and to the training-time sigmoid. Tests use it to measure how strongly
+a program amplifies rounding differences (a condition-number probe), so that comparisons against
+another implementation are only made where rounding cannot legitimately change the answer.
 """
 from __future__ import annotations
 
@@ -432,8 +432,9 @@ def flip_and_squash(rmse) -> float:
 
 def evaluate_program(program: Program, task: Mapping[str, Any], eval_type: str, num_epochs: int,
                      epoch_orders: np.ndarray | None, rng: np.random.Generator | None,
-                     max_abs_error: float = 100.0, *, bank_sizes: tuple[int, int, int] | None = None,
-                     dtype: Any = None, perturb: Callable[[Any], Any] | None = None,
+                     max_abs_error: float = 100.0, *,
+                     bank_sizes: tuple[int, int, int] | None = None, dtype: Any = None,
+                     perturb: Callable[[Any], Any] | None = None,
                      ) -> tuple[float, np.ndarray, np.ndarray]:
     """Evaluates ``program`` on one task exactly as the C++ Executor (spec §4.1).
 

@@ -278,6 +278,7 @@ def describe(prog):
 # ------------------------------------------------------------------------------------------------
 # Random programs, float64: exact up to rounding.
 # ------------------------------------------------------------------------------------------------
+# Coverage counters (how much of each run the stability probe let us compare); for debugging.
 STATS = {"entries": 0, "compared": 0, "fitness_compared": 0, "runs": 0}
 
 
@@ -404,7 +405,8 @@ EDGE_PROBES = {
          _i("VECTOR_OUTER_PRODUCT", 1, 2, 0), _i("MATRIX_TRANSPOSE", 0, 0, 0)],
         [_i("MATRIX_VECTOR_PRODUCT", 0, 1, 3), _i("VECTOR_NORM", 3, 0, 1)]),
     "matmul aliased": (
-        [_i("VECTOR_CONST_SET", c=1, f0=0.1, f1=2.0), _i("VECTOR_OUTER_PRODUCT", 1, 1, 0), _i("MATRIX_CONST_SET", c=0, f0=0.9, f1=0.1, f2=5.0),
+        [_i("VECTOR_CONST_SET", c=1, f0=0.1, f1=2.0), _i("VECTOR_OUTER_PRODUCT", 1, 1, 0),
+         _i("MATRIX_CONST_SET", c=0, f0=0.9, f1=0.1, f2=5.0),
          _i("MATRIX_MATRIX_PRODUCT", 0, 0, 0)],
         [_i("MATRIX_MEAN", 0, 0, 1)]),
     "column vs row broadcast": (

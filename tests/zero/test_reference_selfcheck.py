@@ -1,7 +1,7 @@
 """Hand-computed checks of the NumPy reference (tests/zero/reference.py) itself.
 
-These do not import azjax: they pin the reference to the spec (automl_zero.md §3, §3.1, §4) so that
-the differential tests compare the JAX engine against something known to be right.
+These do not import azjax: they pin the reference to the spec (automl_zero.md §3, §3.1, §4) so
+that the differential tests compare the JAX engine against something known to be right.
 """
 import math
 

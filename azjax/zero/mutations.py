@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -40,8 +40,8 @@ import numpy as np
 
 from azjax.zero import algorithms
 from azjax.zero import ops as ops_lib
-from azjax.zero.program import (COMPONENTS, IN1_TYPE, IN2_TYPE, OUT_TYPE, Component, Program, ZeroConfig,
-                                canonicalize, make_program, parse_program)
+from azjax.zero.program import (COMPONENTS, IN1_TYPE, IN2_TYPE, IS_INDEX, NUM_DATA, OUT_TYPE, Component,
+                                Program, ZeroConfig, make_program, parse_program)
 from azjax.zero.random_programs import DATA_HIGH, DATA_LOW, allowed_op_ids
 
 __all__ = ["MUTATION_TYPES", "INITIAL_KINDS", "MutationConfig", "mutate", "apply_mutation", "initial_program",
@@ -235,6 +235,31 @@ def _pick(u, n):
     return jnp.clip(jnp.floor(u * n).astype(jnp.int32), 0, jnp.maximum(n - 1, 0))
 
 
+# Lookups and row updates below use one-hot masks instead of gathers/scatters: under vmap a gather or
+# scatter with a batched index becomes a separate XLA loop kernel. Measured on the fixed part of a mutation
+# (draws, stacking, canonical form): 1.6 -> 1.2 CPU-s of XLA compile time.
+
+def _lookup(table, index):
+    """table[index] for a static numpy table [n] or [n, k] and an int array `index` of any shape."""
+    table = np.asarray(table)
+    hot = index[..., None] == jnp.arange(table.shape[0], dtype=index.dtype)
+    if table.ndim == 1:
+        return jnp.sum(jnp.where(hot, jnp.asarray(table), 0), axis=-1).astype(table.dtype)
+    return jnp.sum(jnp.where(hot[..., None], jnp.asarray(table), 0), axis=-2).astype(table.dtype)
+
+
+def _get_row(x, pos):
+    """x[pos] along the leading axis (pos traced)."""
+    hot = (jnp.arange(x.shape[0]) == pos).reshape((-1,) + (1,) * (x.ndim - 1))
+    return jnp.sum(jnp.where(hot, x, 0), axis=0).astype(x.dtype)
+
+
+def _set_row(x, pos, value):
+    """x with x[pos] = value along the leading axis (pos traced)."""
+    hot = (jnp.arange(x.shape[0]) == pos).reshape((-1,) + (1,) * (x.ndim - 1))
+    return jnp.where(hot, value, x)
+
+
 def _max_length(cfg: ZeroConfig) -> int:
     return max(max(cfg.size(c) for c in COMPONENTS), 1)
 
@@ -266,14 +291,16 @@ def _fresh_rows(u: jax.Array, cfg: ZeroConfig, dtype) -> Tuple[jax.Array, jax.Ar
     their banks, constants uniform over the op's ranges (`random_programs.DATA_LOW/HIGH`).
     """
     table, counts = _allowed_table(cfg)
-    op = jnp.take_along_axis(jnp.asarray(table), _pick(u[..., 0], jnp.asarray(counts)[:, None]), axis=1)
-    types = jnp.asarray(_OP_INFO[:, :3])[op]  # [3, n, 3]: in1, in2, out types
-    addr = jnp.asarray(_address_table(cfg))
-    a1 = _pick(u[..., 1], addr[0][types[..., 0]])
-    a2 = _pick(u[..., 2], addr[0][types[..., 1]])
-    o = addr[1][types[..., 2]] + _pick(u[..., 3], addr[2][types[..., 2]])
+    choice = _pick(u[..., 0], jnp.asarray(counts)[:, None])  # [3, n]
+    hot = choice[..., None] == jnp.arange(table.shape[1])
+    op = jnp.sum(jnp.where(hot, jnp.asarray(table)[:, None, :], 0), axis=-1)
+    types = _lookup(_OP_INFO[:, :3], op)  # [3, n, 3]: in1, in2, out types
+    addr = _address_table(cfg)
+    a1 = _pick(u[..., 1], _lookup(addr[0], types[..., 0]))
+    a2 = _pick(u[..., 2], _lookup(addr[0], types[..., 1]))
+    o = _lookup(addr[1], types[..., 2]) + _pick(u[..., 3], _lookup(addr[2], types[..., 2]))
     ins = jnp.stack([op, a1, a2, o], axis=-1).astype(jnp.int32)
-    rng = jnp.asarray(_DATA_RANGE, dtype)[op]
+    rng = _lookup(_DATA_RANGE.astype(np.dtype(dtype)), op)
     data = rng[..., :3] + (rng[..., 3:] - rng[..., :3]) * u[..., 4:7].astype(dtype)
     return ins, data
 
@@ -302,21 +329,29 @@ def _alter_value(v, r, allow_flip, paper):
     return jnp.where(flip, -v, v * factor.astype(v.dtype))
 
 
-def _alter_param(ins, data, size, r, fresh, addr, paper):
+def _alter_param(ins, data, size, r, addr, paper):
     pos = _pick(r[_U_POS], size)
-    row, d = ins[pos], data[pos]
+    row, d = _get_row(ins, pos), _get_row(data, pos)
     op = row[0]
-    info = jnp.asarray(_OP_INFO)[op]
-    field = info[_FIELD0 + _pick(r[_U_PARAM], info[_N_PARAMS])]
+    info = _lookup(_OP_INFO, op)
+    col = jnp.arange(info.shape[0])
+
+    def at(i):  # info[i] for a traced column i
+        return jnp.sum(jnp.where(col == i, info, 0))
+
+    field = at(_FIELD0 + _pick(r[_U_PARAM], info[_N_PARAMS]))
     # Re-draw the address of the chosen column with that column's bank rules.
-    t = info[jnp.clip(field - 1, 0, 2)]
-    new_addr = jnp.where(field == 3, addr[1][t] + _pick(r[_U_ADDR], addr[2][t]), _pick(r[_U_ADDR], addr[0][t]))
+    t = at(jnp.clip(field - 1, 0, 2))
+    bank = _lookup(addr.T, t)  # (input size, output low, output count)
+    new_addr = jnp.where(field == 3, bank[1] + _pick(r[_U_ADDR], bank[2]), _pick(r[_U_ADDR], bank[0]))
     new_row = jnp.where(jnp.arange(4) == field, new_addr, row)
     # Or alter the data: a sub-choice picks the slot and how it changes.
     sub = _pick(r[_U_SUB], info[_N_SUB])
-    slot, kind = info[_SLOT0 + sub], info[_KIND0 + sub]
-    altered = jnp.where(kind == 0, r[_U_INDEX].astype(d.dtype), _alter_value(d[slot], r, kind == 1, paper))
-    new_d = d.at[slot].set(altered)
+    slot, kind = at(_SLOT0 + sub), at(_KIND0 + sub)
+    slots = jnp.arange(3) == slot
+    value = jnp.sum(jnp.where(slots, d, 0))
+    altered = jnp.where(kind == 0, r[_U_INDEX].astype(d.dtype), _alter_value(value, r, kind == 1, paper))
+    new_d = jnp.where(slots, altered, d)
     # Uniform sets re-sort (low, high) after a data alteration.
     low, high = jnp.minimum(new_d[0], new_d[1]), jnp.maximum(new_d[0], new_d[1])
     new_d = jnp.where(info[_IS_UNIFORM] == 1, jnp.stack([low, high, new_d[2]]), new_d)
@@ -324,33 +359,38 @@ def _alter_param(ins, data, size, r, fresh, addr, paper):
     # NO_OP has no parameters; an empty component has no instruction to alter.
     change_row = (size > 0) & (op != ops_lib.NO_OP) & ~is_data
     change_data = (size > 0) & is_data
-    return (ins.at[pos].set(jnp.where(change_row, new_row, row)),
-            data.at[pos].set(jnp.where(change_data, new_d, d)), size)
+    return (_set_row(ins, pos, jnp.where(change_row, new_row, row)),
+            _set_row(data, pos, jnp.where(change_data, new_d, d)), size)
 
 
 def _randomize_instruction(ins, data, size, r, fresh):
     pos = _pick(r[_U_POS], size)
     ok = size > 0
-    return (ins.at[pos].set(jnp.where(ok, fresh[0][0], ins[pos])),
-            data.at[pos].set(jnp.where(ok, fresh[1][0], data[pos])), size)
+    pos = jnp.where(ok, pos, -1)  # -1 matches no row
+    return _set_row(ins, pos, fresh[0][0]), _set_row(data, pos, fresh[1][0]), size
 
 
 def _insert_at(ins, data, pos, new_ins, new_data):
     """Arrays one row longer with (new_ins, new_data) at `pos` and the tail shifted down by one."""
-    length = ins.shape[0]
-    ins = jnp.concatenate([ins, jnp.zeros((1, 4), ins.dtype)])
-    data = jnp.concatenate([data, jnp.zeros((1, 3), data.dtype)])
-    i = jnp.arange(length + 1)
-    src = jnp.clip(jnp.where(i < pos, i, i - 1), 0, length)
-    at = (i == pos)[:, None]
-    return jnp.where(at, new_ins, ins[src]), jnp.where(at, new_data, data[src])
+    i = jnp.arange(ins.shape[0] + 1)[:, None]
+
+    def shift(x, new):
+        pad = jnp.zeros((1, x.shape[1]), x.dtype)
+        same, down = jnp.concatenate([x, pad]), jnp.concatenate([pad, x])
+        return jnp.where(i < pos, same, jnp.where(i == pos, new, down))
+
+    return shift(ins, new_ins), shift(data, new_data)
 
 
 def _remove_at(ins, data, pos):
     """Same-length arrays without row `pos` (the tail shifted up; the last row is then beyond the size)."""
-    i = jnp.arange(ins.shape[0])
-    src = jnp.clip(jnp.where(i < pos, i, i + 1), 0, ins.shape[0] - 1)
-    return ins[src], data[src]
+    i = jnp.arange(ins.shape[0])[:, None]
+
+    def shift(x):
+        up = jnp.concatenate([x[1:], x[-1:]])
+        return jnp.where(i < pos, x, up)
+
+    return shift(ins), shift(data)
 
 
 def _insert(ins, data, size, r, fresh, max_size):
@@ -389,6 +429,23 @@ def _stack_components(program: Program, length: int):
             jnp.stack([jnp.asarray(c.size, jnp.int32) for c in comps]))
 
 
+# Per op: in1/in2/out used, data slots kept, data slots that are index fractions (program.canonicalize's rules).
+_CANON = np.concatenate([np.stack([IN1_TYPE >= 0, IN2_TYPE >= 0, OUT_TYPE >= 0], axis=1),
+                         np.arange(3)[None, :] < NUM_DATA[:, None], IS_INDEX], axis=1).astype(np.int32)
+
+
+def _canonical_stacked(ins, data, size, features: int):
+    """`program.canonicalize` on stacked components [3, L, ...], with one table lookup for all three."""
+    used = jnp.arange(ins.shape[1]) < size[:, None]
+    op = jnp.where(used, ins[..., 0], 0)
+    rule = _lookup(_CANON, op) == 1  # [3, L, 9]
+    ins = jnp.concatenate([op[..., None], jnp.where(rule[..., 0:3], ins[..., 1:], 0)], axis=-1)
+    snapped = (jnp.clip(jnp.floor(data * features), 0, features - 1) + 0.5) / features
+    data = jnp.where(rule[..., 6:9], snapped, data)
+    data = jnp.where(rule[..., 3:6], data, 0).astype(data.dtype)
+    return ins.astype(jnp.int32), data, size
+
+
 def _unstack_components(ins, data, size, cfg: ZeroConfig) -> Program:
     return Program(*(Component(instructions=ins[i, :cfg.size(c)], data=data[i, :cfg.size(c)], size=size[i])
                      for i, c in enumerate(COMPONENTS)))
@@ -416,14 +473,14 @@ def _apply(u, program: Program, cfg: ZeroConfig, mcfg: MutationConfig, type_inde
     length = _max_length(cfg)
     ins3, data3, size3 = _stack_components(program, length)
     fresh3 = _fresh_from_draws(u, cfg, dtype)
-    addr = jnp.asarray(_address_table(cfg))
-    comp = jnp.asarray(mutable or (0,), jnp.int32)[_pick(u[_U_COMPONENT], max(len(mutable), 1))]
-    lo = jnp.asarray([bounds[c][0] for c in COMPONENTS], jnp.int32)[comp]
-    hi = jnp.asarray([bounds[c][1] for c in COMPONENTS], jnp.int32)[comp]
-    fresh = (fresh3[0][comp], fresh3[1][comp])
+    addr = _address_table(cfg)
+    comp = _lookup(np.asarray(mutable or (0,), np.int32), _pick(u[_U_COMPONENT], max(len(mutable), 1)))
+    lo = _lookup(np.asarray([bounds[c][0] for c in COMPONENTS], np.int32), comp)
+    hi = _lookup(np.asarray([bounds[c][1] for c in COMPONENTS], np.int32), comp)
+    fresh = (_get_row(fresh3[0], comp), _get_row(fresh3[1], comp))
 
     impl = {
-        "ALTER_PARAM": lambda i, d, s: _alter_param(i, d, s, u, fresh, addr, paper),
+        "ALTER_PARAM": lambda i, d, s: _alter_param(i, d, s, u, addr, paper),
         "RANDOMIZE_INSTRUCTION": lambda i, d, s: _randomize_instruction(i, d, s, u, fresh),
         "RANDOMIZE_COMPONENT_FUNCTION": lambda i, d, s: (fresh[0], fresh[1], s),
         "IDENTITY": lambda i, d, s: (i, d, s),
@@ -434,21 +491,22 @@ def _apply(u, program: Program, cfg: ZeroConfig, mcfg: MutationConfig, type_inde
     # RANDOMIZE_ALGORITHM shares the component branch and then randomizes the other mutable components too.
     branch_types = list(dict.fromkeys("RANDOMIZE_COMPONENT_FUNCTION" if t == "RANDOMIZE_ALGORITHM" else t
                                       for t in types))
-    branch_of_type = jnp.asarray([branch_types.index("RANDOMIZE_COMPONENT_FUNCTION"
-                                                     if t == "RANDOMIZE_ALGORITHM" else t) for t in types],
-                                 jnp.int32)
+    branch_of_type = np.asarray([branch_types.index("RANDOMIZE_COMPONENT_FUNCTION"
+                                                    if t == "RANDOMIZE_ALGORITHM" else t) for t in types],
+                                np.int32)
     type_index = jnp.clip(type_index, 0, len(types) - 1)
-    operands = (ins3[comp], data3[comp], size3[comp])
+    operands = (_get_row(ins3, comp), _get_row(data3, comp), _get_row(size3, comp))
     if len(branch_types) == 1:
         ins, data, size = impl[branch_types[0]](*operands)
     else:
-        ins, data, size = jax.lax.switch(branch_of_type[type_index], [impl[t] for t in branch_types], *operands)
-    ins3, data3, size3 = ins3.at[comp].set(ins), data3.at[comp].set(data), size3.at[comp].set(size)
+        ins, data, size = jax.lax.switch(_lookup(branch_of_type, type_index), [impl[t] for t in branch_types],
+                                         *operands)
+    ins3, data3, size3 = _set_row(ins3, comp, ins), _set_row(data3, comp, data), _set_row(size3, comp, size)
     if "RANDOMIZE_ALGORITHM" in types:
-        is_all = (jnp.asarray([t == "RANDOMIZE_ALGORITHM" for t in types])[type_index]
+        is_all = (_lookup(np.asarray([t == "RANDOMIZE_ALGORITHM" for t in types]), type_index)
                   & jnp.asarray([i in mutable for i in range(3)]))[:, None, None]
         ins3, data3 = jnp.where(is_all, fresh3[0], ins3), jnp.where(is_all, fresh3[1], data3)
-    return canonicalize(_unstack_components(ins3, data3, size3, cfg), cfg)
+    return _unstack_components(*_canonical_stacked(ins3, data3, size3, cfg.features), cfg)
 
 
 def apply_mutation(key: jax.Array, program: Program, cfg: ZeroConfig, mcfg: MutationConfig,
@@ -552,5 +610,6 @@ def initial_program(key: jax.Array, cfg: ZeroConfig, kind: str = "RANDOM", sizes
                          for comp, s in zip((prog.setup, prog.predict, prog.learn), sizes)))
     if kind == "RANDOM":
         ins3, data3 = _fresh_from_draws(_draws(key, cfg), cfg, cfg.jnp_dtype)
-        return canonicalize(_unstack_components(ins3, data3, jnp.asarray(sizes, jnp.int32), cfg), cfg)
+        stacked = _canonical_stacked(ins3, data3, jnp.asarray(sizes, jnp.int32), cfg.features)
+        return _unstack_components(*stacked, cfg)
     return jax.tree_util.tree_map(jnp.asarray, _hand_written(cfg, kind, sizes))

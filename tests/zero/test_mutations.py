@@ -121,8 +121,11 @@ def test_type_weights_and_config_errors():
         M.mutate(jax.random.key(0), zero.empty_program(frozen), frozen, M.MutationConfig())
 
 
-def test_identity(semantics):
+def test_identity_and_canonical_results(semantics):
     before, after, types = semantics
+    canonical = _np(zero.canonicalize(after, CFG, xp=np))
+    for a, b in zip(jax.tree_util.tree_leaves(after), jax.tree_util.tree_leaves(canonical)):
+        np.testing.assert_array_equal(a, b)
     for i in _indices(types, "IDENTITY"):
         assert not _changed(before, after, i)
 

@@ -1,33 +1,40 @@
-"""AutoML-Zero mutations and initial programs with the reference code's semantics (spec §6.3, §6.4).
+"""AutoML-Zero mutations and initial programs, with the reference code's semantics.
 
-`mutate(key, program, cfg, mcfg)` applies exactly ONE mutation, as the reference `Mutator::MutateImpl`:
+Spec §6.3 (mutations) and §6.4 (initial programs).
 
-* the mutation type is drawn uniformly from `MutationConfig.types` (a type listed twice is twice as likely,
-  as in the reference's `allowed_actions` vector);
+`mutate(key, program, cfg, mcfg)` applies exactly ONE mutation, as the reference
+`Mutator::MutateImpl`:
+
+* the mutation type is drawn uniformly from `MutationConfig.types` (a type listed twice is twice as
+  likely, as in the reference's `allowed_actions` vector);
 * the component function is drawn uniformly among those whose op list is non-empty (an empty op list
   freezes a component);
-* ALTER_PARAM changes one parameter of one uniformly drawn instruction: ops with one input re-draw in1 or
-  out, ops with two inputs in1, in2 or out, data ops (56-64) re-draw out or alter their data, NO_OP nothing.
-  Data alterations: constants are multiplied by exp(N(0, 1)) or, with probability 0.1, sign-flipped (0 stays
-  0); element indices are re-drawn from U[0, 1); a Gaussian's sd is only log-scaled (never flipped); a
-  uniform's low or high is altered and the pair re-sorted;
+* ALTER_PARAM changes one parameter of one uniformly drawn instruction: ops with one input re-draw
+  in1 or out, ops with two inputs in1, in2 or out, data ops (56-64) re-draw out or alter their data,
+  NO_OP nothing. Data alterations: constants are multiplied by exp(N(0, 1)) or, with probability
+  0.1, sign-flipped (0 stays 0); element indices are re-drawn from U[0, 1); a Gaussian's sd is only
+  log-scaled (never flipped); a uniform's low or high is altered and the pair re-sorted;
 * RANDOMIZE_INSTRUCTION replaces one instruction by a fresh random one; RANDOMIZE_COMPONENT_FUNCTION
-  replaces every instruction of the component (size kept); RANDOMIZE_ALGORITHM does that to every mutable
-  component; IDENTITY does nothing;
+  replaces every instruction of the component (size kept); RANDOMIZE_ALGORITHM does that to every
+  mutable component; IDENTITY does nothing;
 * INSERT_INSTRUCTION inserts a fresh instruction at a uniform position in [0, size] unless
-  size >= max - 1 (the reference's guard, so the reachable maximum is max - 1); REMOVE_INSTRUCTION removes a
-  uniform instruction if size > min; TRADE_INSTRUCTION inserts then removes, with no size checks.
+  size >= max - 1 (the reference's guard, so the reachable maximum is max - 1); REMOVE_INSTRUCTION
+  removes a uniform instruction if size > min; TRADE_INSTRUCTION inserts then removes, with no size
+  checks.
 
-`MutationConfig(paper_variant=True)` instead follows the paper (Suppl. S3): three classes drawn uniformly,
-(i) insert or remove with removal twice as likely as insertion, (ii) randomize a component function,
-(iii) modify one argument, where constants are multiplied by U[0.5, 2] (sign flipped with probability 0.1).
+`MutationConfig(paper_variant=True)` instead follows the paper (Suppl. S3): three classes drawn
+uniformly, (i) insert or remove with removal twice as likely as insertion, (ii) randomize a
+component function, (iii) modify one argument, where constants are multiplied by U[0.5, 2] (sign
+flipped with probability 0.1).
 
-Everything is a pure function of fixed-shape arrays: the type is a `lax.switch`, insertion and removal are
-masked shifts, and all randomness comes from ONE `jax.random.uniform` draw that is sliced (every threefry
-call site costs XLA CPU compile time). Fresh instructions follow the reference distributions of
-`random_programs` (ops uniform over the component's list, addresses uniform over their banks with s0/v0
-never written, constants as `SetOpAndRandomizeParams`), drawn from those uniforms. Results are canonical.
+Everything is a pure function of fixed-shape arrays: the type is a `lax.switch`, insertion and
+removal are masked shifts, and all randomness comes from ONE `jax.random.uniform` draw that is
+sliced (every threefry call site costs XLA CPU compile time). Fresh instructions follow the
+reference distributions of `random_programs` (ops uniform over the component's list, addresses
+uniform over their banks with s0/v0 never written, constants as `SetOpAndRandomizeParams`), drawn
+from those uniforms. Results are canonical.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -40,25 +47,56 @@ import numpy as np
 
 from azjax.zero import algorithms
 from azjax.zero import ops as ops_lib
-from azjax.zero.program import (COMPONENTS, IN1_TYPE, IN2_TYPE, IS_INDEX, NUM_DATA, OUT_TYPE, Component,
-                                Program, ZeroConfig, make_program, parse_program)
+from azjax.zero.program import (
+    COMPONENTS,
+    IN1_TYPE,
+    IN2_TYPE,
+    IS_INDEX,
+    NUM_DATA,
+    OUT_TYPE,
+    Component,
+    Program,
+    ZeroConfig,
+    make_program,
+    parse_program,
+)
 from azjax.zero.random_programs import DATA_HIGH, DATA_LOW, allowed_op_ids
 
-__all__ = ["MUTATION_TYPES", "INITIAL_KINDS", "MutationConfig", "mutate", "apply_mutation", "initial_program",
-           "draw_mutation_type"]
+__all__ = [
+    "MUTATION_TYPES",
+    "INITIAL_KINDS",
+    "MutationConfig",
+    "mutate",
+    "apply_mutation",
+    "initial_program",
+    "draw_mutation_type",
+]
 
 # The reference's MutationAction enum, in its order (ids 0-7).
-MUTATION_TYPES = ("ALTER_PARAM", "RANDOMIZE_INSTRUCTION", "RANDOMIZE_COMPONENT_FUNCTION", "IDENTITY",
-                  "INSERT_INSTRUCTION", "REMOVE_INSTRUCTION", "TRADE_INSTRUCTION", "RANDOMIZE_ALGORITHM")
+MUTATION_TYPES = (
+    "ALTER_PARAM",
+    "RANDOMIZE_INSTRUCTION",
+    "RANDOMIZE_COMPONENT_FUNCTION",
+    "IDENTITY",
+    "INSERT_INSTRUCTION",
+    "REMOVE_INSTRUCTION",
+    "TRADE_INSTRUCTION",
+    "RANDOMIZE_ALGORITHM",
+)
 _TYPE_ID = {name: i for i, name in enumerate(MUTATION_TYPES)}
 # The reference's HardcodedAlgorithmID for initial programs.
 INITIAL_KINDS = ("NO_OP", "RANDOM", "LINEAR", "NEURAL_NET", "DAMAGED_NEURAL_NET")
 
 # The reference demo's list (spec §7.1), used when `types` is not given.
 DEFAULT_TYPES = ("ALTER_PARAM", "RANDOMIZE_INSTRUCTION", "RANDOMIZE_COMPONENT_FUNCTION")
-# Paper S3: three classes with probability 1/3 each; inside "insert or remove", removal is twice as likely.
-PAPER_WEIGHTS = (("ALTER_PARAM", 1 / 3), ("RANDOMIZE_COMPONENT_FUNCTION", 1 / 3),
-                 ("INSERT_INSTRUCTION", 1 / 9), ("REMOVE_INSTRUCTION", 2 / 9))
+# Paper S3: three classes with probability 1/3 each; inside "insert or remove", removal is twice as
+# likely.
+PAPER_WEIGHTS = (
+    ("ALTER_PARAM", 1 / 3),
+    ("RANDOMIZE_COMPONENT_FUNCTION", 1 / 3),
+    ("INSERT_INSTRUCTION", 1 / 9),
+    ("REMOVE_INSTRUCTION", 2 / 9),
+)
 
 _FLIP_PROBABILITY = 0.1  # sign flips of constants (code and paper)
 _PAPER_SCALE = (0.5, 2.0)  # the paper's U[0.5, 2] factor
@@ -71,7 +109,10 @@ def _canonical_type(name) -> str:
     if n.endswith("_MUTATION_ACTION"):  # the reference proto spelling
         n = n[: -len("_MUTATION_ACTION")]
     if n not in _TYPE_ID:
-        raise ValueError(f"MutationConfig.types: unknown mutation type {name!r}; valid: {', '.join(MUTATION_TYPES)}")
+        raise ValueError(
+            f"MutationConfig.types: unknown mutation type {name!r}; "
+            f"valid: {', '.join(MUTATION_TYPES)}"
+        )
     return n
 
 
@@ -80,15 +121,17 @@ class MutationConfig:
     """Which mutations to apply and the component size bounds (static, hashable).
 
     Attributes:
-      types: mutation type names from `MUTATION_TYPES`, drawn uniformly (duplicates weigh more, as in the
-        reference); None means the demo's (ALTER_PARAM, RANDOMIZE_INSTRUCTION, RANDOMIZE_COMPONENT_FUNCTION),
-        or the paper's fixed distribution when `paper_variant` is set (then `types` must stay None).
-      setup_size_min, predict_size_min, learn_size_min: REMOVE only when size > min; None = the config's
-        array length (so no removal from a full component).
-      setup_size_max, predict_size_max, learn_size_max: INSERT only when size < max - 1 (the reference guard:
-        the reachable maximum is max - 1); None = the config's array length. max may be at most the array
-        length + 1 (then insertion can fill the array).
-      paper_variant: the paper's S3 mutation distribution and U[0.5, 2] constant steps instead of the code's.
+      types: mutation type names from `MUTATION_TYPES`, drawn uniformly (duplicates weigh more, as
+        in the reference); None means the demo's (ALTER_PARAM, RANDOMIZE_INSTRUCTION,
+        RANDOMIZE_COMPONENT_FUNCTION), or the paper's fixed distribution when `paper_variant` is set
+        (then `types` must stay None).
+      setup_size_min, predict_size_min, learn_size_min: REMOVE only when size > min; None = the
+        config's array length (so no removal from a full component).
+      setup_size_max, predict_size_max, learn_size_max: INSERT only when size < max - 1 (the
+        reference guard: the reachable maximum is max - 1); None = the config's array length. max
+        may be at most the array length + 1 (then insertion can fill the array).
+      paper_variant: the paper's S3 mutation distribution and U[0.5, 2] constant steps instead of
+        the code's.
     """
 
     types: Optional[Tuple[str, ...]] = None
@@ -102,7 +145,9 @@ class MutationConfig:
 
     def __post_init__(self):
         if not isinstance(self.paper_variant, (bool, np.bool_)):
-            raise ValueError(f"MutationConfig.paper_variant must be a bool, got {self.paper_variant!r}")
+            raise ValueError(
+                f"MutationConfig.paper_variant must be a bool, got {self.paper_variant!r}"
+            )
         object.__setattr__(self, "paper_variant", bool(self.paper_variant))
         if self.types is not None:
             if isinstance(self.types, str):
@@ -111,9 +156,11 @@ class MutationConfig:
             if not types:
                 raise ValueError("MutationConfig.types must list at least one mutation type")
             if self.paper_variant:
-                raise ValueError("MutationConfig.types must be None when paper_variant=True (the paper's "
-                                 "distribution over ALTER_PARAM, RANDOMIZE_COMPONENT_FUNCTION, INSERT and "
-                                 "REMOVE is fixed)")
+                raise ValueError(
+                    "MutationConfig.types must be None when paper_variant=True (the paper's "
+                    "distribution over ALTER_PARAM, RANDOMIZE_COMPONENT_FUNCTION, INSERT and "
+                    "REMOVE is fixed)"
+                )
             object.__setattr__(self, "types", types)
         for c in COMPONENTS:
             for bound in ("min", "max"):
@@ -122,11 +169,15 @@ class MutationConfig:
                 if v is None:
                     continue
                 if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)) or v < 0:
-                    raise ValueError(f"MutationConfig.{field} must be None or an integer >= 0, got {v!r}")
+                    raise ValueError(
+                        f"MutationConfig.{field} must be None or an integer >= 0, got {v!r}"
+                    )
                 object.__setattr__(self, field, int(v))
             lo, hi = getattr(self, f"{c}_size_min"), getattr(self, f"{c}_size_max")
             if lo is not None and hi is not None and lo > hi:
-                raise ValueError(f"MutationConfig.{c}_size_min ({lo}) must be <= {c}_size_max ({hi})")
+                raise ValueError(
+                    f"MutationConfig.{c}_size_min ({lo}) must be <= {c}_size_max ({hi})"
+                )
 
     @property
     def type_weights(self) -> Tuple[Tuple[str, float], ...]:
@@ -147,12 +198,18 @@ class MutationConfig:
             lo = length if lo is None else lo
             hi = length if hi is None else hi
             if hi > length + 1:
-                raise ValueError(f"MutationConfig.{c}_size_max ({hi}) exceeds ZeroConfig.{c}_size + 1 "
-                                 f"({length + 1}); insertion stops at max - 1, which must fit the array")
+                raise ValueError(
+                    f"MutationConfig.{c}_size_max ({hi}) exceeds ZeroConfig.{c}_size + 1 "
+                    f"({length + 1}); insertion stops at max - 1, which must fit the array"
+                )
             if lo > length:
-                raise ValueError(f"MutationConfig.{c}_size_min ({lo}) exceeds ZeroConfig.{c}_size ({length})")
+                raise ValueError(
+                    f"MutationConfig.{c}_size_min ({lo}) exceeds ZeroConfig.{c}_size ({length})"
+                )
             if lo > hi:
-                raise ValueError(f"MutationConfig.{c}_size_min ({lo}) must be <= {c}_size_max ({hi})")
+                raise ValueError(
+                    f"MutationConfig.{c}_size_min ({lo}) must be <= {c}_size_max ({hi})"
+                )
             bounds[c] = (lo, hi)
         return bounds
 
@@ -161,32 +218,45 @@ class MutationConfig:
         self.size_bounds(cfg)
         needs_component = any(t != "IDENTITY" for t, _ in self.type_weights)
         if needs_component and not _mutable_components(cfg):
-            raise ValueError("ZeroConfig.setup_ops/predict_ops/learn_ops: all empty, so no component can be "
-                             "mutated (MutationConfig.types may then only be IDENTITY)")
+            raise ValueError(
+                "ZeroConfig.setup_ops/predict_ops/learn_ops: all empty, so no component can be "
+                "mutated (MutationConfig.types may then only be IDENTITY)"
+            )
 
 
 def _mutable_components(cfg: ZeroConfig) -> Tuple[int, ...]:
     return tuple(i for i, c in enumerate(COMPONENTS) if cfg.ops(c))
 
 
-# ----------------------------------------------------------------------------------------------------------
-# Static tables. One row per op so each lookup is a single gather (fewer HLO ops, faster XLA compiles).
+# --------------------------------------------------------------------------------------------------
+# Static tables. One row per op so each lookup is a single gather (fewer HLO ops, faster
+# XLA compiles).
 
 # Columns of _OP_INFO.
-_T_IN1, _T_IN2, _T_OUT, _N_PARAMS, _FIELD0, _N_SUB, _SLOT0, _KIND0, _IS_UNIFORM = 0, 1, 2, 3, 4, 7, 8, 11, 14
+_T_IN1, _T_IN2, _T_OUT, _N_PARAMS, _FIELD0, _N_SUB, _SLOT0, _KIND0, _IS_UNIFORM = (
+    0,
+    1,
+    2,
+    3,
+    4,
+    7,
+    8,
+    11,
+    14,
+)
 
 
 def _op_info() -> np.ndarray:
-    """int32 [NUM_OPS, 15]: operand types, ALTER_PARAM choices and data-alteration rules of every op.
+    """int32 [NUM_OPS, 15]: operand types, ALTER_PARAM choices and data-alteration rules per op.
 
-    field k (k < num_params): the instruction column re-drawn by choice k (1 in1, 2 in2, 3 out), or -1 =
-    alter the data. Data sub-choice k (k < num_sub) alters slot[k] in the way kind[k]: 0 re-draw an index
-    fraction, 1 scale or (p = 0.1) flip, 2 scale only.
+    field k (k < num_params): the instruction column re-drawn by choice k (1 in1, 2 in2, 3 out), or
+    -1 = alter the data. Data sub-choice k (k < num_sub) alters slot[k] in the way kind[k]: 0
+    re-draw an index fraction, 1 scale or (p = 0.1) flip, 2 scale only.
     """
     info = np.zeros((ops_lib.NUM_OPS, 15), np.int32)
     info[:, _T_IN1], info[:, _T_IN2], info[:, _T_OUT] = IN1_TYPE, IN2_TYPE, OUT_TYPE
     info[:, _N_SUB] = 1
-    info[:, _KIND0:_KIND0 + 3] = 1
+    info[:, _KIND0 : _KIND0 + 3] = 1
     for op in ops_lib.OPS:
         row = info[op.id]
         if op.name == "NO_OP":
@@ -198,7 +268,7 @@ def _op_info() -> np.ndarray:
         else:
             fields = (1, 3)
         row[_N_PARAMS] = len(fields)
-        row[_FIELD0:_FIELD0 + len(fields)] = fields
+        row[_FIELD0 : _FIELD0 + len(fields)] = fields
         subs = []
         if op.name == "SCALAR_CONST_SET":
             subs = [(0, 1)]
@@ -224,8 +294,20 @@ _OP_INFO = _op_info()
 _DATA_RANGE = np.concatenate([DATA_LOW, DATA_HIGH], axis=1)  # [NUM_OPS, 6]: low f0..f2, high f0..f2
 
 # Layout of the single uniform draw: scalar draws first, then 7 per fresh-instruction row.
-_U_TYPE, _U_COMPONENT, _U_POS, _U_REMOVE, _U_PARAM, _U_SUB, _U_ADDR, _U_INDEX, _U_FLIP, _U_N1, _U_N2, \
-    _U_PAPER = range(12)
+(
+    _U_TYPE,
+    _U_COMPONENT,
+    _U_POS,
+    _U_REMOVE,
+    _U_PARAM,
+    _U_SUB,
+    _U_ADDR,
+    _U_INDEX,
+    _U_FLIP,
+    _U_N1,
+    _U_N2,
+    _U_PAPER,
+) = range(12)
 _NUM_SCALAR_DRAWS = 12
 _ROW_DRAWS = 7
 
@@ -235,9 +317,11 @@ def _pick(u, n):
     return jnp.clip(jnp.floor(u * n).astype(jnp.int32), 0, jnp.maximum(n - 1, 0))
 
 
-# Row reads/updates at a traced position use one-hot masks over the (short) row axis instead of dynamic
-# gathers/scatters, which vmap turns into separate XLA loop kernels. Table lookups by op id stay gathers:
-# a one-hot over all 65 ops made 1000 mutations 30x slower to run (5 ms -> 160 ms on the 2-core CPU).
+# Row reads/updates at a traced position use one-hot masks over the (short) row axis instead of
+# dynamic gathers/scatters, which vmap turns into separate XLA loop kernels. Table lookups by op id
+# stay gathers: a one-hot over all 65 ops made 1000 mutations 30x slower to run (5 ms -> 160 ms on
+# the 2-core CPU).
+
 
 def _lookup(table, index):
     """table[index] for a static numpy table [n] or [n, k] and an int array `index` of any shape."""
@@ -265,7 +349,8 @@ def _num_draws(cfg: ZeroConfig) -> int:
 
 
 def _address_table(cfg: ZeroConfig) -> np.ndarray:
-    """int32 [3, 4]: per type code (s, v, m, none) the input bank size, the lowest and the number of writable
+    """int32 [3, 4]: per type code (s, v, m, none) the input bank size, the lowest and the number
+    of writable
     output addresses (s0 and v0 are never written)."""
     sizes = np.array([cfg.num_scalars, cfg.num_vectors, max(cfg.num_matrices, 1), 1], np.int32)
     out_low = np.array([1, 1, 0, 0], np.int32)
@@ -281,10 +366,12 @@ def _allowed_table(cfg: ZeroConfig) -> Tuple[np.ndarray, np.ndarray]:
 
 
 def _fresh_rows(u: jax.Array, cfg: ZeroConfig, dtype) -> Tuple[jax.Array, jax.Array]:
-    """Random instructions of every component from uniforms u [3, n, 7]: int32 [3, n, 4] and data [3, n, 3].
+    """Random instructions of every component from uniforms u [3, n, 7].
 
-    The reference's SetOpAndRandomizeParams: op uniform over the component's list, addresses uniform over
-    their banks, constants uniform over the op's ranges (`random_programs.DATA_LOW/HIGH`).
+    Returns int32 instructions [3, n, 4] and data [3, n, 3].
+
+    The reference's SetOpAndRandomizeParams: op uniform over the component's list, addresses uniform
+    over their banks, constants uniform over the op's ranges (`random_programs.DATA_LOW/HIGH`).
     """
     table, counts = _allowed_table(cfg)
     choice = _pick(u[..., 0], jnp.asarray(counts)[:, None])  # [3, n]
@@ -302,13 +389,17 @@ def _fresh_rows(u: jax.Array, cfg: ZeroConfig, dtype) -> Tuple[jax.Array, jax.Ar
 
 def _fresh_from_draws(u: jax.Array, cfg: ZeroConfig, dtype):
     rows = _max_length(cfg)
-    block = u[_NUM_SCALAR_DRAWS:_NUM_SCALAR_DRAWS + 3 * rows * _ROW_DRAWS].reshape(3, rows, _ROW_DRAWS)
+    block = u[_NUM_SCALAR_DRAWS : _NUM_SCALAR_DRAWS + 3 * rows * _ROW_DRAWS].reshape(
+        3, rows, _ROW_DRAWS
+    )
     return _fresh_rows(block, cfg, dtype)
 
 
-# ----------------------------------------------------------------------------------------------------------
-# Mutations of ONE component, padded to the longest component: (instructions [L, 4], data [L, 3], size).
-# `r` are the scalar draws, `fresh` = (instructions, data) of fresh random rows for this component.
+# --------------------------------------------------------------------------------------------------
+# Mutations of ONE component, padded to the longest component: (instructions [L, 4], data
+# [L, 3], size). `r` are the scalar draws, `fresh` = (instructions, data) of fresh random rows for
+# this component.
+
 
 def _alter_value(v, r, allow_flip, paper):
     """The reference's MutateActivationLogScaleOrFlip (or the paper's U[0.5, 2] scaling)."""
@@ -338,14 +429,18 @@ def _alter_param(ins, data, size, r, addr, paper):
     # Re-draw the address of the chosen column with that column's bank rules.
     t = at(jnp.clip(field - 1, 0, 2))
     bank = _lookup(addr.T, t)  # (input size, output low, output count)
-    new_addr = jnp.where(field == 3, bank[1] + _pick(r[_U_ADDR], bank[2]), _pick(r[_U_ADDR], bank[0]))
+    new_addr = jnp.where(
+        field == 3, bank[1] + _pick(r[_U_ADDR], bank[2]), _pick(r[_U_ADDR], bank[0])
+    )
     new_row = jnp.where(jnp.arange(4) == field, new_addr, row)
     # Or alter the data: a sub-choice picks the slot and how it changes.
     sub = _pick(r[_U_SUB], info[_N_SUB])
     slot, kind = at(_SLOT0 + sub), at(_KIND0 + sub)
     slots = jnp.arange(3) == slot
     value = jnp.sum(jnp.where(slots, d, 0))
-    altered = jnp.where(kind == 0, r[_U_INDEX].astype(d.dtype), _alter_value(value, r, kind == 1, paper))
+    altered = jnp.where(
+        kind == 0, r[_U_INDEX].astype(d.dtype), _alter_value(value, r, kind == 1, paper)
+    )
     new_d = jnp.where(slots, altered, d)
     # Uniform sets re-sort (low, high) after a data alteration.
     low, high = jnp.minimum(new_d[0], new_d[1]), jnp.maximum(new_d[0], new_d[1])
@@ -354,8 +449,11 @@ def _alter_param(ins, data, size, r, addr, paper):
     # NO_OP has no parameters; an empty component has no instruction to alter.
     change_row = (size > 0) & (op != ops_lib.NO_OP) & ~is_data
     change_data = (size > 0) & is_data
-    return (_set_row(ins, pos, jnp.where(change_row, new_row, row)),
-            _set_row(data, pos, jnp.where(change_data, new_d, d)), size)
+    return (
+        _set_row(ins, pos, jnp.where(change_row, new_row, row)),
+        _set_row(data, pos, jnp.where(change_data, new_d, d)),
+        size,
+    )
 
 
 def _randomize_instruction(ins, data, size, r, fresh):
@@ -378,7 +476,7 @@ def _insert_at(ins, data, pos, new_ins, new_data):
 
 
 def _remove_at(ins, data, pos):
-    """Same-length arrays without row `pos` (the tail shifted up; the last row is then beyond the size)."""
+    """Same-length arrays without row `pos` (tail shifted up; the last row lies beyond the size)."""
     i = jnp.arange(ins.shape[0])[:, None]
 
     def shift(x):
@@ -393,8 +491,11 @@ def _insert(ins, data, size, r, fresh, max_size):
     pos = _pick(r[_U_POS], size + 1)
     new_ins, new_data = _insert_at(ins, data, pos, fresh[0][0], fresh[1][0])
     ok = size < max_size - 1  # the reference: `if (size >= max - 1) return;`
-    return (jnp.where(ok, new_ins[:length], ins), jnp.where(ok, new_data[:length], data),
-            jnp.where(ok, size + 1, size))
+    return (
+        jnp.where(ok, new_ins[:length], ins),
+        jnp.where(ok, new_data[:length], data),
+        jnp.where(ok, size + 1, size),
+    )
 
 
 def _remove(ins, data, size, r, min_size):
@@ -413,24 +514,36 @@ def _trade(ins, data, size, r, fresh):
     return long_ins[:length], long_data[:length], size
 
 
-# ----------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Program-level dispatch.
+
 
 def _stack_components(program: Program, length: int):
     def pad(x):
         return jnp.pad(x, ((0, length - x.shape[0]), (0, 0)))
+
     comps = [program.component(c) for c in COMPONENTS]
-    return (jnp.stack([pad(c.instructions) for c in comps]), jnp.stack([pad(c.data) for c in comps]),
-            jnp.stack([jnp.asarray(c.size, jnp.int32) for c in comps]))
+    return (
+        jnp.stack([pad(c.instructions) for c in comps]),
+        jnp.stack([pad(c.data) for c in comps]),
+        jnp.stack([jnp.asarray(c.size, jnp.int32) for c in comps]),
+    )
 
 
-# Per op: in1/in2/out used, data slots kept, data slots that are index fractions (program.canonicalize's rules).
-_CANON = np.concatenate([np.stack([IN1_TYPE >= 0, IN2_TYPE >= 0, OUT_TYPE >= 0], axis=1),
-                         np.arange(3)[None, :] < NUM_DATA[:, None], IS_INDEX], axis=1).astype(np.int32)
+# Per op: in1/in2/out used, data slots kept, data slots that are index fractions
+# (program.canonicalize's rules).
+_CANON = np.concatenate(
+    [
+        np.stack([IN1_TYPE >= 0, IN2_TYPE >= 0, OUT_TYPE >= 0], axis=1),
+        np.arange(3)[None, :] < NUM_DATA[:, None],
+        IS_INDEX,
+    ],
+    axis=1,
+).astype(np.int32)
 
 
 def _canonical_stacked(ins, data, size, features: int):
-    """`program.canonicalize` on stacked components [3, L, ...], with one table lookup for all three."""
+    """`program.canonicalize` on stacked components [3, L, ...] (one table lookup for all three)."""
     used = jnp.arange(ins.shape[1]) < size[:, None]
     op = jnp.where(used, ins[..., 0], 0)
     rule = _lookup(_CANON, op) == 1  # [3, L, 9]
@@ -442,8 +555,12 @@ def _canonical_stacked(ins, data, size, features: int):
 
 
 def _unstack_components(ins, data, size, cfg: ZeroConfig) -> Program:
-    return Program(*(Component(instructions=ins[i, :cfg.size(c)], data=data[i, :cfg.size(c)], size=size[i])
-                     for i, c in enumerate(COMPONENTS)))
+    return Program(
+        *(
+            Component(instructions=ins[i, : cfg.size(c)], data=data[i, : cfg.size(c)], size=size[i])
+            for i, c in enumerate(COMPONENTS)
+        )
+    )
 
 
 def _draws(key: jax.Array, cfg: ZeroConfig) -> jax.Array:
@@ -469,7 +586,9 @@ def _apply(u, program: Program, cfg: ZeroConfig, mcfg: MutationConfig, type_inde
     ins3, data3, size3 = _stack_components(program, length)
     fresh3 = _fresh_from_draws(u, cfg, dtype)
     addr = _address_table(cfg)
-    comp = _lookup(np.asarray(mutable or (0,), np.int32), _pick(u[_U_COMPONENT], max(len(mutable), 1)))
+    comp = _lookup(
+        np.asarray(mutable or (0,), np.int32), _pick(u[_U_COMPONENT], max(len(mutable), 1))
+    )
     lo = _lookup(np.asarray([bounds[c][0] for c in COMPONENTS], np.int32), comp)
     hi = _lookup(np.asarray([bounds[c][1] for c in COMPONENTS], np.int32), comp)
     fresh = (_get_row(fresh3[0], comp), _get_row(fresh3[1], comp))
@@ -483,40 +602,57 @@ def _apply(u, program: Program, cfg: ZeroConfig, mcfg: MutationConfig, type_inde
         "REMOVE_INSTRUCTION": lambda i, d, s: _remove(i, d, s, u, lo),
         "TRADE_INSTRUCTION": lambda i, d, s: _trade(i, d, s, u, fresh),
     }
-    # RANDOMIZE_ALGORITHM shares the component branch and then randomizes the other mutable components too.
-    branch_types = list(dict.fromkeys("RANDOMIZE_COMPONENT_FUNCTION" if t == "RANDOMIZE_ALGORITHM" else t
-                                      for t in types))
-    branch_of_type = np.asarray([branch_types.index("RANDOMIZE_COMPONENT_FUNCTION"
-                                                    if t == "RANDOMIZE_ALGORITHM" else t) for t in types],
-                                np.int32)
+    # RANDOMIZE_ALGORITHM shares the component branch and then randomizes the other mutable
+    # components too.
+    branch_types = list(
+        dict.fromkeys(
+            "RANDOMIZE_COMPONENT_FUNCTION" if t == "RANDOMIZE_ALGORITHM" else t for t in types
+        )
+    )
+    branch_of_type = np.asarray(
+        [
+            branch_types.index("RANDOMIZE_COMPONENT_FUNCTION" if t == "RANDOMIZE_ALGORITHM" else t)
+            for t in types
+        ],
+        np.int32,
+    )
     type_index = jnp.clip(type_index, 0, len(types) - 1)
     operands = (_get_row(ins3, comp), _get_row(data3, comp), _get_row(size3, comp))
     if len(branch_types) == 1:
         ins, data, size = impl[branch_types[0]](*operands)
     else:
-        ins, data, size = jax.lax.switch(_lookup(branch_of_type, type_index), [impl[t] for t in branch_types],
-                                         *operands)
-    ins3, data3, size3 = _set_row(ins3, comp, ins), _set_row(data3, comp, data), _set_row(size3, comp, size)
+        ins, data, size = jax.lax.switch(
+            _lookup(branch_of_type, type_index), [impl[t] for t in branch_types], *operands
+        )
+    ins3, data3, size3 = (
+        _set_row(ins3, comp, ins),
+        _set_row(data3, comp, data),
+        _set_row(size3, comp, size),
+    )
     if "RANDOMIZE_ALGORITHM" in types:
-        is_all = (_lookup(np.asarray([t == "RANDOMIZE_ALGORITHM" for t in types]), type_index)
-                  & jnp.asarray([i in mutable for i in range(3)]))[:, None, None]
+        is_all = (
+            _lookup(np.asarray([t == "RANDOMIZE_ALGORITHM" for t in types]), type_index)
+            & jnp.asarray([i in mutable for i in range(3)])
+        )[:, None, None]
         ins3, data3 = jnp.where(is_all, fresh3[0], ins3), jnp.where(is_all, fresh3[1], data3)
     return _unstack_components(*_canonical_stacked(ins3, data3, size3, cfg.features), cfg)
 
 
-def apply_mutation(key: jax.Array, program: Program, cfg: ZeroConfig, mcfg: MutationConfig,
-                   type_index: jax.Array) -> Program:
-    """Applies the mutation `mcfg.type_weights[type_index]` (may be traced) with the randomness of `key`.
+def apply_mutation(
+    key: jax.Array, program: Program, cfg: ZeroConfig, mcfg: MutationConfig, type_index: jax.Array
+) -> Program:
+    """Applies the mutation `mcfg.type_weights[type_index]` (may be traced), randomness from `key`.
 
-    `mutate` is `apply_mutation` with a drawn type; this entry point lets tests and tools force a type while
-    sharing one compiled function across types.
+    `mutate` is `apply_mutation` with a drawn type; this entry point lets tests and tools force a
+    type while sharing one compiled function across types.
     """
     mcfg.check(cfg)
     return _apply(_draws(key, cfg), program, cfg, mcfg, type_index)
 
 
-def mutate_with_type(key: jax.Array, program: Program, cfg: ZeroConfig,
-                     mcfg: MutationConfig) -> Tuple[Program, jax.Array]:
+def mutate_with_type(
+    key: jax.Array, program: Program, cfg: ZeroConfig, mcfg: MutationConfig
+) -> Tuple[Program, jax.Array]:
     """`mutate`, also returning the index into `mcfg.type_weights` of the applied type."""
     mcfg.check(cfg)
     u = _draws(key, cfg)
@@ -525,16 +661,19 @@ def mutate_with_type(key: jax.Array, program: Program, cfg: ZeroConfig,
 
 
 def mutate(key: jax.Array, program: Program, cfg: ZeroConfig, mcfg: MutationConfig) -> Program:
-    """Applies exactly one mutation (type and component drawn as the reference does); jittable, vmappable.
+    """Applies exactly one mutation (type and component drawn as the reference does).
 
-    `program` must be a valid, unbatched program of `cfg` (vmap for populations). The result is canonical
-    and valid. Raises ValueError (at trace time) if `mcfg` does not fit `cfg`.
+    Jittable and vmappable.
+
+    `program` must be a valid, unbatched program of `cfg` (vmap for populations). The result is
+    canonical and valid. Raises ValueError (at trace time) if `mcfg` does not fit `cfg`.
     """
     return mutate_with_type(key, program, cfg, mcfg)[0]
 
 
-# ----------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Initial programs (spec §6.4).
+
 
 def _check_sizes(cfg: ZeroConfig, sizes, field: str = "sizes") -> Tuple[int, int, int]:
     if sizes is None:
@@ -547,7 +686,9 @@ def _check_sizes(cfg: ZeroConfig, sizes, field: str = "sizes") -> Tuple[int, int
     try:
         sizes = tuple(sizes)
     except TypeError:
-        raise ValueError(f"{field} must be None or (setup, predict, learn) sizes, got {sizes!r}") from None
+        raise ValueError(
+            f"{field} must be None or (setup, predict, learn) sizes, got {sizes!r}"
+        ) from None
     if len(sizes) != 3:
         raise ValueError(f"{field} must have 3 entries (setup, predict, learn), got {sizes!r}")
     out = []
@@ -555,7 +696,9 @@ def _check_sizes(cfg: ZeroConfig, sizes, field: str = "sizes") -> Tuple[int, int
         if isinstance(s, (bool, np.bool_)) or not isinstance(s, (int, np.integer)):
             raise ValueError(f"{field}: the {c} size must be an integer, got {s!r}")
         if not 0 <= s <= cfg.size(c):
-            raise ValueError(f"{field}: the {c} size {s} must lie in [0, ZeroConfig.{c}_size={cfg.size(c)}]")
+            raise ValueError(
+                f"{field}: the {c} size {s} must lie in [0, ZeroConfig.{c}_size={cfg.size(c)}]"
+            )
         out.append(int(s))
     return tuple(out)
 
@@ -570,14 +713,20 @@ def _hand_written(cfg: ZeroConfig, kind: str, sizes: Tuple[int, int, int]) -> Pr
     try:
         prog = parse_program(text, cfg)
     except ValueError as e:
-        raise ValueError(f"initial={kind}: the hand-written program does not fit this ZeroConfig ({e})") from None
+        raise ValueError(
+            f"initial={kind}: the hand-written program does not fit this ZeroConfig ({e})"
+        ) from None
     comps = {}
     for c, target in zip(COMPONENTS, sizes):
         comp = prog.component(c)
         n = int(comp.size)
-        # Padding with NO_OPs leaves the arrays as they are (rows beyond the size already are NO_OPs).
-        comps[c] = Component(instructions=np.asarray(comp.instructions), data=np.asarray(comp.data),
-                             size=np.int32(max(n, target)))
+        # Padding with NO_OPs leaves the arrays as they are (rows beyond the size already are
+        # NO_OPs).
+        comps[c] = Component(
+            instructions=np.asarray(comp.instructions),
+            data=np.asarray(comp.data),
+            size=np.int32(max(n, target)),
+        )
     return Program(**comps)
 
 
@@ -587,22 +736,29 @@ def initial_program(key: jax.Array, cfg: ZeroConfig, kind: str = "RANDOM", sizes
     Args:
       key: PRNG key (only RANDOM uses it).
       cfg: the program config.
-      kind: NO_OP (`sizes` NO_OPs per component), RANDOM (`sizes` random instructions; components with an
-        empty op list get NO_OPs), LINEAR, NEURAL_NET or DAMAGED_NEURAL_NET (the hand-written programs of
-        `algorithms`, padded with NO_OPs up to `sizes`).
-      sizes: the reference's *_size_init as (setup, predict, learn) or a dict; None = the array lengths.
+      kind: NO_OP (`sizes` NO_OPs per component), RANDOM (`sizes` random instructions; components
+        with an empty op list get NO_OPs), LINEAR, NEURAL_NET or DAMAGED_NEURAL_NET (the
+        hand-written programs of `algorithms`, padded with NO_OPs up to `sizes`).
+      sizes: the reference's *_size_init as (setup, predict, learn) or a dict; None = the array
+        lengths.
 
     Raises:
-      ValueError: unknown kind, sizes out of range, or a hand-written program the config cannot hold.
+      ValueError: unknown kind, sizes out of range, or a hand-written program the config cannot
+        hold.
     """
     if kind not in INITIAL_KINDS:
         raise ValueError(f"initial kind {kind!r} unknown; valid: {', '.join(INITIAL_KINDS)}")
     sizes = _check_sizes(cfg, sizes)
     if kind == "NO_OP":
         prog = make_program(cfg, validate=False)
-        return Program(*(Component(instructions=comp.instructions, data=comp.data,
-                                   size=jnp.asarray(s, jnp.int32))
-                         for comp, s in zip((prog.setup, prog.predict, prog.learn), sizes)))
+        return Program(
+            *(
+                Component(
+                    instructions=comp.instructions, data=comp.data, size=jnp.asarray(s, jnp.int32)
+                )
+                for comp, s in zip((prog.setup, prog.predict, prog.learn), sizes)
+            )
+        )
     if kind == "RANDOM":
         ins3, data3 = _fresh_from_draws(_draws(key, cfg), cfg, cfg.jnp_dtype)
         stacked = _canonical_stacked(ins3, data3, jnp.asarray(sizes, jnp.int32), cfg.features)

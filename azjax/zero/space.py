@@ -4,14 +4,15 @@
     space = ProgramSpace(cfg, MutationConfig(), initial="RANDOM")
     strategy = search.RegularizedEvolution(space, population_size=1000, tournament_size=10)
 
-`sample` draws an initial program of the configured kind (spec §6.4), `mutate` applies exactly one mutation
-(spec §6.3), `validate` checks a program against the config. The space is a frozen dataclass of hashable,
-immutable fields, so it can be the static part of jitted strategies.
+`sample` draws an initial program of the configured kind (spec §6.4), `mutate` applies exactly one
+mutation (spec §6.3), `validate` checks a program against the config. The space is a frozen
+dataclass of hashable, immutable fields, so it can be the static part of jitted strategies.
 
-There is no `genome_spec`: a program is not a fixed vector of categorical genes with fixed choice counts
-(an address's range depends on its op's operand type, sizes vary and constants are unbounded reals), so the
-RL controller needs a dedicated program encoding rather than the generic spec.
+There is no `genome_spec`: a program is not a fixed vector of categorical genes with fixed choice
+counts (an address's range depends on its op's operand type, sizes vary and constants are unbounded
+reals), so the RL controller needs a dedicated program encoding rather than the generic spec.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -19,7 +20,13 @@ from typing import Optional, Tuple
 
 import jax
 
-from azjax.zero.mutations import INITIAL_KINDS, MutationConfig, _check_sizes, initial_program, mutate
+from azjax.zero.mutations import (
+    INITIAL_KINDS,
+    MutationConfig,
+    _check_sizes,
+    initial_program,
+    mutate,
+)
 from azjax.zero.program import Program, ZeroConfig, validate_program
 
 __all__ = ["ProgramSpace"]
@@ -31,13 +38,14 @@ class ProgramSpace:
 
     Attributes:
       cfg: the program config (banks, op lists, component array lengths).
-      mutation_config: the mutation types and size bounds (default: the reference demo's types, fixed sizes).
+      mutation_config: the mutation types and size bounds (default: the reference demo's types,
+        fixed sizes).
       initial: the initial population kind: NO_OP, RANDOM, LINEAR, NEURAL_NET or DAMAGED_NEURAL_NET.
       sizes_init: the reference's (setup, predict, learn) *_size_init; None = the array lengths.
 
     Raises:
-      ValueError: naming the field, for a bad kind, sizes, mutation config, or a hand-written initial
-        program that does not fit `cfg` (all checked here, before anything is traced).
+      ValueError: naming the field, for a bad kind, sizes, mutation config, or a hand-written
+        initial program that does not fit `cfg` (all checked here, before anything is traced).
     """
 
     cfg: ZeroConfig
@@ -47,17 +55,26 @@ class ProgramSpace:
 
     def __post_init__(self):
         if not isinstance(self.cfg, ZeroConfig):
-            raise ValueError(f"ProgramSpace.cfg must be a ZeroConfig, got {type(self.cfg).__name__}")
+            raise ValueError(
+                f"ProgramSpace.cfg must be a ZeroConfig, got {type(self.cfg).__name__}"
+            )
         if not isinstance(self.mutation_config, MutationConfig):
-            raise ValueError("ProgramSpace.mutation_config must be a MutationConfig, got "
-                             f"{type(self.mutation_config).__name__}")
+            raise ValueError(
+                "ProgramSpace.mutation_config must be a MutationConfig, got "
+                f"{type(self.mutation_config).__name__}"
+            )
         if not isinstance(self.initial, str) or self.initial.upper() not in INITIAL_KINDS:
-            raise ValueError(f"ProgramSpace.initial must be one of {', '.join(INITIAL_KINDS)}, "
-                             f"got {self.initial!r}")
+            raise ValueError(
+                f"ProgramSpace.initial must be one of {', '.join(INITIAL_KINDS)}, "
+                f"got {self.initial!r}"
+            )
         object.__setattr__(self, "initial", self.initial.upper())
-        object.__setattr__(self, "sizes_init", _check_sizes(self.cfg, self.sizes_init, "ProgramSpace.sizes_init"))
+        object.__setattr__(
+            self, "sizes_init", _check_sizes(self.cfg, self.sizes_init, "ProgramSpace.sizes_init")
+        )
         self.mutation_config.check(self.cfg)
-        # Builds (and caches) hand-written programs now, so a config that cannot hold them fails here.
+        # Builds (and caches) hand-written programs now, so a config that cannot hold them fails
+        # here.
         if self.initial not in ("NO_OP", "RANDOM"):
             initial_program(jax.random.key(0), self.cfg, self.initial, self.sizes_init)
 

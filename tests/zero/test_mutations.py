@@ -1,13 +1,15 @@
-"""Mutations (spec §6.3) and initial programs (§6.4): semantics per type, validity, frequencies, constants.
+"""Mutations (spec §6.3) and initial programs (§6.4).
 
-Compiles are the cost here, so a few jitted functions are shared: SEMANTICS applies a forced mutation type
-(one compile serves all eight types), and one `mutate_with_type` per config serves validity and frequency
-checks together.
+Semantics per type, validity, type frequencies, constant steps.
+
+Compiles are the cost here, so a few jitted functions are shared: SEMANTICS applies a forced
+mutation type (one compile serves all eight types), and one `mutate_with_type` per config serves
+validity and frequency checks together.
 """
+
 import functools
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -17,16 +19,31 @@ from azjax.zero import ops as ops_lib
 
 N = 200  # samples per mutation type in the semantics batch
 
-DATA_OPS = ("SCALAR_CONST_SET", "VECTOR_CONST_SET", "MATRIX_CONST_SET", "SCALAR_UNIFORM_SET",
-            "VECTOR_UNIFORM_SET", "SCALAR_GAUSSIAN_SET", "MATRIX_GAUSSIAN_SET")
+DATA_OPS = (
+    "SCALAR_CONST_SET",
+    "VECTOR_CONST_SET",
+    "MATRIX_CONST_SET",
+    "SCALAR_UNIFORM_SET",
+    "VECTOR_UNIFORM_SET",
+    "SCALAR_GAUSSIAN_SET",
+    "MATRIX_GAUSSIAN_SET",
+)
 # Every component holds SCALAR_CONST_SET so the constant-step test can fill a whole program with it.
 CFG = zero.ZeroConfig(
-    num_scalars=5, num_vectors=4, num_matrices=2, features=4,
+    num_scalars=5,
+    num_vectors=4,
+    num_matrices=2,
+    features=4,
     setup_ops=DATA_OPS + ("SCALAR_SUM",),
     predict_ops=("SCALAR_CONST_SET", "SCALAR_ABS", "VECTOR_INNER_PRODUCT", "MATRIX_VECTOR_PRODUCT"),
     learn_ops=("SCALAR_CONST_SET", "SCALAR_DIFF", "VECTOR_SUM", "VECTOR_NORM", "MATRIX_TRANSPOSE"),
-    setup_size=6, predict_size=4, learn_size=6)
-MCFG = M.MutationConfig(types=M.MUTATION_TYPES, setup_size_min=1, predict_size_min=1, learn_size_min=1)
+    setup_size=6,
+    predict_size=4,
+    learn_size=6,
+)
+MCFG = M.MutationConfig(
+    types=M.MUTATION_TYPES, setup_size_min=1, predict_size_min=1, learn_size_min=1
+)
 SIZES = {"setup": (1, 6), "predict": (1, 4), "learn": (1, 6)}  # (min, max) as resolved from MCFG
 C = zero.program.COMPONENTS
 
@@ -56,8 +73,10 @@ def _rows(prog, c, i):
     """The used instructions of component c of program i, as hashable tuples."""
     comp = prog.component(c)
     n = int(comp.size[i])
-    return [tuple(comp.instructions[i, k].tolist()) + tuple(np.round(comp.data[i, k], 6).tolist())
-            for k in range(n)]
+    return [
+        tuple(comp.instructions[i, k].tolist()) + tuple(np.round(comp.data[i, k], 6).tolist())
+        for k in range(n)
+    ]
 
 
 def _changed(before, after, i):
@@ -65,12 +84,12 @@ def _changed(before, after, i):
 
 
 def _delete(rows, k):
-    return rows[:k] + rows[k + 1:]
+    return rows[:k] + rows[k + 1 :]
 
 
 @pytest.fixture(scope="module")
 def semantics():
-    """All eight types forced over N random programs each (random sizes, so guards get exercised)."""
+    """All eight types forced over N random programs each (random sizes exercise the guards)."""
     n = N * len(M.MUTATION_TYPES)
     key = jax.random.key(42)
     progs = _np(_random_programs(jax.random.split(key, n), CFG, None))
@@ -117,7 +136,9 @@ def test_type_weights_and_config_errors():
     with pytest.raises(ValueError, match="all empty"):
         M.MutationConfig().check(frozen)
     M.MutationConfig(types=("IDENTITY",)).check(frozen)
-    with pytest.raises(ValueError, match="MutationConfig.types"):  # fails at trace time, before compiling
+    with pytest.raises(
+        ValueError, match="MutationConfig.types"
+    ):  # fails at trace time, before compiling
         M.mutate(jax.random.key(0), zero.empty_program(frozen), frozen, M.MutationConfig())
 
 
@@ -148,7 +169,8 @@ def test_alter_param_changes_one_field_of_one_instruction(semantics):
         fields = [f for f in range(1, 7) if a[f] != b[f]]
         name = ops_lib.OPS[a[0]].name
         if name.endswith("UNIFORM_SET") and set(fields) == {4, 5}:
-            # low or high altered, then (low, high) re-sorted: one old value survives, in sorted order
+            # low or high altered, then (low, high) re-sorted: one old value survives, in sorted
+            # order
             assert b[4] <= b[5] and (a[4] in b[4:6] or a[5] in b[4:6])
         else:
             assert len(fields) == 1, (a, b)
@@ -156,7 +178,9 @@ def test_alter_param_changes_one_field_of_one_instruction(semantics):
             assert b[4] <= b[5]
         if name.endswith("GAUSSIAN_SET") and fields == [5]:
             assert np.sign(b[5]) == np.sign(a[5])  # the sd is only log-scaled, never flipped
-    assert changed > 0.6 * N  # address re-draws may hit the old value; most alterations change something
+    assert (
+        changed > 0.6 * N
+    )  # address re-draws may hit the old value; most alterations change something
 
 
 def test_randomize_instruction_replaces_at_most_one(semantics):
@@ -174,7 +198,9 @@ def test_randomize_instruction_replaces_at_most_one(semantics):
 
 def test_randomize_component_and_algorithm_keep_sizes(semantics):
     before, after, types = semantics
-    same = np.concatenate([_indices(types, t) for t in ("RANDOMIZE_COMPONENT_FUNCTION", "RANDOMIZE_ALGORITHM")])
+    same = np.concatenate(
+        [_indices(types, t) for t in ("RANDOMIZE_COMPONENT_FUNCTION", "RANDOMIZE_ALGORITHM")]
+    )
     for c in C:
         np.testing.assert_array_equal(before.component(c).size[same], after.component(c).size[same])
     for i in _indices(types, "RANDOMIZE_COMPONENT_FUNCTION"):
@@ -232,7 +258,9 @@ def test_trade_inserts_then_removes_without_guards(semantics):
         for c in comps:
             old, new = _rows(before, c, i), _rows(after, c, i)
             assert len(new) == len(old)
-            assert any(_delete(new, j) == _delete(old, k) for j in range(len(new)) for k in range(len(old)))
+            assert any(
+                _delete(new, j) == _delete(old, k) for j in range(len(new)) for k in range(len(old))
+            )
             traded += 1
             # at the array length the reference's vector briefly holds size + 1 instructions
             full += len(old) == CFG.size(c)
@@ -244,7 +272,10 @@ def _program_of(cfg, setup, predict, learn):
 
 
 def test_constant_steps_are_log_normal_with_sign_flips():
-    """ALTER_PARAM on `s2 = 1.0` everywhere: half the alterations scale by exp(N(0, 1)), 10% of those flip."""
+    """ALTER_PARAM on `s2 = 1.0` everywhere.
+
+    Half the alterations change the data: x exp(N(0, 1)), or a sign flip with probability 0.1.
+    """
     const = ("SCALAR_CONST_SET", 0, 0, 2, 1.0)
     prog = _program_of(CFG, [const] * 6, [const] * 4, [const] * 6)
     n = N * len(M.MUTATION_TYPES)  # the semantics batch size: SEMANTICS compiles once
@@ -269,12 +300,23 @@ def _chi2_ok(counts, probs):
 
 
 ALL_OPS = tuple(op.name for op in ops_lib.OPS[1:])
-CFG_ALL = zero.ZeroConfig(num_scalars=5, num_vectors=4, num_matrices=3, features=3, setup_ops=ALL_OPS,
-                          predict_ops=ALL_OPS, learn_ops=ALL_OPS, setup_size=8, predict_size=8,
-                          learn_size=8)
+CFG_ALL = zero.ZeroConfig(
+    num_scalars=5,
+    num_vectors=4,
+    num_matrices=3,
+    features=3,
+    setup_ops=ALL_OPS,
+    predict_ops=ALL_OPS,
+    learn_ops=ALL_OPS,
+    setup_size=8,
+    predict_size=8,
+    learn_size=8,
+)
 
 
-PAPER_MCFG = M.MutationConfig(paper_variant=True, setup_size_min=1, predict_size_min=1, learn_size_min=1)
+PAPER_MCFG = M.MutationConfig(
+    paper_variant=True, setup_size_min=1, predict_size_min=1, learn_size_min=1
+)
 PAPER_STEP = jax.jit(jax.vmap(lambda k, p: M.mutate_with_type(k, p, CFG, PAPER_MCFG)))
 
 
@@ -284,16 +326,26 @@ def test_every_mutation_is_valid_and_types_are_uniform(name, semantics):
     key = jax.random.key(11)
     if name == "all-65-ops":
         cfg = CFG_ALL
-        mcfg = M.MutationConfig(types=M.MUTATION_TYPES, setup_size_min=0, predict_size_min=0,
-                                learn_size_min=0, setup_size_max=9, predict_size_max=9, learn_size_max=9)
+        mcfg = M.MutationConfig(
+            types=M.MUTATION_TYPES,
+            setup_size_min=0,
+            predict_size_min=0,
+            learn_size_min=0,
+            setup_size_max=9,
+            predict_size_max=9,
+            learn_size_max=9,
+        )
         full = _np(_random_programs(jax.random.split(key, n), cfg, None))
         rng = np.random.default_rng(1)
         progs = _with_sizes(full, {c: rng.integers(0, 9, n) for c in C}, cfg)
     elif name == "empty-learn":
         cfg = zero.algorithms.linear_regression_config(learn_ops=())
-        mcfg = M.MutationConfig(types=M.MUTATION_TYPES + ("IDENTITY",), setup_size_min=0,
-                                predict_size_min=0)
-        progs = jax.vmap(lambda k: M.initial_program(k, cfg, "NO_OP", (3, 1, 2)))(jax.random.split(key, n))
+        mcfg = M.MutationConfig(
+            types=M.MUTATION_TYPES + ("IDENTITY",), setup_size_min=0, predict_size_min=0
+        )
+        progs = jax.vmap(lambda k: M.initial_program(k, cfg, "NO_OP", (3, 1, 2)))(
+            jax.random.split(key, n)
+        )
     else:
         cfg, mcfg, step = CFG, PAPER_MCFG, PAPER_STEP
         progs = semantics[0]  # random programs of random sizes
@@ -313,7 +365,9 @@ def test_every_mutation_is_valid_and_types_are_uniform(name, semantics):
         np.testing.assert_array_equal(progs.learn.size, start.learn.size)
         assert np.mean(np.any(progs.setup.instructions[..., 0] != 0, axis=-1)) > 0.3
     if name == "all-65-ops":
-        used = np.unique(np.concatenate([progs.component(c).instructions[..., 0].ravel() for c in C]))
+        used = np.unique(
+            np.concatenate([progs.component(c).instructions[..., 0].ravel() for c in C])
+        )
         assert used.size == 65  # every op shows up (and NO_OP padding)
         sizes = np.concatenate([progs.component(c).size for c in C])
         assert sizes.min() == 0 and sizes.max() == 8  # max 9 -> insertion fills the 8-row arrays
@@ -322,7 +376,9 @@ def test_every_mutation_is_valid_and_types_are_uniform(name, semantics):
 def test_paper_constant_steps_are_uniform_in_half_to_two():
     const = ("SCALAR_CONST_SET", 0, 0, 2, 1.0)
     prog = _program_of(CFG, [const] * 6, [const] * 4, [const] * 6)
-    n = N * len(M.MUTATION_TYPES)  # the batch size of the validity test, so PAPER_STEP compiles once
+    n = N * len(
+        M.MUTATION_TYPES
+    )  # the batch size of the validity test, so PAPER_STEP compiles once
     progs = jax.tree_util.tree_map(lambda x: np.broadcast_to(np.asarray(x), (n,) + x.shape), prog)
     out, types = PAPER_STEP(jax.random.split(jax.random.key(3), n), progs)
     alter = np.asarray(types) == [t for t, _ in PAPER_MCFG.type_weights].index("ALTER_PARAM")
@@ -350,9 +406,11 @@ def test_initial_programs():
     assert zero.format_program(lin, cfg) == zero.algorithms.linear_regression_text()
     padded = M.initial_program(key, cfg, "LINEAR", (3, 2, 4))
     assert zero.format_program(padded, cfg) == zero.algorithms.linear_regression_text().replace(
-        "def Predict():", "  no_op\n  no_op\ndef Predict():").replace(
-        "def Learn():", "  no_op\ndef Learn():")
-    with pytest.raises(ValueError, match="initial=NEURAL_NET: the hand-written program does not fit"):
+        "def Predict():", "  no_op\n  no_op\ndef Predict():"
+    ).replace("def Learn():", "  no_op\ndef Learn():")
+    with pytest.raises(
+        ValueError, match="initial=NEURAL_NET: the hand-written program does not fit"
+    ):
         M.initial_program(key, cfg, "NEURAL_NET")
     with pytest.raises(ValueError, match="initial kind 'LINEAR_REGRESSION' unknown"):
         M.initial_program(key, cfg, "LINEAR_REGRESSION")

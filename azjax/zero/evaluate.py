@@ -93,7 +93,9 @@ def make_evaluate_fn(cfg: ZeroConfig, eval_type: str, num_epochs: int, strategy:
             a_ins = jnp.where(is_setup, setup_ins, predict_ins)
             a_data = jnp.where(is_setup, setup_data, predict_data)
             a_pos = jnp.where(is_setup, setup_pos, predict_pos)
-            n_a = jnp.where(is_setup, prog.setup.size, prog.predict.size)
+            # The reference's validation returns at its first bad example: later Predicts do not run.
+            skip = is_valid & valid_bad
+            n_a = jnp.where(is_setup, prog.setup.size, jnp.where(skip, 0, prog.predict.size))
             counter = step * (LA + LB)
             mem = run(mem, a_ins, a_data, n_a, key, counter, a_pos)
             s1 = mem_model.get_s1(mem)
@@ -104,7 +106,7 @@ def make_evaluate_fn(cfg: ZeroConfig, eval_type: str, num_epochs: int, strategy:
                 p_train = s1
             err = jnp.abs(y - p_train)
             failed = is_train & (jnp.isnan(err) | (err > max_abs))
-            ran = jnp.where(is_valid, alive & ~failed, alive)
+            ran = jnp.where(is_valid, alive & ~skip, alive)
             new_alive = alive & ~failed
             mem = mem_model.set_inputs(mem, x, y)
             mem = run(mem, prog.learn.instructions, prog.learn.data,
@@ -116,8 +118,8 @@ def make_evaluate_fn(cfg: ZeroConfig, eval_type: str, num_epochs: int, strategy:
             else:
                 e = y - s1
                 bad = jnp.isnan(e) | (jnp.abs(e) > max_abs)
-            loss = loss + jnp.where(is_valid, e * e if not accuracy else e, 0)
-            valid_bad = valid_bad | (is_valid & bad)
+            loss = loss + jnp.where(is_valid & ~skip, e * e if not accuracy else e, 0)
+            valid_bad = valid_bad | (is_valid & ~skip & bad)
             if accuracy:
                 fit = (1 - loss / M).astype(dt)
             else:
@@ -238,7 +240,7 @@ def evaluate(programs: Program, tasks: Tasks, cfg: ZeroConfig, *, key: jax.Array
     """
     if not isinstance(cfg, ZeroConfig):
         raise ValueError(f"cfg: expected a zero.ZeroConfig, got {type(cfg).__name__}")
-    strategy = strategy or interpreter.default_strategy(cfg)
+    strategy = strategy or interpreter.default_strategy(cfg, tasks.num_tasks)
     if strategy not in interpreter.STRATEGIES:
         raise ValueError(f"strategy must be one of {interpreter.STRATEGIES}, got {strategy!r}")
     programs, single = _as_population(programs, cfg)

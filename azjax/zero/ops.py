@@ -51,13 +51,23 @@ def _index(fraction, size):
     return jnp.clip(jnp.floor(size * fraction).astype(jnp.int32), 0, size - 1)
 
 
+def _mean(x, axis=None):
+    # A true division, as the reference: XLA rewrites a division by a constant (or a broadcast scalar, as
+    # vmap makes it) into a multiplication by its rounded reciprocal, which breaks exact cases (the standard
+    # deviation of a constant 0.5 vector must be exactly 0). A divisor that depends on the data - equal to n
+    # when the sum is a number or ±inf, NaN when the sum is NaN anyway - cannot be rewritten.
+    n = x.size if axis is None else x.shape[axis]
+    total = jnp.sum(x, axis=axis)
+    return total / (n + 0 * jnp.abs(jnp.sign(total)))
+
+
 def _std(x):
     # One-pass formula of the reference (can give NaN for constant inputs); not jnp.std.
-    return jnp.sqrt(jnp.mean(x * x) - jnp.mean(x) ** 2)
+    return jnp.sqrt(_mean(x * x) - _mean(x) ** 2)
 
 
 def _row_std(x):
-    return jnp.sqrt(jnp.mean(x * x, axis=1) - jnp.mean(x, axis=1) ** 2)
+    return jnp.sqrt(_mean(x * x, axis=1) - _mean(x, axis=1) ** 2)
 
 
 def _uniform(key, low, high, shape, dtype):
@@ -159,9 +169,9 @@ def _build_table():
         3974229)
     add("MATRIX_MAX", "m", "m", "m", _k(lambda a, b: jnp.where(a > b, a, b)), "{o} = maximum({a}, {b})",
         5840952)
-    add("VECTOR_MEAN", "v", None, "s", _k(lambda a, b: jnp.mean(a)), "{o} = mean({a})", 4280443)
-    add("MATRIX_MEAN", "m", None, "s", _k(lambda a, b: jnp.mean(a)), "{o} = mean({a})", 4595196)
-    add("MATRIX_ROW_MEAN", "m", None, "v", _k(lambda a, b: jnp.mean(a, axis=1)), "{o} = mean({a}, axis=1)",
+    add("VECTOR_MEAN", "v", None, "s", _k(lambda a, b: _mean(a)), "{o} = mean({a})", 4280443)
+    add("MATRIX_MEAN", "m", None, "s", _k(lambda a, b: _mean(a)), "{o} = mean({a})", 4595196)
+    add("MATRIX_ROW_MEAN", "m", None, "v", _k(lambda a, b: _mean(a, axis=1)), "{o} = mean({a}, axis=1)",
         9763956)
     add("MATRIX_ROW_ST_DEV", "m", None, "v", _k(lambda a, b: _row_std(a)), "{o} = std({a}, axis=1)",
         16766477)

@@ -83,6 +83,8 @@ class ZeroConfig:
                 raise ValueError(f"ZeroConfig.{field} must be a sequence of op names, got a string")
             canonical = []
             for name in names:
+                if str(name).upper() in ("NO_OP", "NO_OP_OP"):
+                    continue  # always allowed
                 try:
                     op = ops_lib.OPS[ops_lib.op_id(name)]
                 except ValueError as e:

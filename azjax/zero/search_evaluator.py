@@ -56,7 +56,7 @@ class ProgramEvaluator:
         self.tasks = tasks
         self.combine = combine
         self.fec = fec
-        self.strategy = strategy or _ev.interpreter.default_strategy(cfg)
+        self.strategy = strategy or _ev.interpreter.default_strategy(cfg, tasks.num_tasks)
         self.cache = FECCache(fec) if fec is not None else None
         self.eval_type = tasks.eval_type
         with jax.enable_x64(cfg.dtype == "float64"):

@@ -1,0 +1,53 @@
+"""Defaults shared by the AutoML-Zero configs (the reference demo, spec §7.1).
+
+Every field can be overridden on the command line, e.g. `--config.population_size=100`.
+"""
+import ml_collections
+from ml_collections import config_dict
+
+DEMO_OPS = ("SCALAR_CONST_SET", "VECTOR_INNER_PRODUCT", "SCALAR_DIFF", "SCALAR_PRODUCT",
+            "SCALAR_VECTOR_PRODUCT", "VECTOR_SUM")
+
+
+def tasks(kind="linear", num_tasks=10, num_train=100, num_valid=100, num_epochs=1, source="digits",
+          data_dir="", held_out_pairs=False):
+    return ml_collections.ConfigDict(dict(kind=kind, num_tasks=num_tasks, num_train=num_train,
+                                          num_valid=num_valid, num_epochs=num_epochs, source=source,
+                                          data_dir=data_dir, held_out_pairs=held_out_pairs))
+
+
+def get_config():
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+    c.program = ml_collections.ConfigDict(dict(
+        num_scalars=4, num_vectors=3, num_matrices=1, features=4,
+        setup_ops=DEMO_OPS, predict_ops=DEMO_OPS, learn_ops=DEMO_OPS,
+        setup_size=10, predict_size=2, learn_size=8, dtype="float32"))
+    # Size bounds: -1 means "the component's array length" (fixed sizes: no insert/remove).
+    c.mutation = ml_collections.ConfigDict(dict(
+        types=("ALTER_PARAM", "RANDOMIZE_INSTRUCTION", "RANDOMIZE_COMPONENT_FUNCTION"), paper_variant=False,
+        setup_size_min=-1, predict_size_min=-1, learn_size_min=-1,
+        setup_size_max=-1, predict_size_max=-1, learn_size_max=-1))
+    c.initial = "RANDOM"
+    c.sizes_init = ()
+    c.search_tasks = tasks(num_train=100, num_valid=100)
+    c.select_tasks = tasks(num_tasks=100, num_train=1000, num_valid=100)
+    c.final_tasks = tasks(num_tasks=100, num_train=1000, num_valid=100)
+    c.randomize_task_seeds = True
+    c.population_size = 1000
+    c.tournament_size = 10
+    c.mutate_prob = 0.9
+    c.batch_size = 100          # children per ask (independent tournaments); 1 is the reference's loop
+    c.combine = "mean"
+    c.fec = ml_collections.ConfigDict(dict(enabled=True, num_train=10, num_valid=10, cache_size=100_000,
+                                           forget_every=100))
+    c.max_train_steps = 2e8     # per experiment, in training examples (the reference's budget unit)
+    c.max_experiments = 0       # 0: until sufficient_fitness
+    c.sufficient_fitness = 0.9999
+    c.stop_search_at_fitness = config_dict.placeholder(float)  # None: the reference (run the budget)
+    c.max_seconds = config_dict.placeholder(float)
+    c.strategy = ""             # interpreter: "" = by backend, "cond" or "select"
+    c.checkpoint_every_seconds = 60.0
+    c.log_every_seconds = 5.0
+    c.metrics_every = 1
+    return c

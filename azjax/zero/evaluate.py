@@ -167,7 +167,11 @@ def make_evaluate_fn(cfg: ZeroConfig, eval_type: str, num_epochs: int, strategy:
         def one_program(prog, pos, act, prog_keys):
             return over_tasks(prog, pos, act, train_x, train_y, valid_x, valid_y, orders, prog_keys)
 
-        return interpreter.population_map(strategy, one_program, programs, positions, active, keys)
+        # ~256 program-task lanes per vmapped chunk: measured fastest on CPU for the select strategy
+        # (1000 linear-regressor programs x 3 tasks: chunks of 64 programs 2-3x faster than 128 or more).
+        chunk = max(8, 256 // train_x.shape[0])
+        return interpreter.population_map(strategy, one_program, programs, positions, active, keys,
+                                          chunk=chunk)
 
     return fn
 

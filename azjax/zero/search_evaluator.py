@@ -45,13 +45,19 @@ class ProgramEvaluator:
       tasks: the search tasks (T_search).
       combine: "mean" or "median" over tasks.
       fec: FEC settings, or None to disable the cache.
-      strategy: interpreter strategy ("select" / "cond"; default by backend).
+      strategy: interpreter strategy ("select" / "cond"; default by backend and config).
+      train_budget_factor: if set, the reference's op-cost train budget (spec §6.6): programs costlier than
+        this factor times the hand-written network get fitness 0 without being evaluated.
     """
 
     def __init__(self, cfg: ZeroConfig, tasks: Tasks, *, combine: str = "mean",
-                 fec: Optional[FECConfig] = FECConfig(), strategy: Optional[str] = None):
+                 fec: Optional[FECConfig] = FECConfig(), strategy: Optional[str] = None,
+                 train_budget_factor: Optional[float] = None):
         if combine not in ("mean", "median"):
             raise ValueError(f"combine must be 'mean' or 'median', got {combine!r}")
+        if train_budget_factor is not None and not train_budget_factor > 0:
+            raise ValueError(f"train_budget_factor must be > 0 or None, got {train_budget_factor!r}")
+        self.train_budget_factor = train_budget_factor
         self.cfg = cfg
         self.tasks = tasks
         self.combine = combine
@@ -100,10 +106,14 @@ class ProgramEvaluator:
         unique = jax.tree_util.tree_map(lambda x: x[first], host)
         per_task = np.zeros((U, T), np.float64)
         need = np.ones(U, bool)
+        if self.train_budget_factor is not None:
+            # Over-budget programs are trained on 0 examples in the reference: fitness 0, no evaluation.
+            need &= within_train_budget(unique, self._steps_full, self.train_budget_factor)
         train_steps = 0.0
         keys_fp = None
+        cache_hit = np.zeros(U, bool)
         # 2. FEC probe.
-        if self.cache is not None:
+        if self.cache is not None and need.any():
             padded = self._pad(unique, B)
             active = np.arange(B) < U
             _, preds = self._run(self._probe, self._probe_arrays, padded, jax.random.key(_FEC_SEED), active)
@@ -118,11 +128,12 @@ class ProgramEvaluator:
                 valid_err = np.abs(vy - valid_pred)
             keys_fp = fingerprints(train_err, valid_err, self._steps_full)
             train_steps += U * T * train_err.shape[-1]
-            for u in range(U):
+            for u in np.flatnonzero(need):
                 cached = [self.cache.lookup(k) for k in keys_fp[u]]
                 if all(c is not None for c in cached):
                     per_task[u] = cached
                     need[u] = False
+                    cache_hit[u] = True
         # 3. Full evaluation of the misses, compacted into one fixed-size batch; misses with equal
         # fingerprints within this batch are evaluated once (the reference, sequential, would hit).
         same_as = np.arange(U)
@@ -133,6 +144,7 @@ class ProgramEvaluator:
                 if fp in seen:
                     same_as[u] = seen[fp]
                     need[u] = False
+                    cache_hit[u] = True
                 else:
                     seen[fp] = u
         miss = np.flatnonzero(need)
@@ -149,7 +161,7 @@ class ProgramEvaluator:
         follower = same_as != np.arange(U)
         per_task[follower] = per_task[same_as[follower]]
         combined = per_task.mean(1) if self.combine == "mean" else np.sort(per_task, 1)[:, T // 2]
-        hits = int(U - len(miss)) if self.cache is not None else 0
+        hits = int(np.sum(cache_hit))
         info = {"train_steps": float(train_steps), "evaluated": float(len(miss)), "cache_hits": float(hits),
                 "duplicates": float(B - U)}
         for k in ("evaluated", "cache_hits", "duplicates"):
@@ -163,3 +175,25 @@ class ProgramEvaluator:
             return programs
         return jax.tree_util.tree_map(
             lambda x: np.concatenate([x, np.repeat(x[:1], size - n, axis=0)]), programs)
+
+
+# Per-op relative costs (spec §3 / §6.6) and the reference NN's component costs.
+_OP_COST = np.asarray([op.cost for op in _ev.interpreter.ops_lib.OPS], np.float64)
+_NN_SETUP_COST = 358_864_510.0
+_NN_STEP_COST = 81_904_713.0
+
+
+def component_costs(programs: Program) -> Tuple[np.ndarray, np.ndarray]:
+    """(setup cost, per-example predict + learn cost) of each program in a batch (spec §6.6)."""
+    def cost(comp):
+        ops = np.asarray(comp.instructions)[..., 0]
+        used = np.arange(ops.shape[-1]) < np.asarray(comp.size)[..., None]
+        return np.sum(np.where(used, _OP_COST[ops], 0.0), axis=-1)
+
+    return cost(programs.setup), cost(programs.predict) + cost(programs.learn)
+
+
+def within_train_budget(programs: Program, num_train_steps: int, factor: float) -> np.ndarray:
+    """The reference's train budget: S + N·C <= factor · (S_nn + N·C_nn) for the hand-written network."""
+    setup, step = component_costs(programs)
+    return setup + num_train_steps * step <= factor * (_NN_SETUP_COST + num_train_steps * _NN_STEP_COST)

@@ -199,7 +199,8 @@ def run_experiments(config: ml_collections.ConfigDict, workdir: str,
                          cache_size=config.fec.cache_size, forget_every=config.fec.forget_every)
                if config.fec.enabled else None)
         evaluator = ProgramEvaluator(cfg, search_tasks, combine=config.combine, fec=fec,
-                                     strategy=config.strategy or None)
+                                     strategy=config.strategy or None,
+                                     train_budget_factor=config.get("train_budget_factor"))
         strategy = search.RegularizedEvolution(space, population_size=config.population_size,
                                                tournament_size=config.tournament_size,
                                                mutate_prob=config.mutate_prob, batch_size=config.batch_size)

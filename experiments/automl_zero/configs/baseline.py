@@ -35,6 +35,7 @@ def get_config():
     c.final_tasks.held_out_pairs = True
     c.randomize_task_seeds = False
     c.fec.enabled = False
+    c.train_budget_factor = 2.0
     c.population_size = 100
     c.batch_size = 10
     c.max_train_steps = 1e11

@@ -1,0 +1,99 @@
+"""The search evaluator: dedup, FEC accounting, train budget, resumable search with the cache."""
+import jax
+import numpy as np
+import pytest
+
+from azjax import search, zero
+from azjax.zero import random_programs
+from azjax.zero.search_evaluator import component_costs, within_train_budget
+
+CFG = zero.ZeroConfig(num_scalars=4, num_vectors=3, num_matrices=1, features=4,
+                      setup_ops=("SCALAR_CONST_SET",), predict_ops=("VECTOR_INNER_PRODUCT",),
+                      learn_ops=("SCALAR_DIFF", "SCALAR_PRODUCT", "SCALAR_VECTOR_PRODUCT", "VECTOR_SUM"),
+                      setup_size=5, predict_size=1, learn_size=4)
+T, N, M, B = 2, 20, 10, 16
+
+
+@pytest.fixture(scope="module")
+def tasks():
+    return zero.linear_regression_tasks(jax.random.key(0), T, 4, N, M)
+
+
+@pytest.fixture(scope="module")
+def batch():
+    progs = jax.tree_util.tree_map(np.asarray, random_programs.random_programs(jax.random.key(1), CFG, B))
+    # Two exact duplicates at the end.
+    return jax.tree_util.tree_map(lambda x: np.concatenate([x[:B - 2], x[:2]]), progs)
+
+
+def test_fec_gives_the_same_fitness_and_skips_work(tasks, batch):
+    plain = zero.ProgramEvaluator(CFG, tasks, fec=None, strategy="select")
+    cached = zero.ProgramEvaluator(CFG, tasks, strategy="select")
+    f0, info0 = plain(jax.random.key(2), batch)
+    f1, info1 = cached(jax.random.key(2), batch)
+    np.testing.assert_allclose(f1, f0, rtol=1e-6)
+    assert info0["duplicates"] == info1["duplicates"] == 2
+    assert info0["evaluated"] == B - 2 and info0["train_steps"] == (B - 2) * T * N
+    assert info1["evaluated"] + info1["cache_hits"] == B - 2
+    assert info1["train_steps"] == (B - 2) * T * 10 + info1["evaluated"] * T * N
+    np.testing.assert_array_equal(f1[-2:], f1[:2])
+    # The same batch again: every program is a cache hit, no full evaluation.
+    f2, info2 = cached(jax.random.key(3), batch)
+    assert info2["evaluated"] == 0 and info2["cache_hits"] == B - 2
+    assert info2["train_steps"] == (B - 2) * T * 10
+    np.testing.assert_array_equal(f2, f1)
+
+
+def test_fec_forgets_after_k_hits_and_state_round_trips(tasks, batch):
+    ev = zero.ProgramEvaluator(CFG, tasks, fec=zero.FECConfig(forget_every=2), strategy="select")
+    _, first = ev(jax.random.key(0), batch)
+    _, hit = ev(jax.random.key(0), batch)
+    # Hits count 2 and are forgotten right after serving (an entry shared by two equivalent programs is
+    # served once, then missed), so the third call evaluates again.
+    assert hit["evaluated"] < first["evaluated"]
+    _, again = ev(jax.random.key(0), batch)
+    assert again["evaluated"] > hit["evaluated"]
+    state = ev.get_state()
+    fresh = zero.ProgramEvaluator(CFG, tasks, fec=zero.FECConfig(forget_every=2), strategy="select")
+    fresh.set_state(state)
+    assert len(fresh.cache) == len(ev.cache)
+    assert list(fresh.cache.items()) == list(ev.cache.items())
+    with pytest.raises(ValueError, match="corrupt cache state"):
+        fresh.set_state({"cache": dict(state["cache"], fitness=np.zeros(3))})
+
+
+def test_train_budget_rejects_costly_programs(tasks):
+    cfg = zero.algorithms.neural_network_config(features=4)
+    nn = zero.algorithms.neural_network_program(cfg)
+    costly_learn = "\n".join(["  m1 = outer(v7, v0)"] * 11)
+    text = zero.algorithms.neural_network_text().split("def Learn():")[0] + "def Learn():\n" + costly_learn + "\n"
+    costly = zero.parse_program(text, cfg)
+    pop = zero.stack_programs([nn, costly])
+    setup, step = component_costs(pop)
+    assert step[1] > step[0]
+    np.testing.assert_array_equal(within_train_budget(pop, 1000, 1.0), [True, False])
+    t = zero.teacher_network_tasks(jax.random.key(0), 1, 4, N, M)
+    ev = zero.ProgramEvaluator(cfg, t, fec=None, strategy="cond", train_budget_factor=1.0)
+    fit, info = ev(jax.random.key(0), pop)
+    assert fit[1] == 0.0 and fit[0] > 0.0 and info["evaluated"] == 1
+
+
+def test_search_with_the_cache_resumes_exactly(tmp_path, tasks):
+    space = zero.ProgramSpace(CFG)
+
+    def go(workdir, evaluations):
+        ev = zero.ProgramEvaluator(CFG, tasks, strategy="select")
+        strat = search.RegularizedEvolution(space, population_size=16, tournament_size=4, batch_size=8)
+        return search.run(space, strat, ev, jax.random.key(5), max_evaluations=evaluations, workdir=workdir,
+                          checkpoint_every_seconds=0, extra_state=ev), ev
+
+    straight, ev_a = go(None, 64)
+    go(tmp_path, 32)
+    resumed, ev_b = go(tmp_path, 64)
+    assert resumed.resumed_from is not None
+    np.testing.assert_array_equal(np.asarray(resumed.state.fitness), np.asarray(straight.state.fitness))
+    for a, b in zip(jax.tree_util.tree_leaves(resumed.state.population),
+                    jax.tree_util.tree_leaves(straight.state.population)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert resumed.counters["train_steps"] == straight.counters["train_steps"]
+    assert list(ev_b.cache.items()) == list(ev_a.cache.items())

@@ -6,8 +6,9 @@ median) for a batch of programs and does as little work as it can:
 1. identical programs in the batch are evaluated once;
 2. with FEC, each remaining program is first probed (a short evaluation, see `fec.py`); programs whose
    fingerprint is cached on every task take the cached fitness;
-3. the misses are compacted to the front of a fixed-size batch whose padding is marked inactive, so the
-   evaluator compiles once and (under the `cond` strategy) padding costs nothing.
+3. the misses are compacted to the front of a batch whose padding is marked inactive: under `cond` the
+   batch keeps its size (one compile; padding costs nothing), under `select` it shrinks to the next power
+   of two (a few compiles; every lane costs).
 
 `info` carries counters the search loop accumulates: `train_steps` (probe and full training steps, the
 reference's budget unit), `evaluated` (full evaluations run), `cache_hits`, `duplicates`.
@@ -115,7 +116,7 @@ class ProgramEvaluator:
         # 2. FEC probe.
         if self.cache is not None and need.any():
             padded = self._pad(unique, B)
-            active = np.arange(B) < U
+            active = np.arange(padded.setup.size.shape[0]) < U
             _, preds = self._run(self._probe, self._probe_arrays, padded, jax.random.key(_FEC_SEED), active)
             tx, ty, vx, vy, _ = self._probe_arrays
             train_pred = np.asarray(preds["train"])[:U, :, 0]
@@ -150,7 +151,7 @@ class ProgramEvaluator:
         miss = np.flatnonzero(need)
         if len(miss):
             compact = self._pad(jax.tree_util.tree_map(lambda x: x[miss], unique), B)
-            active = np.arange(B) < len(miss)
+            active = np.arange(compact.setup.size.shape[0]) < len(miss)
             fit = np.asarray(self._run(self._full, self._task_arrays, compact, key, active))[:len(miss)]
             per_task[miss] = fit
             train_steps += len(miss) * T * self._steps_full
@@ -168,9 +169,16 @@ class ProgramEvaluator:
             self.counters[k] += int(info[k])
         return combined[inverse].astype(np.float32), info
 
-    @staticmethod
-    def _pad(programs: Program, size: int) -> Program:
+    def _bucket(self, n: int, batch: int) -> int:
+        """The compiled batch size for n programs: `cond` pads to the batch (padding is inactive and costs
+        nothing); `select` computes every lane, so it pads only to the next power of two (>= 8)."""
+        if self.strategy == "cond":
+            return batch
+        return min(batch, max(8, 1 << max(n - 1, 0).bit_length()))
+
+    def _pad(self, programs: Program, size: int) -> Program:
         n = programs.setup.size.shape[0]
+        size = self._bucket(n, size)
         if n == size:
             return programs
         return jax.tree_util.tree_map(

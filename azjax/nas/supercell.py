@@ -1,0 +1,558 @@
+"""The genotype-as-data NASNet cell: one compiled graph serves every child of a :class:`CellSpace`.
+
+:class:`SuperCell` takes the cell as an int32 ``[B, 5]`` array (global op / combiner ids, as
+:meth:`CellSpace.cell_arrays` returns them) instead of a static tuple. Each op slot holds one
+parameter set per candidate op and runs the chosen one with ``nn.switch`` (a real conditional when
+the index is not batched), so sampling a new architecture never recompiles (spec §4.1, §7.2), and
+the weights can be shared across children (ENAS) or re-initialised per child (NASNet-style).
+
+It computes the same function as the static :class:`~azjax.nas.cell.Cell` for the same genotype
+and weights (tested); :func:`embed_static_params` maps a static cell's (or network's) variables
+into the supercell's. How the data-dependent shapes are made static:
+
+* Every hidden state is zero-padded to a fixed width ``Wmax`` and carries its real width as a
+  traced int. A conv reading a padded state equals the static conv on the real channels when its
+  extra kernel rows are anything (they multiply zeros), so weights map by leading slices.
+* Width-dependent rules of the reference (identity and pools project with a 1x1 conv when the
+  input width is not ``F``; ``h_{i-1}`` is projected when its width is not ``F``) compute both
+  variants and select with the traced width.
+* In a Reduction Cell an op reading a cell input runs at stride 2 and one reading a block output
+  at stride 1: the switch has both variants (``2 x len(ops)`` branches) with shared weights.
+* The output concatenates the loose ends (a mask computed from the genotype in the graph) packed
+  in index order, exactly as the static cell lays them out, then zero-padded to the widest
+  possible output ``B x Wblock``; the real width is returned alongside. States narrower than the
+  last block go through a factorized reduction to its width first (both widths are built).
+
+Drop-path is not implemented here (search-time children train without it).
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from azjax.nas.genotype import NUM_BLOCKS, OP_INDEX, OP_NAMES, Genotype
+from azjax.nas.network import reduction_indices
+from azjax.nas.ops import (FactorizedReduction, ReLUConvBN, batch_norm, conv, depthwise_conv,
+                           depthwise_init)
+
+__all__ = ["SuperCell", "SuperNet", "embed_static_params", "loose_end_mask"]
+
+
+def _pad_channels(x: jax.Array, width: int) -> jax.Array:
+    extra = width - x.shape[-1]
+    if extra < 0:
+        raise ValueError(f"width: cannot pad {x.shape[-1]} channels down to {width}")
+    return x if extra == 0 else jnp.pad(x, ((0, 0),) * (x.ndim - 1) + ((0, extra),))
+
+
+def loose_end_mask(cell: jax.Array) -> jax.Array:
+    """bool ``[B]``: block ``k`` is a loose end (no block reads state ``2 + k``); jittable."""
+    cell = jnp.asarray(cell)
+    b = cell.shape[0]
+    states = 2 + jnp.arange(b)
+    used = jnp.any((cell[:, 0, None] == states) | (cell[:, 1, None] == states), axis=0)
+    return ~used
+
+
+class _Depthwise(nn.Module):
+    """``ops.DepthwiseConv`` with the stride a call argument (same ``kernel`` parameter)."""
+
+    kernel_size: int
+    impl: str = "auto"
+
+    @nn.compact
+    def __call__(self, x, stride):
+        k = self.kernel_size
+        kernel = self.param("kernel", depthwise_init, (k, k, 1, x.shape[-1]), jnp.float32)
+        return depthwise_conv(x, kernel.astype(x.dtype), stride, self.impl)
+
+
+class _RCB(nn.Module):
+    """ReLU -> convs (stride in the first) -> BN with the stride a call argument; parameters are
+    named as in ``ops.ReLUConvBN`` (``conv0``, ``conv1``, ``BatchNorm_0``)."""
+
+    features: int
+    kernels: tuple[Any, ...] = ((1, 1),)
+    dilation: int = 1
+    relu: bool = True
+    bn_momentum: float = 0.9
+    bn_epsilon: float = 1e-5
+
+    @nn.compact
+    def __call__(self, x, stride, train):
+        if self.relu:
+            x = nn.relu(x)
+        for i, kernel in enumerate(self.kernels):
+            x = conv(self.features, kernel, stride if i == 0 else 1, name=f"conv{i}",
+                     kernel_dilation=(self.dilation, self.dilation))(x)
+        return nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum,
+                            epsilon=self.bn_epsilon, name="BatchNorm_0")(x)
+
+
+class _Sep(nn.Module):
+    """Separable KxK applied twice (as ``ops.SepConv``) on a zero-padded input."""
+
+    features: int
+    kernel_size: int
+    depthwise_impl: str = "auto"
+    bn_momentum: float = 0.9
+    bn_epsilon: float = 1e-5
+
+    @nn.compact
+    def __call__(self, x, width, stride, train):
+        del width  # zero channels stay zero through ReLU and the depthwise conv
+        for layer in range(2):
+            x = nn.relu(x)
+            x = _Depthwise(self.kernel_size, self.depthwise_impl, name=f"depthwise{layer}")(
+                x, stride if layer == 0 else 1)
+            x = conv(self.features, 1, name=f"pointwise{layer}")(x)
+            x = batch_norm(x, train, self.bn_momentum, self.bn_epsilon, name=f"bn{layer}")
+        return x
+
+
+class _Pool(nn.Module):
+    features: int
+    kind: str
+    window: int
+    bn_momentum: float = 0.9
+    bn_epsilon: float = 1e-5
+
+    @nn.compact
+    def __call__(self, x, width, stride, train):
+        shape, strides = (self.window, self.window), (stride, stride)
+        if self.kind == "avg":
+            x = nn.avg_pool(x, shape, strides, padding="SAME", count_include_pad=False)
+        else:
+            x = nn.max_pool(x, shape, strides, padding="SAME")
+        projected = _RCB(self.features, relu=False, bn_momentum=self.bn_momentum,
+                         bn_epsilon=self.bn_epsilon, name="project")(x, 1, train)
+        return jnp.where(width == self.features, x[..., :self.features], projected)
+
+
+class _Identity(nn.Module):
+    features: int
+    bn_momentum: float = 0.9
+    bn_epsilon: float = 1e-5
+
+    @nn.compact
+    def __call__(self, x, width, stride, train):
+        projected = _RCB(self.features, bn_momentum=self.bn_momentum,
+                         bn_epsilon=self.bn_epsilon, name="project")(x, stride, train)
+        if stride != 1:
+            return projected
+        return jnp.where(width == self.features, x[..., :self.features], projected)
+
+
+class _Conv(_RCB):
+    """The plain conv ops (1x1, 3x3, 1x3+3x1, 1x7+7x1, dilated 3x3): ReLU -> conv(s) -> BN;
+    extra kernel rows multiply zero channels."""
+
+    def __call__(self, x, width, stride, train):
+        del width
+        return super().__call__(x, stride, train)
+
+
+_CONVS = {
+    "conv_1x1": ((1, 1),),
+    "conv_3x3": ((3, 3),),
+    "conv_1x3_3x1": ((1, 3), (3, 1)),
+    "conv_1x7_7x1": ((1, 7), (7, 1)),
+}
+
+
+def _make_super_op(name: str, features: int, depthwise_impl: str, bn: dict):
+    if name == "identity":
+        return _Identity(features, **bn)
+    if name.startswith("sep_conv_"):
+        return _Sep(features, int(name[-1]), depthwise_impl, **bn)
+    if name.startswith(("avg_pool_", "max_pool_")):
+        return _Pool(features, name[:3], int(name[-1]), **bn)
+    if name in _CONVS:
+        return _Conv(features, _CONVS[name], **bn)
+    if name == "dil_conv_3x3":
+        return _Conv(features, ((3, 3),), 2, **bn)
+    raise ValueError(f"ops: unknown op {name!r}; expected one of {OP_NAMES}")
+
+
+class SuperCell(nn.Module):
+    """One Normal (``stride=1``) or Reduction (``stride=2``) cell with the genotype as data.
+
+    Attributes:
+      features: the per-branch width ``F``.
+      stride: 2 for a Reduction Cell.
+      ops: candidate op names (the switch branches); genotype op ids outside it are an error
+        only in the sense that they run ``ops[0]`` (validate genomes with the space).
+      num_blocks: ``B``.
+      allow_concat: whether a block may concatenate (width ``2F``); ``False`` for add-only spaces
+        saves memory and compute.
+    """
+
+    features: int
+    stride: int = 1
+    ops: tuple[str, ...] = OP_NAMES
+    num_blocks: int = NUM_BLOCKS
+    allow_concat: bool = True
+    depthwise_impl: str = "auto"
+    bn_momentum: float = 0.9
+    bn_epsilon: float = 1e-5
+
+    @property
+    def block_width(self) -> int:
+        """Widest block output: ``2F`` with concat combiners, else ``F``."""
+        return (2 if self.allow_concat else 1) * self.features
+
+    @property
+    def max_output_width(self) -> int:
+        """Channels of the (padded) output: at most ``B`` loose ends of ``block_width`` each."""
+        return self.num_blocks * self.block_width
+
+    @nn.compact
+    def __call__(self, x: jax.Array, prev: jax.Array | None, cell: jax.Array,
+                 train: bool = False, prev_width: jax.Array | int | None = None
+                 ) -> tuple[jax.Array, jax.Array]:
+        """Apply the cell.
+
+        Args:
+          x: ``h_i``, NHWC, possibly zero-padded beyond its real width.
+          prev: ``h_{i-1}`` (possibly padded) or ``None`` for the first cell (then ``x``, unpadded,
+            is used as is).
+          cell: int32 ``[B, 5]``, global op and combiner ids.
+          train: batch-statistics BN.
+          prev_width: the real width of ``prev`` (traced ok); default ``prev.shape[-1]``.
+
+        Returns:
+          ``(output, width)``: the output zero-padded to :attr:`max_output_width` channels, and
+          its real width (int32 scalar).
+        """
+        f, b = self.features, self.num_blocks
+        bn = dict(bn_momentum=self.bn_momentum, bn_epsilon=self.bn_epsilon)
+        cell = jnp.asarray(cell, jnp.int32)
+        if cell.shape != (b, 5):
+            raise ValueError(f"cell: expected shape ({b}, 5), got {cell.shape}")
+        ops = tuple(self.ops)
+
+        # Cell inputs (spec §1.4), as the static cell aligns them.
+        if prev is None:
+            s1, w1 = x, jnp.asarray(x.shape[-1], jnp.int32)
+        elif prev.shape[1:3] != x.shape[1:3]:
+            s1 = FactorizedReduction(f, 2, **bn, name="prev_reduction")(nn.relu(prev), train)
+            w1 = jnp.asarray(f, jnp.int32)
+        else:
+            pw = jnp.asarray(prev.shape[-1] if prev_width is None else prev_width, jnp.int32)
+            projected = ReLUConvBN(f, **bn, name="prev_1x1")(prev, train)
+            s1 = jnp.where(pw != f, projected, prev[..., :f])
+            w1 = jnp.asarray(f, jnp.int32)
+        s0 = ReLUConvBN(f, **bn, name="beginning")(x, train)
+        wmax = max(self.block_width, s1.shape[-1], f)
+        inputs = jnp.stack([_pad_channels(s0, wmax), _pad_channels(s1, wmax)])
+        input_widths = jnp.stack([jnp.asarray(f, jnp.int32), w1])
+
+        # The blocks run under one nn.scan (per-block weights stacked on a leading axis), so the
+        # block body is traced and compiled once instead of B times.
+        h, w = -(-x.shape[1] // self.stride), -(-x.shape[2] // self.stride)  # SAME padding
+        buf = jnp.zeros((b, x.shape[0], h, w, wmax), x.dtype)
+        carry = (inputs, input_widths, buf, jnp.full((b,), f, jnp.int32))
+        scan = nn.scan(_Block, variable_axes={"params": 0, "batch_stats": 0},
+                       split_rngs={"params": True}, in_axes=0, length=b)
+        carry, _ = scan(ops, f, self.stride, self.allow_concat, train, self.depthwise_impl, **bn,
+                        name="blocks")(carry, (cell, jnp.arange(b)))
+        _, _, buf, widths = carry
+        blocks = [buf[k] for k in range(b)]
+        block_widths = [widths[k] for k in range(b)]
+
+        # Output: the loose ends, each at the last block's width, packed in index order.
+        wb = self.block_width
+        final_width = block_widths[-1]
+        outs = []
+        for k in range(b):
+            s = blocks[k][..., :wb]
+            if self.allow_concat:
+                r1 = FactorizedReduction(f, 1, **bn, name=f"reduction_{2 + k}_f")(s, train)
+                r2 = FactorizedReduction(2 * f, 1, **bn, name=f"reduction_{2 + k}_2f")(s, train)
+                reduced = jnp.where(final_width == f, _pad_channels(r1, wb), r2)
+                s = jnp.where(block_widths[k] == final_width, s, reduced)
+            outs.append(s)
+        stacked = jnp.stack(outs, axis=-2)  # [N, H, W, B, wb]
+        flat = stacked.reshape(stacked.shape[:-2] + (b * wb,))
+        mask = loose_end_mask(cell)
+        n_sel = jnp.sum(mask).astype(jnp.int32)
+        order = jnp.argsort(~mask, stable=True)  # selected block indices first, in order
+        c = jnp.arange(b * wb)
+        slot_k = c // final_width
+        src = order[jnp.minimum(slot_k, b - 1)] * wb + c % final_width
+        valid = slot_k < n_sel
+        out = jnp.where(valid, jnp.take(flat, src, axis=-1), 0.0)
+        return out, n_sel * final_width
+
+
+class _Block(nn.Module):
+    """One block (two op slots and the combiner) as an ``nn.scan`` body over the blocks.
+
+    The carry holds the cell inputs ``[2, N, H, W, Wmax]`` with their real widths and a buffer of
+    block outputs ``[B, N, H/s, W/s, Wmax]`` with theirs; block ``j`` writes slot ``j``. A valid
+    genome only reads earlier states, so unwritten (zero) slots are never read.
+    """
+
+    ops: tuple[str, ...]
+    features: int
+    stride: int
+    allow_concat: bool
+    train: bool
+    depthwise_impl: str = "auto"
+    bn_momentum: float = 0.9
+    bn_epsilon: float = 1e-5
+
+    @nn.compact
+    def __call__(self, carry, xs):
+        inputs, input_widths, buf, widths = carry
+        row, j = xs
+        f, n_ops = self.features, len(self.ops)
+        local = np.zeros(len(OP_NAMES), np.int32)
+        for i, name in enumerate(self.ops):
+            local[OP_INDEX[name]] = i
+        local = jnp.asarray(local)
+        bn = dict(bn_momentum=self.bn_momentum, bn_epsilon=self.bn_epsilon)
+        outs = []
+        for side, field in (("left", 0), ("right", 1)):
+            idx, op = row[field], local[row[2 + field]]
+            slot = _Slot(self.ops, f, self.depthwise_impl, **bn, name=side)
+            if self.stride == 1:
+                states = jnp.concatenate([inputs, buf])
+                all_widths = jnp.concatenate([input_widths, widths])
+                y = slot(op, [((states[idx], all_widths[idx]), 1)], self.train)
+            else:
+                # Reduction: cell inputs (full size) at stride 2, block outputs at stride 1.
+                i_full, i_half = jnp.minimum(idx, 1), jnp.maximum(idx - 2, 0)
+                y = slot(op + n_ops * (idx >= 2).astype(jnp.int32),
+                         [((inputs[i_full], input_widths[i_full]), self.stride),
+                          ((buf[i_half], widths[i_half]), 1)], self.train)
+            outs.append(y)
+        wmax = buf.shape[-1]
+        new = _pad_channels(outs[0] + outs[1], wmax)
+        new_width = jnp.asarray(f, jnp.int32)
+        if self.allow_concat:
+            cat = _pad_channels(jnp.concatenate(outs, axis=-1), wmax)
+            new = jnp.where(row[4] == 1, cat, new)
+            new_width = jnp.where(row[4] == 1, 2 * f, f).astype(jnp.int32)
+        buf = buf.at[j].set(new)
+        widths = widths.at[j].set(new_width)
+        return (inputs, input_widths, buf, widths), None
+
+
+class _Slot(nn.Module):
+    """One op slot: every candidate op, and ``nn.switch`` runs the chosen branch.
+
+    ``variants`` is a list of ``((x, width), stride)``; branch ``v * len(ops) + i`` runs op ``i``
+    on variant ``v``. The variants share each op's parameters. Branches reach the ops through the
+    module handed to them by ``nn.switch`` (not a closure), as Flax's lifted control flow needs
+    when one submodule is used by several branches.
+    """
+
+    ops: tuple[str, ...]
+    features: int
+    depthwise_impl: str = "auto"
+    bn_momentum: float = 0.9
+    bn_epsilon: float = 1e-5
+
+    def setup(self):
+        bn = dict(bn_momentum=self.bn_momentum, bn_epsilon=self.bn_epsilon)
+        self.candidates = {name: _make_super_op(name, self.features, self.depthwise_impl, bn)
+                           for name in self.ops}
+
+    def __call__(self, index, variants, train):
+        operands = [v[0] for v in variants]
+        fns = []
+        for v, (_, stride) in enumerate(variants):
+            for name in self.ops:
+                def fn(mdl, operands, v=v, name=name, stride=stride):
+                    x, width = operands[v]
+                    return mdl.candidates[name](x, width, stride, train)
+                fns.append(fn)
+        if self.is_initializing():  # every branch must create its variables
+            for fn in fns:
+                fn(self, operands)
+        if len(fns) == 1:
+            return fns[0](self, operands)
+        return nn.switch(index, fns, self, operands)
+
+
+class SuperNet(nn.Module):
+    """NASNet (CIFAR stem, no aux head, no drop-path) of :class:`SuperCell`\\ s.
+
+    The layout is :class:`~azjax.nas.network.NASNet`'s: stem -> N normal -> reduction -> ... ->
+    ReLU -> global average pool -> dense, ``num_cells = 3N`` normal cells. The normal and
+    reduction cells are arguments of ``__call__`` (int32 ``[B, 5]`` each), so one compile serves
+    every genotype.
+    """
+
+    num_cells: int = 3
+    filters: int = 8
+    ops: tuple[str, ...] = OP_NAMES
+    num_blocks: int = NUM_BLOCKS
+    allow_concat: bool = True
+    num_classes: int = 10
+    stem_multiplier: float = 3.0
+    num_reduction_layers: int = 2
+    filter_scaling_rate: float = 2.0
+    depthwise_impl: str = "auto"
+    bn_momentum: float = 0.9
+    bn_epsilon: float = 1e-5
+
+    @nn.compact
+    def __call__(self, x: jax.Array, normal: jax.Array, reduce: jax.Array,
+                 train: bool = False) -> jax.Array:
+        """Logits for NHWC images ``x`` with the cells ``normal`` and ``reduce`` as data."""
+        if x.ndim != 4:
+            raise ValueError(f"x: expected NHWC images [B, H, W, C], got shape {x.shape}")
+        kw = dict(ops=tuple(self.ops), num_blocks=self.num_blocks,
+                  allow_concat=self.allow_concat, depthwise_impl=self.depthwise_impl,
+                  bn_momentum=self.bn_momentum, bn_epsilon=self.bn_epsilon)
+        net = conv(int(self.stem_multiplier * self.filters), 3, name="stem_conv")(x)
+        net = batch_norm(net, train, self.bn_momentum, self.bn_epsilon, name="stem_bn")
+        width = jnp.asarray(net.shape[-1], jnp.int32)
+        outputs = [(None, None), (net, width)]
+        reductions = reduction_indices(self.num_cells, self.num_reduction_layers)
+        scaling = 1.0
+        for i in range(self.num_cells):
+            if i in reductions:
+                scaling *= self.filter_scaling_rate
+                prev, prev_w = outputs[-2]
+                net, width = SuperCell(int(self.filters * scaling), 2, **kw,
+                                       name=f"reduction_cell_{reductions.index(i)}")(
+                    net, prev, reduce, train, prev_w)
+                outputs.append((net, width))
+            prev, prev_w = outputs[-2]
+            net, width = SuperCell(int(self.filters * scaling), 1, **kw, name=f"cell_{i}")(
+                net, prev, normal, train, prev_w)
+            outputs.append((net, width))
+        net = nn.relu(net)
+        net = jnp.mean(net, axis=(1, 2))
+        return nn.Dense(self.num_classes, kernel_init=nn.initializers.variance_scaling(
+            2.0, "fan_out", "truncated_normal"), name="logits")(net)
+
+
+# --- weight mapping: static cell / network -> supercell / supernet ------------------------------
+
+def _embed_leaf(src, dst):
+    src, dst = jnp.asarray(src), jnp.asarray(dst)
+    if src.ndim != dst.ndim or any(s > d for s, d in zip(src.shape, dst.shape)):
+        raise ValueError(f"params: cannot embed shape {src.shape} into {dst.shape}")
+    return dst.at[tuple(slice(0, s) for s in src.shape)].set(src.astype(dst.dtype))
+
+
+def _embed_tree(src, dst, where: str):
+    if not isinstance(src, dict):
+        return _embed_leaf(src, dst)
+    out = dict(dst)
+    for k, v in src.items():
+        if k not in dst:
+            raise ValueError(f"params: {where}/{k} has no counterpart in the supercell")
+        out[k] = _embed_tree(v, dst[k], f"{where}/{k}")
+    return out
+
+
+def _embed_cell(src: dict, dst: dict, blocks, where: str) -> dict:
+    out = dict(dst)
+    last_concat = blocks[-1][4] == 1
+    for k, v in src.items():
+        if k.startswith("block"):
+            j, side = k[len("block"):].split("_")
+            op = "candidates_" + OP_NAMES[blocks[int(j)][2 if side == "left" else 3]]
+            stacked = out["blocks"][side][op]
+            # The scanned blocks stack their weights: block j is index j of the leading axis.
+            out["blocks"] = {**out["blocks"], side: {**out["blocks"][side], op: jax.tree_util.tree_map(
+                lambda s, d, j=int(j): d.at[j].set(_embed_leaf(s, d[j])), v, stacked)}}
+        elif k.startswith("reduction_"):
+            target = f"{k}_{'2f' if last_concat else 'f'}"
+            out[target] = _embed_tree(v, dst[target], f"{where}/{target}")
+        else:
+            out[k] = _embed_tree(v, dst[k], f"{where}/{k}")
+    return out
+
+
+def embed_static_params(static: Any, super_: Any, genotype: Genotype,
+                        cell: str | None = None) -> Any:
+    """Copy a static model's variables into a supercell's (or supernet's) variable tree.
+
+    Args:
+      static: variables (or one collection, e.g. ``params``) of a static
+        :class:`~azjax.nas.cell.Cell` or :class:`~azjax.nas.network.NASNet` (CIFAR stem, no aux).
+      super_: the matching tree of a :class:`SuperCell` / :class:`SuperNet` (its values fill
+        everything the static model does not have).
+      genotype: the genotype both are built from.
+      cell: ``"normal"`` or ``"reduce"`` when ``static`` is one cell; ``None`` for a network.
+
+    Returns:
+      ``super_`` with the static weights in the leading slices of the chosen ops' parameters,
+      so the supercell computes the static model's function on that genotype.
+    """
+    static = flax.core.unfreeze(static)
+    super_ = flax.core.unfreeze(super_)
+    if cell is not None:
+        if cell not in ("normal", "reduce"):
+            raise ValueError(f"cell: expected 'normal', 'reduce' or None, got {cell!r}")
+        blocks = genotype.normal if cell == "normal" else genotype.reduce
+        if "beginning" in static:
+            return _embed_cell(static, super_, blocks, cell)
+        return {c: _embed_cell(static[c], super_[c], blocks, f"{cell}/{c}") for c in static}
+    if "stem_conv" not in static:  # a variables dict: one level of collections
+        return {c: embed_static_params(static[c], super_[c], genotype) for c in static}
+    out = dict(super_)
+    for k, v in static.items():
+        if k.startswith("cell_"):
+            out[k] = _embed_cell(v, super_[k], genotype.normal, k)
+        elif k.startswith("reduction_cell_"):
+            out[k] = _embed_cell(v, super_[k], genotype.reduce, k)
+        else:
+            out[k] = _embed_tree(v, super_[k], k)
+    return out
+
+
+# --- cheap initialisation --------------------------------------------------------------------
+
+_TRUNC_STD = 0.87962566103423978  # std of a standard normal truncated to [-2, 2]
+
+
+def variable_shapes(model: nn.Module, *args, **kwargs) -> Any:
+    """Variable shapes of ``model.init(key, *args, **kwargs)`` via ``jax.eval_shape``."""
+    return jax.eval_shape(lambda k: model.init(k, *args, **kwargs), jax.random.key(0))
+
+
+def init_variables(shapes: Any, seed: int | np.random.Generator) -> dict:
+    """Fresh variables for the shapes from :func:`variable_shapes`, drawn on the host with NumPy.
+
+    A supernet's ``init`` has one threefry call site per parameter, which costs XLA CPU a minute
+    or more to compile; drawing on the host costs nothing to compile and milliseconds to run, so
+    NASNet-style search can re-initialise every child. The distributions follow the static
+    model's initialisers: conv and dense kernels from a fan-out variance-scaling truncated normal
+    (factor 2), depthwise kernels with fan-out ``k * k``, BN scale 1 and bias 0, BN mean 0 and
+    variance 1. (The same distributions, not the same numbers as ``model.init``.)
+    """
+    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    flat = flax.traverse_util.flatten_dict(flax.core.unfreeze(shapes))
+    out = {}
+    for path, s in flat.items():
+        name = path[-1]
+        shape = tuple(s.shape)
+        if name == "kernel":
+            # Scanned blocks stack weights on a leading axis: fan-out ignores it.
+            core = shape[1:] if "blocks" in path else shape
+            if len(core) == 4 and any(p.startswith("depthwise") for p in path):
+                fan_out = core[0] * core[1] * core[2]
+            elif len(core) == 4:
+                fan_out = core[0] * core[1] * core[3]
+            else:
+                fan_out = core[-1]
+            std = np.sqrt(2.0 / max(1, fan_out)) / _TRUNC_STD
+            value = np.clip(rng.standard_normal(shape), -2.0, 2.0) * std
+        elif name in ("scale", "var"):
+            value = np.ones(shape)
+        else:
+            value = np.zeros(shape)
+        out[path] = np.asarray(value, s.dtype)
+    return flax.traverse_util.unflatten_dict(out)

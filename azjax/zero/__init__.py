@@ -19,7 +19,7 @@ from azjax.zero.evaluate import combine_fitness, evaluate, live_instruction_coun
 from azjax.zero import algorithms
 from azjax.zero.fec import FECCache, FECConfig
 from azjax.zero.mutations import MutationConfig, initial_program, mutate
-from azjax.zero.search_evaluator import ProgramEvaluator
+from azjax.zero.search_evaluator import HurdleConfig, ProgramEvaluator
 from azjax.zero.space import ProgramSpace
 
 __all__ = [
@@ -29,5 +29,5 @@ __all__ = [
     "Tasks", "affine_regression_tasks", "concat_tasks", "fixed_tasks", "linear_regression_tasks",
     "projected_binary_tasks", "teacher_network_tasks", "unit_tasks",
     "combine_fitness", "evaluate", "live_instruction_count", "algorithms",
-    "FECCache", "FECConfig", "MutationConfig", "initial_program", "mutate", "ProgramEvaluator", "ProgramSpace",
+    "FECCache", "FECConfig", "MutationConfig", "initial_program", "mutate", "HurdleConfig", "ProgramEvaluator", "ProgramSpace",
 ]

@@ -16,6 +16,8 @@ The FEC cache is saved with checkpoints through `get_state`/`set_state`.
 """
 from __future__ import annotations
 
+import collections
+import dataclasses
 import importlib
 from typing import Dict, Optional, Tuple
 
@@ -29,6 +31,26 @@ from azjax.zero.tasks import Tasks
 
 # The module `azjax.zero.evaluate` (the package re-exports a function of the same name).
 _ev = importlib.import_module("azjax.zero.evaluate")
+
+@dataclasses.dataclass(frozen=True)
+class HurdleConfig:
+    """Hurdles (paper §3.2): evaluate a program on the first `num_tasks` tasks; only if its fitness there
+    reaches the `percentile` of the unique fitnesses of the last `window` fully evaluated programs is it
+    evaluated on the remaining tasks; otherwise its first-stage fitness is final."""
+
+    num_tasks: int = 1
+    percentile: float = 75.0
+    window: int = 1000
+    min_history: int = 10
+
+    def __post_init__(self):
+        for name in ("num_tasks", "window", "min_history"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+                raise ValueError(f"HurdleConfig.{name} must be an integer >= 1, got {v!r}")
+        if not 0 <= self.percentile <= 100:
+            raise ValueError(f"HurdleConfig.percentile must lie in [0, 100], got {self.percentile!r}")
+
 
 # The reference re-seeds a private RNG to this value for every fingerprint run.
 _FEC_SEED = 235732282
@@ -49,16 +71,22 @@ class ProgramEvaluator:
       strategy: interpreter strategy ("select" / "cond"; default by backend and config).
       train_budget_factor: if set, the reference's op-cost train budget (spec §6.6): programs costlier than
         this factor times the hand-written network get fitness 0 without being evaluated.
+      hurdle: if set, hurdles (paper §3.2, see HurdleConfig).
     """
 
     def __init__(self, cfg: ZeroConfig, tasks: Tasks, *, combine: str = "mean",
                  fec: Optional[FECConfig] = FECConfig(), strategy: Optional[str] = None,
-                 train_budget_factor: Optional[float] = None):
+                 train_budget_factor: Optional[float] = None, hurdle: Optional[HurdleConfig] = None):
         if combine not in ("mean", "median"):
             raise ValueError(f"combine must be 'mean' or 'median', got {combine!r}")
         if train_budget_factor is not None and not train_budget_factor > 0:
             raise ValueError(f"train_budget_factor must be > 0 or None, got {train_budget_factor!r}")
         self.train_budget_factor = train_budget_factor
+        if hurdle is not None and not hurdle.num_tasks < tasks.num_tasks:
+            raise ValueError(f"HurdleConfig.num_tasks ({hurdle.num_tasks}) must be smaller than the number of "
+                             f"tasks ({tasks.num_tasks})")
+        self.hurdle = hurdle
+        self._hurdle_window = collections.deque(maxlen=hurdle.window if hurdle else 1)
         self.cfg = cfg
         self.tasks = tasks
         self.combine = combine
@@ -79,18 +107,58 @@ class ProgramEvaluator:
         self._steps_full = tasks.num_train * tasks.num_epochs
         self.counters = {"evaluated": 0, "cache_hits": 0, "duplicates": 0}
 
-    # -- ExtraState protocol (checkpointing the cache) --
+    # -- ExtraState protocol (checkpointing the cache and the hurdle history) --
     def get_state(self):
-        return {"cache": self.cache.get_state()} if self.cache is not None else {}
+        state = {"cache": self.cache.get_state()} if self.cache is not None else {}
+        if self.hurdle is not None:
+            state["hurdle_window"] = np.asarray(self._hurdle_window, np.float64)
+        return state
 
     def set_state(self, state) -> None:
         if self.cache is not None and "cache" in state:
             self.cache.set_state({k: np.asarray(v) for k, v in state["cache"].items()})
+        if self.hurdle is not None and "hurdle_window" in state:
+            self._hurdle_window.clear()
+            self._hurdle_window.extend(np.asarray(state["hurdle_window"], np.float64).tolist())
+
+    def _combine(self, per_task: np.ndarray) -> np.ndarray:
+        T = per_task.shape[1]
+        return per_task.mean(1) if self.combine == "mean" else np.sort(per_task, 1)[:, T // 2]
+
+    def _full_evaluation(self, programs: Program, key, batch: int):
+        """(per-task fitness [n, T], train steps, passed-all-stages mask) of n programs."""
+        n = programs.setup.size.shape[0]
+        compact = self._pad(programs, batch)
+        active = np.arange(compact.setup.size.shape[0]) < n
+        if self.hurdle is None:
+            fit = np.asarray(self._run(self._full, self._task_arrays, compact, key, active))[:n]
+            return fit, n * self.tasks.num_tasks * self._steps_full, np.ones(n, bool)
+        k, T = self.hurdle.num_tasks, self.tasks.num_tasks
+        first = tuple(a[:k] for a in self._task_arrays)
+        rest = tuple(a[k:] for a in self._task_arrays)
+        fit = np.full((n, T), np.nan)
+        fit[:, :k] = np.asarray(self._run(self._full, first, compact, key, active))[:n]
+        steps = n * k * self._steps_full
+        partial = self._combine(fit[:, :k])
+        window = np.unique(np.asarray(self._hurdle_window))
+        threshold = (np.percentile(window, self.hurdle.percentile)
+                     if len(self._hurdle_window) >= self.hurdle.min_history else -np.inf)
+        passed = partial >= threshold
+        if passed.any():
+            second = self._pad(jax.tree_util.tree_map(lambda x: x[passed], programs), batch)
+            active2 = np.arange(second.setup.size.shape[0]) < int(passed.sum())
+            out = np.asarray(self._run(self._full, rest, second, jax.random.fold_in(key, 1), active2))
+            fit[passed, k:] = out[:int(passed.sum())]
+            steps += int(passed.sum()) * (T - k) * self._steps_full
+            self._hurdle_window.extend(self._combine(fit[passed]).tolist())
+        # Programs stopped at the hurdle keep their first-stage fitness on every task.
+        fit[~passed] = partial[~passed, None]
+        return fit, steps, passed
 
     def _run(self, fn, task_arrays, programs: Program, key, active):
         with jax.enable_x64(self.cfg.dtype == "float64"):
             programs = _ev.prepare_programs(programs, self.cfg)
-            P, T = programs.setup.size.shape[0], self.tasks.num_tasks
+            P, T = programs.setup.size.shape[0], task_arrays[0].shape[0]
             keys = jax.random.split(key, P * T).reshape(P, T)
             return fn(programs, *task_arrays, keys, jnp.asarray(active))
 
@@ -150,18 +218,18 @@ class ProgramEvaluator:
                     seen[fp] = u
         miss = np.flatnonzero(need)
         if len(miss):
-            compact = self._pad(jax.tree_util.tree_map(lambda x: x[miss], unique), B)
-            active = np.arange(compact.setup.size.shape[0]) < len(miss)
-            fit = np.asarray(self._run(self._full, self._task_arrays, compact, key, active))[:len(miss)]
+            fit, steps, complete = self._full_evaluation(jax.tree_util.tree_map(lambda x: x[miss], unique),
+                                                         key, B)
             per_task[miss] = fit
-            train_steps += len(miss) * T * self._steps_full
+            train_steps += steps
             if keys_fp is not None:
                 for i, u in enumerate(miss):
-                    for t in range(T):
-                        self.cache.insert(keys_fp[u][t], fit[i, t])
+                    if complete[i]:  # a fitness cut short by a hurdle is not cached
+                        for t in range(T):
+                            self.cache.insert(keys_fp[u][t], fit[i, t])
         follower = same_as != np.arange(U)
         per_task[follower] = per_task[same_as[follower]]
-        combined = per_task.mean(1) if self.combine == "mean" else np.sort(per_task, 1)[:, T // 2]
+        combined = self._combine(per_task)
         hits = int(np.sum(cache_hit))
         info = {"train_steps": float(train_steps), "evaluated": float(len(miss)), "cache_hits": float(hits),
                 "duplicates": float(B - U)}

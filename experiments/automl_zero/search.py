@@ -29,7 +29,7 @@ from absl import logging
 from azjax import search, zero
 from azjax.zero.fec import FECConfig
 from azjax.zero.mutations import MutationConfig
-from azjax.zero.search_evaluator import ProgramEvaluator
+from azjax.zero.search_evaluator import HurdleConfig, ProgramEvaluator
 from azjax.zero.space import ProgramSpace
 
 _TASK_KINDS = ("linear", "affine", "teacher", "projected_binary")
@@ -200,7 +200,11 @@ def run_experiments(config: ml_collections.ConfigDict, workdir: str,
                if config.fec.enabled else None)
         evaluator = ProgramEvaluator(cfg, search_tasks, combine=config.combine, fec=fec,
                                      strategy=config.strategy or None,
-                                     train_budget_factor=config.get("train_budget_factor"))
+                                     train_budget_factor=config.get("train_budget_factor"),
+                                     hurdle=(HurdleConfig(num_tasks=config.hurdle_tasks,
+                                                          percentile=config.hurdle_percentile,
+                                                          window=config.population_size)
+                                             if config.get("hurdle_tasks", 0) > 0 else None))
         strategy = search.RegularizedEvolution(space, population_size=config.population_size,
                                                tournament_size=config.tournament_size,
                                                mutate_prob=config.mutate_prob, batch_size=config.batch_size)

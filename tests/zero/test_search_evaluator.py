@@ -97,3 +97,21 @@ def test_search_with_the_cache_resumes_exactly(tmp_path, tasks):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     assert resumed.counters["train_steps"] == straight.counters["train_steps"]
     assert list(ev_b.cache.items()) == list(ev_a.cache.items())
+
+
+def test_hurdles_stop_weak_programs_after_the_first_stage():
+    tasks4 = zero.linear_regression_tasks(jax.random.key(0), 4, 4, N, M)
+    progs = jax.tree_util.tree_map(np.asarray, random_programs.random_programs(jax.random.key(1), CFG, B))
+    plain = zero.ProgramEvaluator(CFG, tasks4, fec=None, strategy="select")
+    hurdled = zero.ProgramEvaluator(CFG, tasks4, fec=None, strategy="select",
+                                    hurdle=zero.HurdleConfig(num_tasks=1, percentile=50, min_history=4))
+    full, info_full = plain(jax.random.key(2), progs)
+    hurdled(jax.random.key(2), progs)            # fills the history: no hurdle yet
+    fit, info = hurdled(jax.random.key(2), progs)
+    assert info["train_steps"] < info_full["train_steps"]
+    stopped = ~np.isclose(fit, full)
+    assert stopped.any()
+    # The survivors' fitness is exactly the full evaluation's.
+    np.testing.assert_allclose(fit[~stopped], full[~stopped], rtol=1e-6)
+    with pytest.raises(ValueError, match="num_tasks"):
+        zero.ProgramEvaluator(CFG, tasks4, hurdle=zero.HurdleConfig(num_tasks=4))

@@ -42,6 +42,8 @@ def get_config():
     c.fec = ml_collections.ConfigDict(dict(enabled=True, num_train=10, num_valid=10, cache_size=100_000,
                                            forget_every=100))
     c.train_budget_factor = config_dict.placeholder(float)  # e.g. 2.0: the reference's op-cost budget
+    c.hurdle_tasks = 0          # > 0: hurdles (paper §3.2) after this many search tasks
+    c.hurdle_percentile = 75.0
     c.max_train_steps = 2e8     # per experiment, in training examples (the reference's budget unit)
     c.max_experiments = 0       # 0: until sufficient_fitness
     c.sufficient_fitness = 0.9999

@@ -1,0 +1,318 @@
+"""Child evaluators for NAS on the shared harness (``search.run``), plus a leaderboard.
+
+Two search modes (spec/nasnet.md §2.3, §4.1), each an ``evaluator(key, genomes) -> (fitness,
+info)`` for :func:`azjax.search.run` over a :class:`~azjax.nas.space.CellSpace`:
+
+* :class:`ChildTrainer` (NASNet-style): every child is trained from scratch for a few epochs on
+  the proxy split and rewarded with its validation accuracy. ``backend="supernet"`` (default)
+  trains the genotype-as-data :class:`~azjax.nas.supercell.SuperNet` with fresh weights per child:
+  one compile serves every child, and training + validation of a child is one jitted call.
+  ``backend="static"`` calls :func:`azjax.nas.train.train_and_evaluate` on the static network
+  (exactly the final-training code path, but one XLA compile per distinct child, about a minute
+  on CPU). Children of a batch run one after another: ``vmap`` over children would batch the
+  ``lax.switch`` index and run every op (spec jax_practice §2).
+* :class:`SharedWeightsTrainer` (ENAS-style): one set of supernet weights lives across the whole
+  search. Each call trains them for ``steps_per_call`` minibatches, minibatch ``t`` using the
+  architecture ``genomes[t % B]`` just asked from the strategy (a fresh architecture per batch),
+  then rewards every genome with its accuracy on one validation minibatch with the shared weights
+  (BN in batch-statistics mode, as ENAS searches). The weights, BN statistics and optimizer state
+  are an :class:`~azjax.search.ExtraState`, so they are checkpointed and resumed with the search.
+
+:class:`Leaderboard` records every evaluated genome and reward (also an ``ExtraState``) and
+reports the top genotypes; :class:`CombinedState` bundles several extra states.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from azjax.nas import train as nas_train
+from azjax.nas.space import CellSpace
+from azjax.nas.supercell import SuperNet, init_variables, variable_shapes
+
+__all__ = ["ChildTrainer", "SharedWeightsTrainer", "Leaderboard", "CombinedState",
+           "make_supernet", "prepare_data"]
+
+
+def make_supernet(space: CellSpace, config: nas_train.TrainConfig) -> SuperNet:
+    """The :class:`SuperNet` for ``space`` with the child sizes of ``config`` (CIFAR stem)."""
+    if config.stem != "cifar":
+        raise ValueError(f"stem: the supernet has the CIFAR stem only, got {config.stem!r}")
+    return SuperNet(num_cells=config.num_cells, filters=config.filters, ops=space.ops,
+                    num_blocks=space.num_blocks, allow_concat="concat" in space.combiners,
+                    num_classes=config.num_classes, stem_multiplier=config.stem_multiplier,
+                    depthwise_impl=config.depthwise_impl)
+
+
+def prepare_data(data: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Float32 NHWC images (uint8 ones standardized with training statistics), int32 labels."""
+    for k in ("train_images", "train_labels", "valid_images", "valid_labels"):
+        if k not in data:
+            raise ValueError(f"data: missing {k!r}")
+    return nas_train._prepare_images(data)  # noqa: SLF001 - same package, same rules
+
+
+def _config(config: Any) -> nas_train.TrainConfig:
+    return config if isinstance(config, nas_train.TrainConfig) else \
+        nas_train.TrainConfig.from_config(config)
+
+
+def _loss_fn(net, images, labels, normal, reduce):
+    def fn(params, batch_stats):
+        logits, upd = net.apply({"params": params, "batch_stats": batch_stats}, images, normal,
+                                reduce, True, mutable=["batch_stats"])
+        loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+        return loss, (upd["batch_stats"], logits)
+    return fn
+
+
+class _SupernetSteps:
+    """Jitted pieces shared by both modes: one SGD step and batched accuracy, cells as data."""
+
+    def __init__(self, space: CellSpace, config: nas_train.TrainConfig, data: dict,
+                 total_steps: int):
+        self.space, self.config = space, config
+        self.net = make_supernet(space, config)
+        self.optimizer = nas_train.make_optimizer(config, total_steps)
+        self.x_train = jnp.asarray(data["train_images"])
+        self.y_train = jnp.asarray(data["train_labels"])
+        self.x_valid = jnp.asarray(data["valid_images"])
+        self.y_valid = jnp.asarray(data["valid_labels"])
+        if self.x_train.shape[0] < config.batch_size:
+            raise ValueError(f"batch_size: {config.batch_size} exceeds "
+                             f"{self.x_train.shape[0]} training examples")
+        n0, r0 = space.cell_arrays(space.sample(jax.random.key(0)))
+        self.shapes = variable_shapes(self.net, self.x_train[:1], n0, r0)
+
+    def fresh(self, seed: int) -> tuple[Any, Any, Any]:
+        """``(params, batch_stats, opt_state)`` drawn on the host (no compile)."""
+        v = init_variables(self.shapes, seed)
+        params = jax.tree_util.tree_map(jnp.asarray, v["params"])
+        return params, jax.tree_util.tree_map(jnp.asarray, v["batch_stats"]), \
+            self.optimizer.init(params)
+
+    def sgd_step(self, carry, genome_and_key):
+        params, batch_stats, opt_state = carry
+        genome, key = genome_and_key
+        normal, reduce = self.space.cell_arrays(genome)
+        k_batch, k_aug = jax.random.split(key)
+        # Minibatches drawn with replacement: a step's batch depends only on its key.
+        idx = jax.random.randint(k_batch, (self.config.batch_size,), 0, self.x_train.shape[0])
+        images = nas_train.augment(k_aug, self.x_train[idx], self.config)
+        (loss, (batch_stats, logits)), grads = jax.value_and_grad(
+            _loss_fn(self.net, images, self.y_train[idx], normal, reduce), has_aux=True)(
+                params, batch_stats)
+        updates, opt_state = self.optimizer.update(grads, opt_state, params)
+        params = optax.apply_updates(params, updates)
+        acc = jnp.mean(jnp.argmax(logits, -1) == self.y_train[idx])
+        return (params, batch_stats, opt_state), (loss, acc)
+
+    def accuracy(self, params, batch_stats, genome, images, labels, weights, train_bn: bool):
+        """Weighted accuracy of one genome on a set of fixed-size batches ``[K, b, ...]``."""
+        normal, reduce = self.space.cell_arrays(genome)
+
+        def one(args):
+            x, y, w = args
+            logits = self.net.apply({"params": params, "batch_stats": batch_stats}, x, normal,
+                                    reduce, train_bn, mutable=["batch_stats"])[0]
+            return jnp.sum((jnp.argmax(logits, -1) == y) * w)
+
+        return jnp.sum(jax.lax.map(one, (images, labels, weights))) / jnp.sum(weights)
+
+
+def _batches(images: jnp.ndarray, labels: jnp.ndarray, size: int):
+    """Pad to a multiple of ``size`` and reshape to ``[K, size, ...]`` with 0/1 weights."""
+    n = images.shape[0]
+    k = -(-n // size)
+    pad = k * size - n
+    w = jnp.concatenate([jnp.ones((n,)), jnp.zeros((pad,))])
+    images = jnp.concatenate([images, jnp.zeros((pad, *images.shape[1:]), images.dtype)])
+    labels = jnp.concatenate([labels, jnp.zeros((pad,), labels.dtype)])
+    return (images.reshape(k, size, *images.shape[1:]), labels.reshape(k, size), w.reshape(k,
+                                                                                          size))
+
+
+class ChildTrainer:
+    """NASNet-style evaluator: train each child from scratch, reward = validation accuracy.
+
+    Args:
+        space: the :class:`CellSpace`.
+        config: a :class:`~azjax.nas.train.TrainConfig` (or dict/ConfigDict) for the child:
+            ``num_cells``, ``filters``, ``batch_size``, ``num_epochs`` / ``num_steps``, lr, ...
+        data: ``train_*`` and ``valid_*`` arrays (the proxy split; valid is the reward set).
+        backend: ``"supernet"`` (one compile for all children) or ``"static"``
+            (``train.train_and_evaluate``; one compile per child).
+
+    Calling it with ``(key, genomes)`` returns ``(valid_accuracy [B], info)`` with info counters
+    ``child_train_steps`` and ``children_trained``. Child ``i`` of a call is seeded by
+    ``fold_in(key, i)``, so results do not depend on batching or resumption.
+    """
+
+    def __init__(self, space: CellSpace, config: Any, data: Mapping[str, np.ndarray],
+                 backend: str = "supernet"):
+        if backend not in ("supernet", "static"):
+            raise ValueError(f"backend: expected 'supernet' or 'static', got {backend!r}")
+        self.space, self.config, self.backend = space, _config(config), backend
+        self.data = prepare_data(data)
+        n = self.data["train_images"].shape[0]
+        self.steps = self.config.num_steps or self.config.num_epochs * (
+            n // self.config.batch_size)
+        if backend == "supernet":
+            self._steps = _SupernetSteps(space, self.config, self.data, self.steps)
+            ev = self.config.eval_batch_size
+            self._valid = _batches(self._steps.x_valid, self._steps.y_valid, ev)
+            self._train_child = jax.jit(self._train_child_impl)
+
+    def _train_child_impl(self, params, batch_stats, opt_state, genome, key):
+        keys = jax.random.split(key, self.steps)
+        genomes = jnp.broadcast_to(genome, (self.steps,) + genome.shape)
+        (params, batch_stats, _), (losses, accs) = jax.lax.scan(
+            self._steps.sgd_step, (params, batch_stats, opt_state), (genomes, keys))
+        acc = self._steps.accuracy(params, batch_stats, genome, *self._valid, train_bn=False)
+        return acc, losses[-1], accs[-1]
+
+    def train_child(self, key: jax.Array, genome: Any) -> dict[str, float]:
+        """Train one child and return ``valid_accuracy``, ``train_loss``, ``train_accuracy``."""
+        if self.backend == "static":
+            m = nas_train.train_and_evaluate(self.space.to_genotype(np.asarray(genome)),
+                                             self.config, self.data, key)
+            return {"valid_accuracy": m["valid_accuracy"], "train_loss": m["train_loss"],
+                    "train_accuracy": m["train_accuracy"]}
+        k_init, k_train = jax.random.split(key)
+        seed = int(jax.random.randint(k_init, (), 0, 2**31 - 1))
+        acc, loss, tacc = self._train_child(*self._steps.fresh(seed), jnp.asarray(genome),
+                                            k_train)
+        return {"valid_accuracy": float(acc), "train_loss": float(loss),
+                "train_accuracy": float(tacc)}
+
+    def __call__(self, key: jax.Array, genomes: Any) -> tuple[np.ndarray, dict[str, Any]]:
+        genomes = np.asarray(genomes)
+        fitness = np.zeros((genomes.shape[0],), np.float32)
+        for i in range(genomes.shape[0]):
+            m = self.train_child(jax.random.fold_in(key, i), genomes[i])
+            fitness[i] = m["valid_accuracy"]
+        return fitness, {"child_train_steps": self.steps * genomes.shape[0],
+                         "children_trained": genomes.shape[0]}
+
+
+class SharedWeightsTrainer:
+    """ENAS-style evaluator with supernet weights shared across all children (an ExtraState).
+
+    Args:
+        space, config, data: as :class:`ChildTrainer` (``config.batch_size`` is the training
+            minibatch; ``config.eval_batch_size`` the reward minibatch).
+        steps_per_call: shared-weight SGD steps per call (each on a minibatch with one of the
+            asked architectures).
+        total_steps: the length of the cosine lr schedule (e.g. the expected calls times
+            ``steps_per_call``).
+        seed: initial weights.
+    """
+
+    def __init__(self, space: CellSpace, config: Any, data: Mapping[str, np.ndarray],
+                 steps_per_call: int = 20, total_steps: int = 10_000, seed: int = 0):
+        if steps_per_call < 1:
+            raise ValueError(f"steps_per_call: must be >= 1, got {steps_per_call}")
+        self.space, self.config = space, _config(config)
+        self.steps_per_call = int(steps_per_call)
+        self.data = prepare_data(data)
+        self._steps = _SupernetSteps(space, self.config, self.data, total_steps)
+        self.params, self.batch_stats, self.opt_state = self._steps.fresh(seed)
+        self._train = jax.jit(self._train_impl, donate_argnums=(0, 1, 2))
+        self._reward = jax.jit(self._reward_impl)
+
+    def _train_impl(self, params, batch_stats, opt_state, genomes, key):
+        b = genomes.shape[0]
+        order = jnp.arange(self.steps_per_call) % b
+        keys = jax.random.split(key, self.steps_per_call)
+        carry, (losses, accs) = jax.lax.scan(self._steps.sgd_step,
+                                             (params, batch_stats, opt_state),
+                                             (genomes[order], keys))
+        return carry, jnp.mean(losses), jnp.mean(accs)
+
+    def _reward_impl(self, params, batch_stats, genomes, key):
+        size = min(self.config.eval_batch_size, self._steps.x_valid.shape[0])
+        idx = jax.random.choice(key, self._steps.x_valid.shape[0], (size,), replace=False)
+        x, y = self._steps.x_valid[idx][None], self._steps.y_valid[idx][None]
+        w = jnp.ones((1, size))
+        return jax.lax.map(lambda g: self._steps.accuracy(params, batch_stats, g, x, y, w,
+                                                          train_bn=True), genomes)
+
+    def __call__(self, key: jax.Array, genomes: Any) -> tuple[jax.Array, dict[str, Any]]:
+        genomes = jnp.asarray(genomes)
+        k_train, k_valid = jax.random.split(key)
+        (self.params, self.batch_stats, self.opt_state), loss, acc = self._train(
+            self.params, self.batch_stats, self.opt_state, genomes, k_train)
+        fitness = self._reward(self.params, self.batch_stats, genomes, k_valid)
+        return fitness, {"shared_train_steps": self.steps_per_call,
+                         "shared_train_loss_sum": float(loss)}
+
+    def get_state(self) -> Any:
+        return {"params": self.params, "batch_stats": self.batch_stats,
+                "opt_state": self.opt_state}
+
+    def set_state(self, state: Any) -> None:
+        self.params = jax.tree_util.tree_map(jnp.asarray, state["params"])
+        self.batch_stats = jax.tree_util.tree_map(jnp.asarray, state["batch_stats"])
+        self.opt_state = jax.tree_util.tree_map(jnp.asarray, state["opt_state"])
+
+
+class Leaderboard:
+    """Every evaluated genome with its reward (an ExtraState; grows, stored as two arrays).
+
+    Wrap an evaluator with :meth:`wrap` so each call records its batch.
+    """
+
+    def __init__(self, genome_length: int):
+        self.genomes = np.zeros((0, genome_length), np.int32)
+        self.fitness = np.zeros((0,), np.float32)
+
+    def wrap(self, evaluator):
+        def wrapped(key, genomes):
+            out = evaluator(key, genomes)
+            fitness, info = out if isinstance(out, tuple) else (out, {})
+            self.genomes = np.concatenate([self.genomes, np.asarray(genomes, np.int32)])
+            self.fitness = np.concatenate([self.fitness, np.asarray(fitness, np.float32)])
+            return fitness, info
+        return wrapped
+
+    def top(self, k: int) -> list[tuple[np.ndarray, float]]:
+        """The ``k`` best distinct genomes (first occurrence on ties) with their best reward."""
+        f = np.where(np.isnan(self.fitness), -np.inf, self.fitness)
+        order = np.argsort(-f, kind="stable")
+        seen, out = set(), []
+        for i in order:
+            key = self.genomes[i].tobytes()
+            if key in seen:
+                continue
+            seen.add(key)
+            out.append((self.genomes[i], float(self.fitness[i])))
+            if len(out) == k:
+                break
+        return out
+
+    def get_state(self) -> Any:
+        return {"genomes": self.genomes, "fitness": self.fitness}
+
+    def set_state(self, state: Any) -> None:
+        self.genomes = np.asarray(state["genomes"], np.int32).reshape(-1, self.genomes.shape[1])
+        self.fitness = np.asarray(state["fitness"], np.float32).reshape(-1)
+
+
+@dataclasses.dataclass
+class CombinedState:
+    """Several ExtraStates saved as one dict (``None`` members are skipped)."""
+
+    members: dict[str, Any]
+
+    def get_state(self) -> Any:
+        return {k: v.get_state() for k, v in self.members.items() if v is not None}
+
+    def set_state(self, state: Any) -> None:
+        for k, v in self.members.items():
+            if v is not None:
+                v.set_state(state[k])

@@ -1,0 +1,47 @@
+"""Search NASNet cells with an RNN controller (PPO/REINFORCE), regularized evolution or random
+search, NASNet-style (children trained from scratch) or ENAS-style (shared weights).
+
+    python -m experiments.nas_search.main \
+        --config=experiments/nas_search/configs/digits_smoke.py --workdir=/tmp/nas_smoke \
+        [--config.strategy=evolution] [--config.mode=enas] [--config.seed=1]
+
+Re-running with the same --workdir resumes the search. Outputs: best_genotype.json (retrain it
+with experiments/nasnet/main.py --genotype_json=WORKDIR/best_genotype.json), leaderboard.json,
+best_normal.png / best_reduce.png (matplotlib, optional), metrics.jsonl, summary.json.
+Search rewards are proxy accuracies, not final accuracies: retrain the best cell.
+"""
+import logging as pylogging
+import tempfile
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from experiments.nas_search import search
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file("config", None, "Path to a config file.", lock_config=True)
+flags.DEFINE_string("workdir", None, "Output and checkpoint directory (default: a new temp one).")
+flags.mark_flags_as_required(["config"])
+
+
+def _log(m: dict) -> None:
+    logging.info("iter %d | children %d | best %.4f | batch mean %.4f | %.1f s",
+                 m["iteration"], m["evaluations"], m["best_fitness"], m["batch_mean_fitness"],
+                 m["elapsed_seconds"])
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    pylogging.getLogger("azjax.search").setLevel(pylogging.INFO)
+    workdir = FLAGS.workdir or tempfile.mkdtemp(prefix="azjax_nas_")
+    logging.info("workdir: %s", workdir)
+    summary = search.run(FLAGS.config, workdir, log_fn=_log)
+    print(f"\nbest search reward {summary['best_reward']:.4f} after {summary['evaluations']} "
+          f"children ({summary['strategy']}, {summary['mode']}, "
+          f"{summary['search_seconds']:.0f} s); outputs in {workdir}")
+    print(summary["best_genotype"])
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,187 @@
+"""NAS search for the launcher: builds (space, strategy, evaluator) from a config, runs
+``search.run`` with checkpoints, and writes the outputs (the library stays flag-free).
+
+Outputs in the workdir:
+  best_genotype.json   the best cell pair (retrain: experiments/nasnet/main.py --genotype_json=...)
+  leaderboard.json     the top distinct genotypes with their search rewards
+  best_normal.png, best_reduce.png   drawings of the best cells (needs matplotlib; optional)
+  metrics.jsonl        one line of search metrics per iteration
+  summary.json         run summary (best reward, evaluations, time, stop reason)
+  checkpoints/         the search state (strategy, shared weights, leaderboard); re-running
+                       with the same workdir resumes.
+
+Search rewards are proxy accuracies (small children, few epochs, or shared weights): they rank
+cells; they are not the accuracy of the retrained cell.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+import jax
+import numpy as np
+
+from azjax import nas, search
+from azjax.nas import search as nas_search
+from azjax.nas.space import AMOEBA_OPS, ENAS_OPS, CellSpace
+from azjax.search.controller import Controller
+from experiments.nasnet.train import load_data
+
+STRATEGIES = ("ppo", "reinforce", "evolution", "random")
+MODES = ("nasnet", "enas")
+OP_SETS = {"all": nas.OP_NAMES, "enas": ENAS_OPS, "amoeba": AMOEBA_OPS}
+
+
+def make_space(config: Any) -> CellSpace:
+    if config.ops not in OP_SETS:
+        raise ValueError(f"ops: expected one of {sorted(OP_SETS)}, got {config.ops!r}")
+    return CellSpace(ops=OP_SETS[config.ops], combiners=tuple(config.combiners),
+                     num_blocks=config.num_blocks)
+
+
+def make_strategy(config: Any, space: CellSpace):
+    s = config.strategy
+    if s in ("ppo", "reinforce"):
+        return Controller(space, s, batch_size=config.batch_children,
+                          learning_rate=config.controller_lr, hidden=config.controller_hidden,
+                          entropy_weight=config.entropy_weight,
+                          ppo_epochs=config.ppo_epochs)
+    if s == "evolution":
+        return search.RegularizedEvolution(space, config.population_size,
+                                           config.tournament_size, config.mutate_prob,
+                                           batch_size=config.batch_children)
+    if s == "random":
+        return search.RandomSearch(space, batch_size=config.batch_children)
+    raise ValueError(f"strategy: expected one of {STRATEGIES}, got {s!r}")
+
+
+def child_config(config: Any) -> nas.TrainConfig:
+    return nas.TrainConfig.from_config(config.child)
+
+
+def make_evaluator(config: Any, space: CellSpace, data: dict):
+    if config.mode == "nasnet":
+        return nas_search.ChildTrainer(space, child_config(config), data,
+                                       backend=config.child_backend), None
+    if config.mode == "enas":
+        calls = -(-config.max_children // config.batch_children)
+        trainer = nas_search.SharedWeightsTrainer(
+            space, child_config(config), data, steps_per_call=config.shared_steps_per_call,
+            total_steps=calls * config.shared_steps_per_call, seed=config.seed)
+        return trainer, trainer
+    raise ValueError(f"mode: expected one of {MODES}, got {config.mode!r}")
+
+
+class _JsonlWriter:
+    """Appends metrics dicts to metrics.jsonl (numbers only)."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def __call__(self, metrics: dict) -> None:
+        row = {}
+        for k, v in metrics.items():
+            arr = np.asarray(v)
+            if arr.ndim == 0 and arr.dtype.kind in "biuf":
+                row[k] = arr.item()
+        with open(self.path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+
+
+def draw_cell(blocks, concat, title: str, path: str) -> bool:
+    """Draw one cell as a DAG (PNG). Returns False when matplotlib is not installed."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    n = len(blocks)
+    pos = {0: (0.0, 1.0), 1: (0.0, 0.0)}
+    for j in range(n):
+        pos[2 + j] = (1.0 + j, 0.5 + 0.35 * (-1) ** j)
+    out = (n + 1.5, 0.5)
+    fig, ax = plt.subplots(figsize=(2.2 * (n + 2), 4.0))
+    labels = {0: "h[i]", 1: "h[i-1]", **{2 + j: f"b{j}\n{nas.COMBINE_NAMES[b[4]]}"
+                                           for j, b in enumerate(blocks)}}
+    for j, (i1, i2, o1, o2, _) in enumerate(blocks):
+        for src, op, off in ((i1, o1, 0.08), (i2, o2, -0.08)):
+            (x0, y0), (x1, y1) = pos[src], pos[2 + j]
+            ax.annotate("", (x1, y1), (x0, y0), arrowprops=dict(arrowstyle="->", lw=1.0))
+            ax.text((x0 + x1) / 2, (y0 + y1) / 2 + off, nas.OP_NAMES[op], fontsize=7,
+                    ha="center", va="center", bbox=dict(fc="white", ec="none", alpha=0.8))
+    for c in concat:
+        ax.annotate("", out, pos[c], arrowprops=dict(arrowstyle="->", lw=0.8, color="gray"))
+    for s, (x, y) in pos.items():
+        ax.text(x, y, labels[s], ha="center", va="center", fontsize=9,
+                bbox=dict(boxstyle="round", fc="#cde" if s < 2 else "#fec"))
+    ax.text(*out, "concat", ha="center", va="center", fontsize=9,
+            bbox=dict(boxstyle="round", fc="#dfd"))
+    ax.set_xlim(-0.6, n + 2.2)
+    ax.set_ylim(-0.5, 1.5)
+    ax.axis("off")
+    ax.set_title(title)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return True
+
+
+def _atomic_json(path: str, obj: Any) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=1)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def run(config: Any, workdir: str, log_fn=None) -> dict:
+    """Run (or resume) the search of ``config`` in ``workdir``; write the outputs; return the
+    summary dict."""
+    if config.strategy not in STRATEGIES:
+        raise ValueError(f"strategy: expected one of {STRATEGIES}, got {config.strategy!r}")
+    os.makedirs(workdir, exist_ok=True)
+    t0 = time.time()
+    space = make_space(config)
+    strategy = make_strategy(config, space)
+    data = load_data(config)
+    evaluator, shared = make_evaluator(config, space, data)
+    board = nas_search.Leaderboard(space.genome_length)
+    callbacks = [_JsonlWriter(os.path.join(workdir, "metrics.jsonl"))]
+    if log_fn is not None:
+        callbacks.append(log_fn)
+    result = search.run(
+        space, strategy, board.wrap(evaluator), jax.random.key(config.seed),
+        max_evaluations=config.max_children,
+        max_seconds=config.max_seconds if config.max_seconds > 0 else None,
+        callbacks=callbacks, workdir=os.path.join(workdir, "checkpoints"),
+        checkpoint_every_seconds=config.checkpoint_every_seconds, config=config.to_dict(),
+        extra_state=nas_search.CombinedState({"leaderboard": board, "shared": shared}))
+    best = np.asarray(result.best_genome)
+    genotype = space.to_genotype(best)
+    nas.save_genotype(genotype, os.path.join(workdir, "best_genotype.json"))
+    top = [{"rank": r + 1, "reward": f, "genome": g.tolist(),
+            "genotype": space.to_genotype(g).to_dict(), "text": str(space.to_genotype(g))}
+           for r, (g, f) in enumerate(board.top(config.leaderboard_size))]
+    _atomic_json(os.path.join(workdir, "leaderboard.json"), top)
+    drawn = [draw_cell(genotype.normal, genotype.normal_concat, "best normal cell",
+                       os.path.join(workdir, "best_normal.png")),
+             draw_cell(genotype.reduce, genotype.reduce_concat, "best reduction cell",
+                       os.path.join(workdir, "best_reduce.png"))]
+    summary = {
+        "best_reward": result.best_fitness,
+        "best_genotype": str(genotype),
+        "evaluations": result.evaluations,
+        "iterations": result.iterations,
+        "stop_reason": result.stop_reason,
+        "resumed_from": result.resumed_from,
+        "search_seconds": result.elapsed_seconds,
+        "session_seconds": time.time() - t0,
+        "counters": result.counters,
+        "drawings": all(drawn),
+        "strategy": config.strategy,
+        "mode": config.mode,
+    }
+    _atomic_json(os.path.join(workdir, "summary.json"), summary)
+    return summary

@@ -17,6 +17,7 @@ from azjax.zero.tasks import (Tasks, affine_regression_tasks, concat_tasks, fixe
                               unit_tasks)
 from azjax.zero.evaluate import combine_fitness, evaluate, live_instruction_count
 from azjax.zero import algorithms
+from azjax.zero.export import export_program
 from azjax.zero.fec import FECCache, FECConfig
 from azjax.zero.mutations import MutationConfig, initial_program, mutate
 from azjax.zero.search_evaluator import HurdleConfig, ProgramEvaluator
@@ -29,5 +30,5 @@ __all__ = [
     "Tasks", "affine_regression_tasks", "concat_tasks", "fixed_tasks", "linear_regression_tasks",
     "projected_binary_tasks", "teacher_network_tasks", "unit_tasks",
     "combine_fitness", "evaluate", "live_instruction_count", "algorithms",
-    "FECCache", "FECConfig", "MutationConfig", "initial_program", "mutate", "HurdleConfig", "ProgramEvaluator", "ProgramSpace",
+    "FECCache", "FECConfig", "MutationConfig", "initial_program", "mutate", "HurdleConfig", "ProgramEvaluator", "ProgramSpace", "export_program",
 ]

@@ -193,7 +193,8 @@ def live_instruction_count(programs: Program, cfg: ZeroConfig, num_train: int, n
 def _as_population(programs: Program, cfg: ZeroConfig) -> Tuple[Program, bool]:
     single = np.ndim(programs.setup.size) == 0
     if single:
-        programs = jax.tree_util.tree_map(lambda x: jnp.asarray(x)[None], programs)
+        # numpy, not jnp: a float64 program must keep its constants outside an x64 context.
+        programs = jax.tree_util.tree_map(lambda x: np.asarray(x)[None], programs)
     if np.ndim(programs.setup.size) != 1:
         raise ValueError(f"programs: expected one program or a population with one leading axis, got "
                          f"size shape {np.shape(programs.setup.size)}")

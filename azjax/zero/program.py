@@ -71,7 +71,8 @@ class ZeroConfig:
         check_int("num_matrices", self.num_matrices, 0)
         check_int("features", self.features, 1)
         for c in COMPONENTS:
-            check_int(f"{c}_size", getattr(self, f"{c}_size"), 0)
+            # At least one slot (an empty component is a NO_OP-padded one of size 0).
+            check_int(f"{c}_size", getattr(self, f"{c}_size"), 1)
         if self.dtype not in ("float32", "float64"):
             raise ValueError(f"ZeroConfig.dtype must be 'float32' or 'float64', got {self.dtype!r}")
         if not self.max_abs_error > 0:

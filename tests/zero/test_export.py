@@ -135,8 +135,6 @@ def test_exported_programs_reproduce_fitness(kind):
     assert np.count_nonzero(want[2:]) >= 8
 
 
-@pytest.mark.xfail(strict=True, reason="zero.evaluate converts a single program with jnp.asarray outside "
-                   "jax.enable_x64, so its float64 constants are rounded to float32")
 def test_single_program_float64_constants_are_exact():
     progs = shared_population()
     tasks = make_tasks("linear")

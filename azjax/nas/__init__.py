@@ -65,3 +65,27 @@ __all__ = [
     "resolve_depthwise_impl", "restore_checkpoint", "save_checkpoint", "save_genotype",
     "train_and_evaluate", "train_step_fn", "validate_cell", "weight_decay_mask",
 ]
+
+# NAS search (issue 5): the cell space, the genotype-as-data supercell, child evaluators.
+from azjax.nas.search import (  # noqa: E402
+    ChildTrainer,
+    CombinedState,
+    Leaderboard,
+    SharedWeightsTrainer,
+    make_supernet,
+)
+from azjax.nas.space import AMOEBA_OPS, ENAS_OPS, CellSpace  # noqa: E402
+from azjax.nas.supercell import (  # noqa: E402
+    SuperCell,
+    SuperNet,
+    embed_static_params,
+    init_variables,
+    loose_end_mask,
+    variable_shapes,
+)
+
+__all__ += [
+    "AMOEBA_OPS", "CellSpace", "ChildTrainer", "CombinedState", "ENAS_OPS", "Leaderboard",
+    "SharedWeightsTrainer", "SuperCell", "SuperNet", "embed_static_params", "init_variables",
+    "loose_end_mask", "make_supernet", "variable_shapes",
+]

@@ -54,3 +54,8 @@ __all__ = [
     "tree_stack",
     "tree_where",
 ]
+
+# RNN controller strategy (issue 5).
+from azjax.search.controller import Controller, ControllerState, PolicyNetwork  # noqa: E402
+
+__all__ += ["Controller", "ControllerState", "PolicyNetwork"]

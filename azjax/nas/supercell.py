@@ -466,7 +466,8 @@ def _embed_cell(src: dict, dst: dict, blocks, where: str) -> dict:
             stacked = out["blocks"][side][op]
             # The scanned blocks stack their weights: block j is index j of the leading axis.
             out["blocks"] = {**out["blocks"], side: {**out["blocks"][side], op: jax.tree_util.tree_map(
-                lambda s, d, j=int(j): d.at[j].set(_embed_leaf(s, d[j])), v, stacked)}}
+                lambda s, d, j=int(j): jnp.asarray(d).at[j].set(_embed_leaf(s, d[j])), v,
+                stacked)}}
         elif k.startswith("reduction_"):
             target = f"{k}_{'2f' if last_concat else 'f'}"
             out[target] = _embed_tree(v, dst[target], f"{where}/{target}")

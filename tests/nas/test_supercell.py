@@ -1,0 +1,84 @@
+"""The genotype-as-data supercell: equal to the static cell on the same genotype and weights, and
+one compile for every genotype (tiny: F=4, B=2, 3 ops, 8x8 inputs, batch 4)."""
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from azjax import nas
+from azjax.nas.cell import Cell
+from azjax.nas.space import CellSpace
+from azjax.nas.supercell import (SuperCell, embed_static_params, init_variables,
+                                 loose_end_mask, variable_shapes)
+
+OPS = ("identity", "sep_conv_3x3", "max_pool_3x3")
+SPACE = CellSpace(ops=OPS, num_blocks=2)  # add and concat combiners
+F = 4
+I, S, M = (nas.OP_INDEX[o] for o in OPS)
+ADD, CAT = 0, 1
+# Chosen to exercise every width rule: a concat block (2F) read by identity (which must then
+# project), a 2F loose end reduced to the last block's width F, h_{i-1} of width != F, and in the
+# reduction cell a block reading both a cell input (stride 2) and a block output (stride 1).
+NORMAL = ((0, 1, S, I, CAT), (0, 1, M, S, ADD))
+NORMAL_2 = ((1, 1, I, M, ADD), (2, 0, I, S, CAT))
+REDUCE = ((0, 1, I, M, ADD), (2, 0, S, I, CAT))
+
+
+def _random_stats(variables, seed):
+    """Non-trivial BN statistics so eval mode is a real test."""
+    stats = jax.tree_util.tree_map(
+        lambda a: a + 0.2 * jax.random.uniform(jax.random.key(seed), a.shape),
+        variables["batch_stats"])
+    return {**variables, "batch_stats": stats}
+
+
+@pytest.mark.parametrize("kind", ["normal", "reduce"])
+def test_supercell_equals_static_cell_and_compiles_once(kind):
+    chex.clear_trace_counter()  # chex counts per definition site, across parametrized runs
+    stride = 1 if kind == "normal" else 2
+    x = jax.random.normal(jax.random.key(1), (4, 8, 8, 6))
+    prev = jax.random.normal(jax.random.key(2), (4, 8, 8, 6))
+    sc = SuperCell(F, stride, OPS, num_blocks=2, depthwise_impl="dense")
+    cell0 = jnp.zeros((2, 5), jnp.int32)
+    super_vars = init_variables(variable_shapes(sc, x, prev, cell0), 0)
+
+    def apply(variables, cell, train):
+        (out, _), _ = sc.apply(variables, x, prev, cell, train, mutable=["batch_stats"])
+        return out
+
+    super_apply = jax.jit(chex.assert_max_traces(apply, n=2), static_argnums=2)  # eval, train
+    cells = [NORMAL, NORMAL_2] if kind == "normal" else [REDUCE, ((1, 0, M, S, CAT),
+                                                                   (0, 2, I, I, ADD))]
+    for blocks in cells:
+        concat = nas.loose_ends(blocks)
+        static = Cell(blocks, concat, F, stride, depthwise_impl="dense")
+        static_vars = _random_stats(jax.jit(static.init)(jax.random.key(3), x, prev), 4)
+        mapped = embed_static_params(static_vars, super_vars, _genotype(blocks, kind), kind)
+        arr = jnp.asarray(blocks, jnp.int32)
+        np.testing.assert_array_equal(np.flatnonzero(loose_end_mask(arr)) + 2, concat)
+        for train in (False, True):
+            want = jax.jit(lambda v: static.apply(v, x, prev, train, mutable=["batch_stats"])[0])(
+                static_vars)
+            got = super_apply(mapped, arr, train)
+            width = want.shape[-1]
+            chex.assert_shape(got, (4, 8 // stride, 8 // stride, sc.max_output_width))
+            np.testing.assert_allclose(np.asarray(got[..., :width]), np.asarray(want),
+                                       atol=2e-5, rtol=1e-4)
+            assert np.all(np.asarray(got[..., width:]) == 0.0)  # padding stays zero
+
+
+def _genotype(blocks, kind):
+    other = ((0, 1, I, I, ADD), (0, 1, I, I, ADD))
+    normal, reduce = (blocks, other) if kind == "normal" else (other, blocks)
+    return nas.Genotype(normal, reduce, nas.loose_ends(normal), nas.loose_ends(reduce))
+
+
+def test_supercell_width_output():
+    x = jnp.zeros((1, 4, 4, 3))
+    sc = SuperCell(F, 1, OPS, num_blocks=2)
+    out_shapes = jax.eval_shape(
+        lambda: sc.apply(init_variables(variable_shapes(sc, x, None, jnp.zeros((2, 5),
+                                                                               jnp.int32)), 0),
+                         x, None, jnp.asarray(NORMAL)))
+    chex.assert_shape(out_shapes[0], (1, 4, 4, 2 * 2 * F))

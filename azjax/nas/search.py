@@ -24,6 +24,7 @@ reports the top genotypes; :class:`CombinedState` bundles several extra states.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Mapping
 
 import jax
@@ -71,49 +72,52 @@ def _loss_fn(net, images, labels, normal, reduce):
     return fn
 
 
-class _SupernetSteps:
-    """Jitted pieces shared by both modes: one SGD step and batched accuracy, cells as data."""
+class _Program:
+    """The jitted supernet computations of one (space, child config, schedule, image shape).
 
-    def __init__(self, space: CellSpace, config: nas_train.TrainConfig, data: dict,
-                 total_steps: int):
+    Data arrays are arguments, never closed-over constants, and programs are cached per key
+    (:func:`_program`), so every evaluator with the same sizes reuses one trace and one compile.
+    """
+
+    def __init__(self, space: CellSpace, config: nas_train.TrainConfig, total_steps: int,
+                 image_shape: tuple[int, ...]):
         self.space, self.config = space, config
         self.net = make_supernet(space, config)
         self.optimizer = nas_train.make_optimizer(config, total_steps)
-        self.x_train = jnp.asarray(data["train_images"])
-        self.y_train = jnp.asarray(data["train_labels"])
-        self.x_valid = jnp.asarray(data["valid_images"])
-        self.y_valid = jnp.asarray(data["valid_labels"])
-        if self.x_train.shape[0] < config.batch_size:
-            raise ValueError(f"batch_size: {config.batch_size} exceeds "
-                             f"{self.x_train.shape[0]} training examples")
         n0, r0 = space.cell_arrays(space.sample(jax.random.key(0)))
-        self.shapes = variable_shapes(self.net, self.x_train[:1], n0, r0)
+        self.shapes = variable_shapes(self.net, jnp.zeros((1, *image_shape), jnp.float32), n0, r0)
+        self.train_child = jax.jit(self._train_child, static_argnames=("steps",))
+        self.shared_train = jax.jit(self._shared_train, donate_argnums=(0, 1, 2))
+        self.reward = jax.jit(self._reward)
+        self.init_opt = jax.jit(self.optimizer.init)
 
     def fresh(self, seed: int) -> tuple[Any, Any, Any]:
         """``(params, batch_stats, opt_state)`` drawn on the host (no compile)."""
         v = init_variables(self.shapes, seed)
         params = jax.tree_util.tree_map(jnp.asarray, v["params"])
         return params, jax.tree_util.tree_map(jnp.asarray, v["batch_stats"]), \
-            self.optimizer.init(params)
+            self.init_opt(params)
 
-    def sgd_step(self, carry, genome_and_key):
-        params, batch_stats, opt_state = carry
-        genome, key = genome_and_key
-        normal, reduce = self.space.cell_arrays(genome)
-        k_batch, k_aug = jax.random.split(key)
-        # Minibatches drawn with replacement: a step's batch depends only on its key.
-        idx = jax.random.randint(k_batch, (self.config.batch_size,), 0, self.x_train.shape[0])
-        images = nas_train.augment(k_aug, self.x_train[idx], self.config)
-        (loss, (batch_stats, logits)), grads = jax.value_and_grad(
-            _loss_fn(self.net, images, self.y_train[idx], normal, reduce), has_aux=True)(
-                params, batch_stats)
-        updates, opt_state = self.optimizer.update(grads, opt_state, params)
-        params = optax.apply_updates(params, updates)
-        acc = jnp.mean(jnp.argmax(logits, -1) == self.y_train[idx])
-        return (params, batch_stats, opt_state), (loss, acc)
+    def _sgd_step(self, x_train, y_train):
+        def step(carry, genome_and_key):
+            params, batch_stats, opt_state = carry
+            genome, key = genome_and_key
+            normal, reduce = self.space.cell_arrays(genome)
+            k_batch, k_aug = jax.random.split(key)
+            # Minibatches drawn with replacement: a step's batch depends only on its key.
+            idx = jax.random.randint(k_batch, (self.config.batch_size,), 0, x_train.shape[0])
+            images = nas_train.augment(k_aug, x_train[idx], self.config)
+            (loss, (batch_stats, logits)), grads = jax.value_and_grad(
+                _loss_fn(self.net, images, y_train[idx], normal, reduce), has_aux=True)(
+                    params, batch_stats)
+            updates, opt_state = self.optimizer.update(grads, opt_state, params)
+            params = optax.apply_updates(params, updates)
+            acc = jnp.mean(jnp.argmax(logits, -1) == y_train[idx])
+            return (params, batch_stats, opt_state), (loss, acc)
+        return step
 
     def accuracy(self, params, batch_stats, genome, images, labels, weights, train_bn: bool):
-        """Weighted accuracy of one genome on a set of fixed-size batches ``[K, b, ...]``."""
+        """Weighted accuracy of one genome on fixed-size batches ``[K, b, ...]``."""
         normal, reduce = self.space.cell_arrays(genome)
 
         def one(args):
@@ -124,6 +128,36 @@ class _SupernetSteps:
 
         return jnp.sum(jax.lax.map(one, (images, labels, weights))) / jnp.sum(weights)
 
+    def _train_child(self, params, batch_stats, opt_state, genome, key, x_train, y_train,
+                     valid, steps):
+        keys = jax.random.split(key, steps)
+        genomes = jnp.broadcast_to(genome, (steps,) + genome.shape)
+        (params, batch_stats, _), (losses, accs) = jax.lax.scan(
+            self._sgd_step(x_train, y_train), (params, batch_stats, opt_state), (genomes, keys))
+        acc = self.accuracy(params, batch_stats, genome, *valid, train_bn=False)
+        return acc, losses[-1], accs[-1]
+
+    def _shared_train(self, params, batch_stats, opt_state, genomes, key, x_train, y_train,
+                      order):
+        keys = jax.random.split(key, order.shape[0])
+        carry, (losses, accs) = jax.lax.scan(self._sgd_step(x_train, y_train),
+                                             (params, batch_stats, opt_state),
+                                             (genomes[order], keys))
+        return carry, jnp.mean(losses), jnp.mean(accs)
+
+    def _reward(self, params, batch_stats, genomes, key, x_valid, y_valid, size):
+        idx = jax.random.choice(key, x_valid.shape[0], (size.shape[0],), replace=False)
+        x, y = x_valid[idx][None], y_valid[idx][None]
+        w = jnp.ones((1, size.shape[0]))
+        return jax.lax.map(lambda g: self.accuracy(params, batch_stats, g, x, y, w,
+                                                   train_bn=True), genomes)
+
+
+@functools.lru_cache(maxsize=8)
+def _program(space: CellSpace, config: nas_train.TrainConfig, total_steps: int,
+             image_shape: tuple[int, ...]) -> _Program:
+    return _Program(space, config, total_steps, image_shape)
+
 
 def _batches(images: jnp.ndarray, labels: jnp.ndarray, size: int):
     """Pad to a multiple of ``size`` and reshape to ``[K, size, ...]`` with 0/1 weights."""
@@ -133,8 +167,15 @@ def _batches(images: jnp.ndarray, labels: jnp.ndarray, size: int):
     w = jnp.concatenate([jnp.ones((n,)), jnp.zeros((pad,))])
     images = jnp.concatenate([images, jnp.zeros((pad, *images.shape[1:]), images.dtype)])
     labels = jnp.concatenate([labels, jnp.zeros((pad,), labels.dtype)])
-    return (images.reshape(k, size, *images.shape[1:]), labels.reshape(k, size), w.reshape(k,
-                                                                                          size))
+    return (images.reshape(k, size, *images.shape[1:]), labels.reshape(k, size),
+            w.reshape(k, size))
+
+
+def _device_data(data: dict, batch_size: int):
+    x_train, y_train = jnp.asarray(data["train_images"]), jnp.asarray(data["train_labels"])
+    if x_train.shape[0] < batch_size:
+        raise ValueError(f"batch_size: {batch_size} exceeds {x_train.shape[0]} training examples")
+    return x_train, y_train, jnp.asarray(data["valid_images"]), jnp.asarray(data["valid_labels"])
 
 
 class ChildTrainer:
@@ -163,18 +204,12 @@ class ChildTrainer:
         self.steps = self.config.num_steps or self.config.num_epochs * (
             n // self.config.batch_size)
         if backend == "supernet":
-            self._steps = _SupernetSteps(space, self.config, self.data, self.steps)
-            ev = self.config.eval_batch_size
-            self._valid = _batches(self._steps.x_valid, self._steps.y_valid, ev)
-            self._train_child = jax.jit(self._train_child_impl)
-
-    def _train_child_impl(self, params, batch_stats, opt_state, genome, key):
-        keys = jax.random.split(key, self.steps)
-        genomes = jnp.broadcast_to(genome, (self.steps,) + genome.shape)
-        (params, batch_stats, _), (losses, accs) = jax.lax.scan(
-            self._steps.sgd_step, (params, batch_stats, opt_state), (genomes, keys))
-        acc = self._steps.accuracy(params, batch_stats, genome, *self._valid, train_bn=False)
-        return acc, losses[-1], accs[-1]
+            self._program = _program(space, self.config, self.steps,
+                                     tuple(self.data["train_images"].shape[1:]))
+            x_train, y_train, x_valid, y_valid = _device_data(self.data, self.config.batch_size)
+            self._args = (x_train, y_train,
+                          _batches(x_valid, y_valid, min(self.config.eval_batch_size,
+                                                         x_valid.shape[0])))
 
     def train_child(self, key: jax.Array, genome: Any) -> dict[str, float]:
         """Train one child and return ``valid_accuracy``, ``train_loss``, ``train_accuracy``."""
@@ -185,8 +220,9 @@ class ChildTrainer:
                     "train_accuracy": m["train_accuracy"]}
         k_init, k_train = jax.random.split(key)
         seed = int(jax.random.randint(k_init, (), 0, 2**31 - 1))
-        acc, loss, tacc = self._train_child(*self._steps.fresh(seed), jnp.asarray(genome),
-                                            k_train)
+        acc, loss, tacc = self._program.train_child(
+            *self._program.fresh(seed), jnp.asarray(genome), k_train, *self._args,
+            steps=self.steps)
         return {"valid_accuracy": float(acc), "train_loss": float(loss),
                 "train_accuracy": float(tacc)}
 
@@ -220,34 +256,24 @@ class SharedWeightsTrainer:
         self.space, self.config = space, _config(config)
         self.steps_per_call = int(steps_per_call)
         self.data = prepare_data(data)
-        self._steps = _SupernetSteps(space, self.config, self.data, total_steps)
-        self.params, self.batch_stats, self.opt_state = self._steps.fresh(seed)
-        self._train = jax.jit(self._train_impl, donate_argnums=(0, 1, 2))
-        self._reward = jax.jit(self._reward_impl)
-
-    def _train_impl(self, params, batch_stats, opt_state, genomes, key):
-        b = genomes.shape[0]
-        order = jnp.arange(self.steps_per_call) % b
-        keys = jax.random.split(key, self.steps_per_call)
-        carry, (losses, accs) = jax.lax.scan(self._steps.sgd_step,
-                                             (params, batch_stats, opt_state),
-                                             (genomes[order], keys))
-        return carry, jnp.mean(losses), jnp.mean(accs)
-
-    def _reward_impl(self, params, batch_stats, genomes, key):
-        size = min(self.config.eval_batch_size, self._steps.x_valid.shape[0])
-        idx = jax.random.choice(key, self._steps.x_valid.shape[0], (size,), replace=False)
-        x, y = self._steps.x_valid[idx][None], self._steps.y_valid[idx][None]
-        w = jnp.ones((1, size))
-        return jax.lax.map(lambda g: self._steps.accuracy(params, batch_stats, g, x, y, w,
-                                                          train_bn=True), genomes)
+        self._program = _program(space, self.config, int(total_steps),
+                                 tuple(self.data["train_images"].shape[1:]))
+        self._data = _device_data(self.data, self.config.batch_size)
+        self.params, self.batch_stats, self.opt_state = self._program.fresh(seed)
+        # A static-size marker (its length is the reward minibatch size).
+        self._reward_size = jnp.zeros((min(self.config.eval_batch_size,
+                                           self._data[2].shape[0]),))
 
     def __call__(self, key: jax.Array, genomes: Any) -> tuple[jax.Array, dict[str, Any]]:
         genomes = jnp.asarray(genomes)
         k_train, k_valid = jax.random.split(key)
-        (self.params, self.batch_stats, self.opt_state), loss, acc = self._train(
-            self.params, self.batch_stats, self.opt_state, genomes, k_train)
-        fitness = self._reward(self.params, self.batch_stats, genomes, k_valid)
+        order = jnp.arange(self.steps_per_call) % genomes.shape[0]
+        x_train, y_train, x_valid, y_valid = self._data
+        (self.params, self.batch_stats, self.opt_state), loss, _ = self._program.shared_train(
+            self.params, self.batch_stats, self.opt_state, genomes, k_train, x_train, y_train,
+            order)
+        fitness = self._program.reward(self.params, self.batch_stats, genomes, k_valid,
+                                       x_valid, y_valid, self._reward_size)
         return fitness, {"shared_train_steps": self.steps_per_call,
                          "shared_train_loss_sum": float(loss)}
 

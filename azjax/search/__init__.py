@@ -8,6 +8,7 @@ convnets; AutoML-Zero and NAS plug their spaces and evaluators into it.
   metrics callbacks and resumable checkpoints (:mod:`~azjax.search.checkpoint`).
 """
 from azjax.search import checkpoint
+from azjax.search import sharding
 from azjax.search.base import Strategy, sanitize_fitness, tree_index, tree_stack, tree_where
 from azjax.search.checkpoint import (
     CheckpointError,
@@ -45,6 +46,7 @@ __all__ = [
     "SearchSpace",
     "Strategy",
     "checkpoint",
+    "sharding",
     "latest_step",
     "restore_checkpoint",
     "run",

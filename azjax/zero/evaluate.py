@@ -201,6 +201,13 @@ def _as_population(programs: Program, cfg: ZeroConfig) -> Tuple[Program, bool]:
     return programs, single
 
 
+def program_task_keys(key: jax.Array, num_programs: int, num_tasks: int) -> jax.Array:
+    """Keys [P, T]: key (p, t) = fold_in(fold_in(key, p), t), so a program's draws do not depend on how many
+    programs share its batch (padding, compaction, device count)."""
+    per_program = jax.vmap(lambda p: jax.random.fold_in(key, p))(jnp.arange(num_programs))
+    return jax.vmap(lambda k: jax.vmap(lambda t: jax.random.fold_in(k, t))(jnp.arange(num_tasks)))(per_program)
+
+
 def prepare_programs(programs: Program, cfg: ZeroConfig) -> Program:
     """Casts a (validated) population's arrays to the dtypes the evaluator compiles for."""
     dt = cfg.jnp_dtype
@@ -255,7 +262,7 @@ def evaluate(programs: Program, tasks: Tasks, cfg: ZeroConfig, *, key: jax.Array
         task_arrays = prepare_tasks(tasks, cfg)
         programs = prepare_programs(programs, cfg)
         P, T = programs.setup.size.shape[0], tasks.num_tasks
-        keys = jax.random.split(key, P * T).reshape(P, T)
+        keys = program_task_keys(key, P, T)
         fn = _jitted(cfg, tasks.eval_type, tasks.num_epochs, strategy, return_predictions, prune)
         out = fn(programs, *task_arrays, keys, jnp.ones((P,), bool))
     if single:

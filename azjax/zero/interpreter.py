@@ -238,8 +238,9 @@ def population_map(strategy: str, fn: Callable, *args, chunk: int = 128):
     if strategy != "select":
         return lax.map(lambda a: fn(*a), args)
     P = jax.tree_util.tree_leaves(args)[0].shape[0]
-    if P <= chunk:
-        return jax.vmap(fn)(*args)
+    # Always whole chunks (padding with copies of the first program): every chunk then runs the same
+    # compiled code whatever the batch or device count, so results do not change in the last bit with
+    # the layout (XLA vectorizes differently for different lane counts).
     num_chunks = -(-P // chunk)
     pad = num_chunks * chunk - P
 

@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from azjax.search import sharding
 from azjax.zero.fec import FECCache, FECConfig, fingerprints
 from azjax.zero.program import Program, ZeroConfig
 from azjax.zero.tasks import Tasks
@@ -72,11 +73,14 @@ class ProgramEvaluator:
       train_budget_factor: if set, the reference's op-cost train budget (spec §6.6): programs costlier than
         this factor times the hand-written network get fitness 0 without being evaluated.
       hurdle: if set, hurdles (paper §3.2, see HurdleConfig).
+      num_devices: local devices the batch is sharded over (default: all). Keys are split per (program,
+        task) before sharding, so fitness does not depend on the device count.
     """
 
     def __init__(self, cfg: ZeroConfig, tasks: Tasks, *, combine: str = "mean",
                  fec: Optional[FECConfig] = FECConfig(), strategy: Optional[str] = None,
-                 train_budget_factor: Optional[float] = None, hurdle: Optional[HurdleConfig] = None):
+                 train_budget_factor: Optional[float] = None, hurdle: Optional[HurdleConfig] = None,
+                 num_devices: Optional[int] = None):
         if combine not in ("mean", "median"):
             raise ValueError(f"combine must be 'mean' or 'median', got {combine!r}")
         if train_budget_factor is not None and not train_budget_factor > 0:
@@ -102,8 +106,18 @@ class ProgramEvaluator:
                 probe = Tasks(tx[:, :n], ty[:, :n], vx[:, :m], vy[:, :m], eval_type=tasks.eval_type,
                               num_epochs=1)
                 self._probe_arrays = _ev.prepare_tasks(probe, cfg)
-        self._full = _ev._jitted(cfg, tasks.eval_type, tasks.num_epochs, self.strategy, False, True)
-        self._probe = _ev._jitted(cfg, tasks.eval_type, 1, self.strategy, True, True)
+        self.mesh = sharding.make_mesh(num_devices)
+        if self.mesh.size == 1:
+            self._full = _ev._jitted(cfg, tasks.eval_type, tasks.num_epochs, self.strategy, False, True)
+            self._probe = _ev._jitted(cfg, tasks.eval_type, 1, self.strategy, True, True)
+        else:
+            # Programs, keys and the active mask are split over devices; task data is replicated.
+            split = (True, False, False, False, False, False, True, True)
+            self._full = sharding.shard_population_fn(
+                _ev.make_evaluate_fn(cfg, tasks.eval_type, tasks.num_epochs, self.strategy, False, True),
+                self.mesh, split)
+            self._probe = sharding.shard_population_fn(
+                _ev.make_evaluate_fn(cfg, tasks.eval_type, 1, self.strategy, True, True), self.mesh, split)
         self._steps_full = tasks.num_train * tasks.num_epochs
         self.counters = {"evaluated": 0, "cache_hits": 0, "duplicates": 0}
 
@@ -159,7 +173,7 @@ class ProgramEvaluator:
         with jax.enable_x64(self.cfg.dtype == "float64"):
             programs = _ev.prepare_programs(programs, self.cfg)
             P, T = programs.setup.size.shape[0], task_arrays[0].shape[0]
-            keys = jax.random.split(key, P * T).reshape(P, T)
+            keys = _ev.program_task_keys(key, P, T)
             return fn(programs, *task_arrays, keys, jnp.asarray(active))
 
     def __call__(self, key: jax.Array, programs: Program) -> Tuple[np.ndarray, Dict[str, float]]:
@@ -241,8 +255,8 @@ class ProgramEvaluator:
         """The compiled batch size for n programs: `cond` pads to the batch (padding is inactive and costs
         nothing); `select` computes every lane, so it pads only to the next power of two (>= 8)."""
         if self.strategy == "cond":
-            return batch
-        return min(batch, max(8, 1 << max(n - 1, 0).bit_length()))
+            return sharding.round_up(batch, self.mesh)
+        return sharding.round_up(min(batch, max(8, 1 << max(n - 1, 0).bit_length())), self.mesh)
 
     def _pad(self, programs: Program, size: int) -> Program:
         n = programs.setup.size.shape[0]

@@ -204,7 +204,8 @@ def run_experiments(config: ml_collections.ConfigDict, workdir: str,
                                      hurdle=(HurdleConfig(num_tasks=config.hurdle_tasks,
                                                           percentile=config.hurdle_percentile,
                                                           window=config.population_size)
-                                             if config.get("hurdle_tasks", 0) > 0 else None))
+                                             if config.get("hurdle_tasks", 0) > 0 else None),
+                                     num_devices=config.get("num_devices"))
         strategy = search.RegularizedEvolution(space, population_size=config.population_size,
                                                tournament_size=config.tournament_size,
                                                mutate_prob=config.mutate_prob, batch_size=config.batch_size)

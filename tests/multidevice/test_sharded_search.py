@@ -1,0 +1,50 @@
+"""Sharded evaluation on 8 fake CPU devices, in a subprocess (the device count is fixed at JAX start-up)."""
+import os
+import subprocess
+import sys
+import textwrap
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+SCRIPT = textwrap.dedent("""
+    import jax, numpy as np
+    from azjax import search, zero
+    assert len(jax.devices()) == 8, jax.devices()
+    cfg = zero.ZeroConfig(num_scalars=4, num_vectors=3, num_matrices=1, features=4,
+                          setup_ops=("SCALAR_CONST_SET", "SCALAR_GAUSSIAN_SET"),
+                          predict_ops=("VECTOR_INNER_PRODUCT",),
+                          learn_ops=("SCALAR_DIFF", "SCALAR_PRODUCT", "SCALAR_VECTOR_PRODUCT", "VECTOR_SUM"),
+                          setup_size=5, predict_size=1, learn_size=4)
+    tasks = zero.linear_regression_tasks(jax.random.key(0), 2, 4, 20, 10)
+    space = zero.ProgramSpace(cfg)
+    results = {}
+    for strategy in ("select", "cond"):
+        for n in (1, 8):
+            ev = zero.ProgramEvaluator(cfg, tasks, strategy=strategy, num_devices=n)
+            strat = search.RegularizedEvolution(space, population_size=16, tournament_size=4, batch_size=8)
+            r = search.run(space, strat, ev, jax.random.key(1), max_evaluations=40)
+            results[strategy, n] = r
+            assert ev.mesh.size == n
+    for strategy in ("select", "cond"):
+        base = results[strategy, 1]
+        for n in (8,):
+            other = results[strategy, n]
+            np.testing.assert_array_equal(np.asarray(other.state.fitness), np.asarray(base.state.fitness))
+            for a, b in zip(jax.tree_util.tree_leaves(other.state.population),
+                            jax.tree_util.tree_leaves(base.state.population)):
+                np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    # The sharded function really splits the batch over devices.
+    ev = zero.ProgramEvaluator(cfg, tasks, strategy="select", num_devices=8, fec=None)
+    from azjax.zero import random_programs
+    progs = random_programs.random_programs(jax.random.key(2), cfg, 16)
+    out = ev._run(ev._full, ev._task_arrays, progs, jax.random.key(3), np.ones(16, bool))
+    assert len(out.sharding.device_set) == 8, out.sharding
+    print("OK")
+""")
+
+
+def test_search_is_identical_on_1_and_8_devices():
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
+    out = subprocess.run([sys.executable, "-c", SCRIPT], cwd=ROOT, env=env, capture_output=True, text=True,
+                         timeout=900)
+    assert out.returncode == 0 and "OK" in out.stdout, out.stderr[-4000:]

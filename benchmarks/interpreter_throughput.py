@@ -1,9 +1,10 @@
 """Interpreter throughput: compile seconds and programs/instructions evaluated per second.
 
-Configs (random programs, 10 tasks x 100 train / 100 valid examples, 1 epoch):
+Configs (random programs, --num_tasks tasks (default 10) x 100 train / 100 valid examples, 1 epoch):
   demo      the reference demo (spec §7.1): banks 4/3/1, F=4, its 6 ops, sizes 10/2/8, 1000 programs
   baseline  the reference baseline space (spec §7.2): banks 5/9/2, F=16, its 21 ops, sizes 7/11/23
   all_ops   all 65 ops, banks 8/14/3, F=8, sizes 10/10/10
+  quick     the linear-regressor space (spec §7.3): banks 4/3/1, F=4, 5 ops, sizes 5/1/4, 1000 programs
 
 Run:  python benchmarks/interpreter_throughput.py [--configs=demo,baseline,all_ops] [--repeats=3]
 """
@@ -22,11 +23,12 @@ from azjax.zero import ops as ops_lib
 from azjax.zero import random_programs
 
 FLAGS = flags.FLAGS
-flags.DEFINE_list("configs", ["demo", "baseline", "all_ops"], "Configs to run.")
+flags.DEFINE_list("configs", ["demo", "quick", "baseline", "all_ops"], "Configs to run.")
 flags.DEFINE_list("strategies", ["cond", "select"], "Interpreter strategies.")
 flags.DEFINE_integer("repeats", 3, "Timed repetitions (median reported).")
 flags.DEFINE_integer("num_programs", 0, "Override the population size (0: per-config default).")
 flags.DEFINE_bool("prune", True, "Prune dead instructions before evaluation.")
+flags.DEFINE_integer("num_tasks", 10, "Tasks per program (100 train / 100 valid examples each).")
 
 DEMO_OPS = ("SCALAR_CONST_SET", "VECTOR_INNER_PRODUCT", "SCALAR_DIFF", "SCALAR_PRODUCT",
             "SCALAR_VECTOR_PRODUCT", "VECTOR_SUM")
@@ -34,6 +36,10 @@ CONFIGS = {
     "demo": (dict(num_scalars=4, num_vectors=3, num_matrices=1, features=4, setup_ops=DEMO_OPS,
                   predict_ops=DEMO_OPS, learn_ops=DEMO_OPS, setup_size=10, predict_size=2, learn_size=8),
              1000),
+    "quick": (dict(num_scalars=4, num_vectors=3, num_matrices=1, features=4, setup_ops=("SCALAR_CONST_SET",),
+                   predict_ops=("VECTOR_INNER_PRODUCT",),
+                   learn_ops=("SCALAR_DIFF", "SCALAR_PRODUCT", "SCALAR_VECTOR_PRODUCT", "VECTOR_SUM"),
+                   setup_size=5, predict_size=1, learn_size=4), 1000),
     "baseline": (dict(num_scalars=5, num_vectors=9, num_matrices=2, features=16,
                       setup_ops=("SCALAR_CONST_SET", "SCALAR_GAUSSIAN_SET", "SCALAR_UNIFORM_SET",
                                  "VECTOR_GAUSSIAN_SET", "VECTOR_UNIFORM_SET", "MATRIX_GAUSSIAN_SET",
@@ -62,9 +68,9 @@ def main(argv):
         kw, P = CONFIGS[name]
         P = FLAGS.num_programs or P
         cfg = zero.ZeroConfig(**kw)
-        tasks = zero.linear_regression_tasks(jax.random.key(0), 10, cfg.features, 100, 100)
+        tasks = zero.linear_regression_tasks(jax.random.key(0), FLAGS.num_tasks, cfg.features, 100, 100)
         progs = random_programs.random_programs(jax.random.key(1), cfg, P)
-        T, N, M = 10, 100, 100
+        T, N, M = FLAGS.num_tasks, 100, 100
         # Instructions the reference would execute: setup once, predict per train+valid example, learn per
         # train example (stopping early is not credited).
         sizes = {c: np.asarray(progs.component(c).size) for c in ("setup", "predict", "learn")}

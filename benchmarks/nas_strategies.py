@@ -13,13 +13,12 @@ import argparse
 import time
 
 import jax
-import ml_collections
 import numpy as np
 
+from azjax import data as azdata
 from azjax import nas, search
 from azjax.nas.space import ENAS_OPS, CellSpace
 from azjax.search.controller import Controller
-from experiments.nasnet.train import load_data
 
 
 def main():
@@ -29,8 +28,10 @@ def main():
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--steps", type=int, default=20)
     args = p.parse_args()
-    cfg = ml_collections.ConfigDict(dict(dataset="digits", num_test=297, num_valid=300, seed=0))
-    data = load_data(cfg)
+    k_test, k_valid = jax.random.split(jax.random.key(0))
+    d = azdata.load_digits_split(k_test, num_test=297)
+    data = azdata.split_train_valid(d["train_images"], d["train_labels"], num_valid=300,
+                                    key=k_valid)
     space = CellSpace(ops=ENAS_OPS, combiners=("add",))
     child = nas.TrainConfig(num_cells=1, filters=8, batch_size=32, num_steps=args.steps,
                             learning_rate=0.05, pad_crop=1, flip=False, eval_batch_size=100,

@@ -27,7 +27,7 @@ Drop-path is not implemented here (search-time children train without it).
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any
 
 import flax
 import flax.linen as nn
@@ -465,9 +465,10 @@ def _embed_cell(src: dict, dst: dict, blocks, where: str) -> dict:
             op = "candidates_" + OP_NAMES[blocks[int(j)][2 if side == "left" else 3]]
             stacked = out["blocks"][side][op]
             # The scanned blocks stack their weights: block j is index j of the leading axis.
-            out["blocks"] = {**out["blocks"], side: {**out["blocks"][side], op: jax.tree_util.tree_map(
+            mapped = jax.tree_util.tree_map(
                 lambda s, d, j=int(j): jnp.asarray(d).at[j].set(_embed_leaf(s, d[j])), v,
-                stacked)}}
+                stacked)
+            out["blocks"] = {**out["blocks"], side: {**out["blocks"][side], op: mapped}}
         elif k.startswith("reduction_"):
             target = f"{k}_{'2f' if last_concat else 'f'}"
             out[target] = _embed_tree(v, dst[target], f"{where}/{target}")

@@ -81,9 +81,6 @@ def test_runs_under_search_run_and_resumes(tmp_path, reinforce):
     evaluator = lambda k, g: frac_target(g)  # noqa: E731
     full = search.run(SPACE, reinforce, evaluator, jax.random.key(7), max_evaluations=200)
 
-    class Stop(Exception):
-        pass
-
     def interrupt(m):
         if m["iteration"] == 4:
             raise KeyboardInterrupt

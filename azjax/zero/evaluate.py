@@ -6,11 +6,11 @@ sigmoid(s1)` written back), stop early if the error is NaN or > max_abs_error, `
 validation (Predict only, `s0 = 0`, raw `s1` kept) after every epoch; the best epoch counts. A failure in the
 first epoch gives fitness 0, a later one keeps the best earlier epoch.
 
-All of it is one loop over "steps" (setup, then per epoch N train and M validation steps) with two
-instruction-loop sites: site A runs Setup on step 0 and Predict afterwards, site B runs Learn on training
-steps. So the op switch is traced twice per compile, whatever the number of components. The step loop is a
-`while_loop` that ends as soon as every task of a program has failed: under the `cond` strategy a
-program that diverges on its first example costs one example, not the whole evaluation.
+Setup runs once, then one loop over "steps" (per epoch N train and M validation steps; step 0 stands
+for Setup) with an instruction-loop site for Predict and one for Learn. Each site's switch holds only the
+ops its component may contain, so e.g. Setup's costly random ops never weigh on the per-example loop. The
+step loop is a `while_loop` under `cond` that ends as soon as every task of a program has failed: a program
+that diverges on its first example costs one example, not the whole evaluation.
 """
 from __future__ import annotations
 
@@ -60,17 +60,15 @@ def make_evaluate_fn(cfg: ZeroConfig, eval_type: str, num_epochs: int, strategy:
     at once under `cond` and get fitness 0).
     """
     mem_model = interpreter.memory_model(cfg, strategy)
-    run = mem_model.make_run()
+    # Three switch sites, each with only its component's ops: Setup (once per task), Predict and Learn.
+    run_setup = mem_model.make_run(interpreter.component_op_ids(cfg, ("setup",)))
+    run_predict = mem_model.make_run(interpreter.component_op_ids(cfg, ("predict",)))
+    run_learn = mem_model.make_run(interpreter.component_op_ids(cfg, ("learn",)))
     dt = cfg.jnp_dtype
     accuracy = eval_type == "accuracy"
     max_abs = cfg.max_abs_error
     LA = max(cfg.setup_size, cfg.predict_size)
     LB = cfg.learn_size
-
-    def pad(comp, positions, length):
-        extra = length - comp.instructions.shape[-2]
-        return (jnp.pad(comp.instructions, ((0, extra), (0, 0))), jnp.pad(comp.data, ((0, extra), (0, 0))),
-                jnp.pad(positions, (0, extra)))
 
     def evaluate_one(prog: Program, positions, active, train_x, train_y, valid_x, valid_y, orders, key):
         N, M = train_x.shape[0], valid_x.shape[0]
@@ -83,21 +81,17 @@ def make_evaluate_fn(cfg: ZeroConfig, eval_type: str, num_epochs: int, strategy:
         ys = jnp.concatenate([train_y[orders], jnp.broadcast_to(valid_y, (num_epochs, M))], 1)
         xs = jnp.concatenate([jnp.zeros((1, xs.shape[-1]), dt), xs.reshape(-1, xs.shape[-1])])
         ys = jnp.concatenate([jnp.zeros((1,), dt), ys.reshape(-1)])
-        setup_ins, setup_data, setup_pos = pad(prog.setup, positions[0], LA)
-        predict_ins, predict_data, predict_pos = pad(prog.predict, positions[1], LA)
 
         def body(carry, k, x, y, end):
             step, mem, alive, loss, valid_bad, best, preds = carry
             is_setup, is_train, is_valid = k == _SETUP, k == _TRAIN, k == _VALID
             mem = mem_model.set_inputs(mem, x, jnp.zeros((), dt))
-            a_ins = jnp.where(is_setup, setup_ins, predict_ins)
-            a_data = jnp.where(is_setup, setup_data, predict_data)
-            a_pos = jnp.where(is_setup, setup_pos, predict_pos)
             # The reference's validation returns at its first bad example: later Predicts do not run.
+            # (Step 0 stands for Setup, which ran before the loop.)
             skip = is_valid & valid_bad
-            n_a = jnp.where(is_setup, prog.setup.size, jnp.where(skip, 0, prog.predict.size))
+            n_a = jnp.where(is_setup | skip, 0, prog.predict.size)
             counter = step * (LA + LB)
-            mem = run(mem, a_ins, a_data, n_a, key, counter, a_pos)
+            mem = run_predict(mem, prog.predict.instructions, prog.predict.data, n_a, key, counter, positions[1])
             s1 = mem_model.get_s1(mem)
             if accuracy:
                 p_train = _sigmoid(s1)
@@ -109,7 +103,7 @@ def make_evaluate_fn(cfg: ZeroConfig, eval_type: str, num_epochs: int, strategy:
             ran = jnp.where(is_valid, alive & ~skip, alive)
             new_alive = alive & ~failed
             mem = mem_model.set_inputs(mem, x, y)
-            mem = run(mem, prog.learn.instructions, prog.learn.data,
+            mem = run_learn(mem, prog.learn.instructions, prog.learn.data,
                       jnp.where(is_train & new_alive, prog.learn.size, 0), key, counter + LA, positions[2])
             # Validation bookkeeping.
             if accuracy:
@@ -134,7 +128,9 @@ def make_evaluate_fn(cfg: ZeroConfig, eval_type: str, num_epochs: int, strategy:
             return step + 1, mem, new_alive, loss, valid_bad, best, preds
 
         preds0 = jnp.full((num_steps,), jnp.nan, dt) if return_predictions else None
-        init = (jnp.zeros((), jnp.int32), mem_model.zeros(), active, jnp.zeros((), dt),
+        mem0 = run_setup(mem_model.zeros(), prog.setup.instructions, prog.setup.data,
+                         jnp.where(active, prog.setup.size, 0), key, 0, positions[0])
+        init = (jnp.zeros((), jnp.int32), mem0, active, jnp.zeros((), dt),
                 jnp.zeros((), bool), jnp.zeros((), dt), preds0)
         if strategy == "cond":
             # A real loop that ends when the program has failed (per program: tasks share the loop).

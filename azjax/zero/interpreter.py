@@ -51,13 +51,23 @@ class Operands(NamedTuple):
 _TYPE_INDEX = {"s": 0, "v": 1, "m": 2}
 
 
-def _branch_table(cfg: ZeroConfig):
-    """Static lookup from global op id to the branch index among the config's ops."""
-    used = cfg.used_op_ids
+def _branch_table(cfg: ZeroConfig, op_ids=None):
+    """Static lookup from global op id to the branch index among `op_ids` (default: all the config's ops;
+    NO_OP is always branch 0, and ops outside the subset map to it)."""
+    used = tuple(sorted(set(op_ids if op_ids is not None else cfg.used_op_ids) | {ops_lib.NO_OP}))
     index = np.zeros(ops_lib.NUM_OPS, np.int32)
     for k, op_id in enumerate(used):
         index[op_id] = k
     return used, jnp.asarray(index)
+
+
+def component_op_ids(cfg: ZeroConfig, components) -> Tuple[int, ...]:
+    """Ids of the ops allowed in the given components (plus NO_OP): one switch site per loop gets only
+    these branches, so e.g. Setup's random ops do not weigh on the per-example loop."""
+    ids = {ops_lib.NO_OP}
+    for c in components:
+        ids.update(ops_lib.OP_IDS[n] for n in cfg.ops(c))
+    return tuple(sorted(ids))
 
 
 def _random_key(key, counter):
@@ -118,8 +128,9 @@ class SelectMemory:
 
         return branch
 
-    def make_run(self) -> Callable:
-        branches = [self._make_branch(ops_lib.OPS[i]) for i in self.used]
+    def make_run(self, op_ids=None) -> Callable:
+        used, branch_index = _branch_table(self.cfg, op_ids)
+        branches = [self._make_branch(ops_lib.OPS[i]) for i in used]
 
         def run(mem, instructions, data, n, key, counter0, positions):
             def body(i, mem):
@@ -142,7 +153,7 @@ class SelectMemory:
                             jnp.sum(jnp.where(hm[k][:, None, None], m, 0), 0) if 2 in need else dummy[2])
 
                 operands = Operands(read(0, "a"), read(1, "b"), read(2, "c"))
-                res = lax.switch(self.branch_index[op], branches, operands, data[i], key,
+                res = lax.switch(branch_index[op], branches, operands, data[i], key,
                                  counter0 + positions[i])
                 t = self.out_type[op]
                 if 0 in self.writes:
@@ -205,15 +216,16 @@ class FlatMemory:
 
         return branch
 
-    def make_run(self) -> Callable:
-        branches = [self._make_branch(ops_lib.OPS[i]) for i in self.used]
+    def make_run(self, op_ids=None) -> Callable:
+        used, branch_index = _branch_table(self.cfg, op_ids)
+        branches = [self._make_branch(ops_lib.OPS[i]) for i in used]
 
         # (Unrolling the instruction loop into one conditional per slot was measured 14x slower on CPU:
         # every conditional then copies the memory buffer.)
         def run(mem, instructions, data, n, key, counter0, positions):
             def body(i, mem):
                 op, i1, i2, o = (instructions[i, j] for j in range(4))
-                return lax.switch(self.branch_index[op], branches, mem, i1, i2, o, data[i], key,
+                return lax.switch(branch_index[op], branches, mem, i1, i2, o, data[i], key,
                                   counter0 + positions[i])
 
             return lax.fori_loop(0, n, body, mem)

@@ -33,8 +33,8 @@ def default_strategy(cfg: ZeroConfig, num_tasks: int = 10, backend: str | None =
 
     On CPU `select` costs grow with lanes (programs x tasks) times ops, `cond` pays a fixed per-instruction
     dispatch vectorized over tasks. Measured (benchmarks/interpreter_throughput.py, 2-core CPU, 1000
-    programs): demo space at 10 tasks 1142 vs 459 programs/s (select vs cond), at 3 tasks 4488 vs 956;
-    linear-regressor space at 10 tasks 3175 vs 930.
+    programs): demo space at 10 tasks 1751 vs 755 programs/s (select vs cond), at 3 tasks 4488 vs 956;
+    linear-regressor space at 10 tasks 3917 vs 1331.
     """
     backend = backend or jax.default_backend()
     if backend != "cpu":

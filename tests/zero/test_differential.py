@@ -34,12 +34,7 @@ hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-try:
-    from azjax import zero  # noqa: E402
-except ImportError:  # pragma: no cover - the engine lands in the same issue
-    zero = None
-if zero is None or not hasattr(zero, "evaluate"):
-    pytest.skip("azjax.zero.evaluate not available yet", allow_module_level=True)
+from azjax import zero  # noqa: E402
 
 ALL_OPS = tuple(R.OP_NAMES[1:])  # NO_OP is always allowed (and not accepted in op lists)
 S, V, MX, F = 5, 4, 3, 3
@@ -171,7 +166,7 @@ def _perturber(dtype, eps, seed):
         with np.errstate(all="ignore"):
             return (np.asarray(x, dt) * (1 + k * eps).astype(dt)).astype(dt)[()]
 
-    perturb.std_always = AZJAX_STD_ROUNDS_EXACT_CASES
+    perturb.std_always = False
     return perturb
 
 
@@ -198,31 +193,6 @@ def reference_with_stability(prog, task, eval_type, orders, dtype, banks=(S, V, 
     return fit, tr, va, prefix, fit_stable
 
 
-# Disagreement found by these tests (see test_validation_stops_at_first_large_error): azjax keeps
-# running validation Predicts after the early-return condition of spec §4.1 validate(). While it
-# stands, the random-program comparisons stop at the first validation early return, so that every
-# other difference still shows. Set to False once the engine stops there (the strict xfail below
-# then starts failing as a reminder).
-AZJAX_VALIDATION_CONTINUES_AFTER_EARLY_RETURN = False
-
-
-# Disagreement 2 (see test_std_of_exactly_representable_constant_is_zero): for inputs where
-# every step of sqrt(E[x^2] - E[x]^2) is exact in IEEE arithmetic (e.g. a constant 0.5 matrix) the
-# C++ gets exactly 0, azjax gets NaN (XLA rewrites x / F into x * (1 / F), which rounds). While it
-# stands, the stability probe treats every one-pass std as rounding-sensitive.
-AZJAX_STD_ROUNDS_EXACT_CASES = False
-
-
-def _first_validation_early_return(train, valid, valid_labels, max_abs_error=100.0):
-    """Chronological index just after the first validation early return, or None."""
-    n, m = train.shape[1], valid.shape[1]
-    for e in range(train.shape[0]):
-        with np.errstate(invalid="ignore"):
-            err = np.abs(valid_labels - valid[e])
-        bad = np.flatnonzero(np.isnan(err) | (err > max_abs_error))
-        if bad.size and not np.isnan(valid[e]).all():
-            return e * (n + m) + n + int(bad[0]) + 1
-    return None
 
 
 def task_slice(task, t):
@@ -246,10 +216,6 @@ def compare_population(cfg, progs, tasks, task_np, eval_type, strategy, stats=No
                 banks=(cfg.num_scalars, cfg.num_vectors, cfg.num_matrices))
             got = chrono(train[p, t], valid[p, t])
             want = chrono(rtr, rva)
-            if AZJAX_VALIDATION_CONTINUES_AFTER_EARLY_RETURN and eval_type == "rms":
-                cut = _first_validation_early_return(rtr, rva, task_np["valid_labels"][t])
-                if cut is not None:
-                    prefix, fit_stable = min(prefix, cut), False
             assert got.shape == want.shape
             msg = (f"program {p}, task {t}, strategy {strategy}, {eval_type}, {dtype}; compared "
                    f"the first {prefix} of {want.size} predictions\n{describe(ref_prog)}")
@@ -599,10 +565,8 @@ def test_random_ops_key_determinism():
 
 
 # ------------------------------------------------------------------------------------------------
-# Known disagreements with the spec (reported to the lead; strict xfails flip when fixed).
+# Two disagreements these tests found in the engine (both fixed): regression tests.
 # ------------------------------------------------------------------------------------------------
-@pytest.mark.xfail(AZJAX_VALIDATION_CONTINUES_AFTER_EARLY_RETURN, strict=True,
-                   reason="azjax runs the remaining validation Predicts after an early return")
 def test_validation_stops_at_first_large_error():
     # Predict counts its own executions in s2 and predicts the count. Validation label 1000:
     # |e| > 100 at the first validation example, so spec §4.1 validate() returns there and the
@@ -621,8 +585,6 @@ def test_validation_stops_at_first_large_error():
     np.testing.assert_array_equal(train[0, 0, 1], np.arange(N + 2, 2 * N + 2))
 
 
-@pytest.mark.xfail(AZJAX_STD_ROUNDS_EXACT_CASES, strict=True,
-                   reason="azjax's one-pass std is NaN where the C++ arithmetic is exact (0.5s)")
 def test_std_of_exactly_representable_constant_is_zero():
     # m0 = v1 = 0.5 everywhere: sum(x^2) / n = 0.25 and (sum(x) / n)^2 = 0.25 exactly in IEEE
     # double, so the C++ one-pass std is exactly 0 (spec §3.1: NaN only when rounding makes the

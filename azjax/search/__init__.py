@@ -17,6 +17,7 @@ from azjax.search.checkpoint import (
     save_checkpoint,
 )
 from azjax.search.evolution import EvolutionState, RegularizedEvolution
+from azjax.search.islands import IslandEvolution, IslandState
 from azjax.search.loop import ExtraState, History, LogProgress, RunResult, run
 from azjax.search.random_search import RandomSearch, RandomSearchState
 from azjax.search.space import (
@@ -36,6 +37,8 @@ __all__ = [
     "GenomeSpec",
     "History",
     "IntVectorSpace",
+    "IslandEvolution",
+    "IslandState",
     "LogProgress",
     "MixedGenome",
     "MixedVectorSpace",

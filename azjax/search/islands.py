@@ -1,0 +1,283 @@
+"""Island model: K regularized-evolution populations with periodic migration (paper §4.2 / spec
+automl_zero.md §6.7).
+
+The K islands are ONE state pytree: an :class:`~azjax.search.evolution.EvolutionState` whose every
+leaf has a leading island axis, advanced by ``vmap`` of :class:`RegularizedEvolution`'s own
+``_init / _ask / _tell`` (the evolution logic lives in one place). To the search loop an
+:class:`IslandEvolution` is just another strategy: ``ask`` returns ``K * B`` genomes (island-major:
+rows ``i*B .. i*B+B-1`` belong to island ``i``), ``tell`` routes the fitness back, so
+:func:`~azjax.search.loop.run`, checkpoints and resumption work unchanged, and the evaluator sees
+one batch of ``K * B`` programs (sharded over devices by the evaluator, not here).
+
+Migration. Every island counts its own evaluations (all islands advance in lockstep, ``B`` per
+tell). At the ``tell`` whose update makes an island's count cross a multiple of ``migrate_every``
+(at most one migration per tell) and once the populations are full, every island
+
+1. sends ``num_migrants`` members chosen uniformly without replacement (emigrants keep their
+   fitness and birth; nothing is re-evaluated), and
+2. overwrites ``num_migrants`` members, also chosen uniformly without replacement and
+   independently of the emigrants, with immigrants:
+
+   * ``"ring"`` (default): island ``i`` receives the emigrants of island ``i - 1 (mod K)``;
+   * ``"random"`` (the paper's central server): ``num_migrants`` emigrants drawn without
+     replacement from the pooled emigrants of all OTHER islands.
+
+All islands send before any receives (emigrants are taken from the pre-migration populations).
+Aging is unchanged: slots are still overwritten cyclically, so an immigrant lives until the aging
+pointer reaches the slot it landed in. With ``num_islands == 1`` or ``num_migrants == 0`` nothing
+migrates, and ``num_islands == 1`` follows :class:`RegularizedEvolution`'s trajectory exactly.
+
+Randomness: ``ask(key)`` splits ``key`` into one key per island plus a migration key that it
+stores in the state; the following ``tell`` uses it if a migration is due. So everything is a
+function of the keys passed in, and the state (a plain pytree, typed key included) holds all that
+an exact resume needs.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+
+from azjax.search import base
+from azjax.search.evolution import EvolutionState, RegularizedEvolution
+
+PyTree = Any
+
+__all__ = ["IslandEvolution", "IslandState", "TOPOLOGIES"]
+
+TOPOLOGIES = ("ring", "random")
+
+
+def _flatten_islands(x: jax.Array) -> jax.Array:
+    """[K, P, ...] -> [K * P, ...]."""
+    return jnp.reshape(x, (x.shape[0] * x.shape[1],) + x.shape[2:])
+
+
+@flax.struct.dataclass
+class IslandState:
+    """State of :class:`IslandEvolution`.
+
+    Attributes:
+        islands: an :class:`EvolutionState` whose leaves carry a leading axis of ``num_islands``
+            (``islands.count[i]`` is island ``i``'s own evaluation count).
+        migration_key: typed PRNG key for the next migration, set by every ``ask``.
+        migrations: int32 scalar, migrations performed so far (each moves ``num_migrants`` members
+            into every island).
+        count: int32 scalar, genomes told over all islands.
+        best_genome: the best genome ever told to any island.
+        best_fitness: its (sanitised) fitness; ``-inf`` before the first tell.
+
+    The read-only properties ``population``, ``fitness`` and ``birth`` view all islands as one
+    population of ``num_islands * population_size`` members (island-major), so code written for
+    :class:`EvolutionState` (e.g. "best member of the final population") works unchanged.
+    """
+
+    islands: EvolutionState
+    migration_key: jax.Array
+    migrations: jax.Array
+    count: jax.Array
+    best_genome: PyTree
+    best_fitness: jax.Array
+
+    @property
+    def population(self) -> PyTree:
+        return jax.tree_util.tree_map(_flatten_islands, self.islands.population)
+
+    @property
+    def fitness(self) -> jax.Array:
+        return _flatten_islands(self.islands.fitness)
+
+    @property
+    def birth(self) -> jax.Array:
+        return _flatten_islands(self.islands.birth)
+
+
+class IslandEvolution:
+    """``num_islands`` regularized-evolution populations with periodic migration.
+
+    Args:
+        space: a :class:`~azjax.search.space.SearchSpace`.
+        num_islands: ``K`` >= 1.
+        population_size: ``P`` per island.
+        tournament_size: ``T`` per island (1 <= T <= P).
+        mutate_prob: probability that a child is a mutation of its parent rather than a copy.
+        batch_size: ``B`` children per island per ``ask`` (1 <= B <= P); one ``ask`` returns
+            ``K * B`` genomes (``self.batch_size``).
+        migrate_every: evaluations per island between migrations (>= 1); checked at ``tell``.
+        num_migrants: ``m`` members sent and replaced per island per migration, in [0, P]
+            (default ``P // 2``, the paper's 50 of 100); 0 disables migration.
+        migration_topology: ``"ring"`` (island ``i`` receives from ``i - 1``) or ``"random"``
+            (immigrants drawn from the pooled emigrants of all other islands).
+
+    Raises:
+        ValueError: naming the bad argument, before anything is traced or compiled.
+    """
+
+    def __init__(self, space: Any, num_islands: int, population_size: int, tournament_size: int,
+                 mutate_prob: float = 0.9, batch_size: int = 1, migrate_every: int = 1000,
+                 num_migrants: int | None = None, migration_topology: str = "ring"):
+        self.num_islands = base.check_int("num_islands", num_islands, 1)
+        # The per-island strategy validates space, population_size, tournament_size, mutate_prob
+        # and batch_size (its messages name those fields).
+        self.island = RegularizedEvolution(space, population_size=population_size,
+                                           tournament_size=tournament_size,
+                                           mutate_prob=mutate_prob, batch_size=batch_size)
+        self.space = space
+        self.population_size = self.island.population_size
+        self.island_batch_size = self.island.batch_size
+        self.batch_size = self.num_islands * self.island_batch_size
+        self.migrate_every = base.check_int("migrate_every", migrate_every, 1)
+        if num_migrants is None:
+            num_migrants = self.population_size // 2
+        self.num_migrants = base.check_int("num_migrants", num_migrants, 0, self.population_size)
+        if migration_topology not in TOPOLOGIES:
+            raise ValueError(
+                f"migration_topology must be one of {TOPOLOGIES}, got {migration_topology!r}")
+        self.migration_topology = migration_topology
+
+    def __repr__(self) -> str:
+        return (f"IslandEvolution(space={self.space!r}, num_islands={self.num_islands}, "
+                f"population_size={self.population_size}, "
+                f"tournament_size={self.island.tournament_size}, "
+                f"mutate_prob={self.island.mutate_prob}, batch_size={self.island_batch_size}, "
+                f"migrate_every={self.migrate_every}, num_migrants={self.num_migrants}, "
+                f"migration_topology={self.migration_topology!r})")
+
+    @property
+    def migrates(self) -> bool:
+        """Whether migration can ever happen (more than one island and at least one migrant)."""
+        return self.num_islands > 1 and self.num_migrants > 0
+
+    @property
+    def hparams(self) -> dict[str, Any]:
+        """Hyperparameters, stored in checkpoints so a resumed run can check it is the same run."""
+        return {
+            "strategy": "IslandEvolution",
+            "num_islands": self.num_islands,
+            "population_size": self.population_size,
+            "tournament_size": self.island.tournament_size,
+            "mutate_prob": self.island.mutate_prob,
+            "batch_size": self.island_batch_size,
+            "migrate_every": self.migrate_every,
+            "num_migrants": self.num_migrants,
+            "migration_topology": self.migration_topology,
+        }
+
+    # Public API: pure functions, jitted with the object static (as RegularizedEvolution).
+
+    @functools.partial(jax.jit, static_argnames=("self",))
+    def init(self, key: jax.Array) -> IslandState:
+        """``num_islands`` empty populations; ``key`` fixes the genome structure and seeds the
+        (unused until the first ``ask``) migration key."""
+        return self._init(key)
+
+    @functools.partial(jax.jit, static_argnames=("self",))
+    def ask(self, key: jax.Array, state: IslandState) -> tuple[PyTree, IslandState]:
+        """``num_islands * batch_size`` genomes, island-major; stores the next migration key."""
+        return self._ask(key, state)
+
+    @functools.partial(jax.jit, static_argnames=("self",))
+    def tell(self, genomes: PyTree, fitness: jax.Array, state: IslandState) -> IslandState:
+        """Routes each island's ``B`` results back to it, then migrates if it is due."""
+        return self._tell(genomes, fitness, state)
+
+    def metrics(self, state: IslandState) -> dict[str, jax.Array]:
+        """Statistics over all islands' members, the spread of the islands' best fitness and the
+        number of migrations so far."""
+        out = RegularizedEvolution._metrics_fn(state.fitness, state.birth)
+        island_max = jnp.max(state.islands.fitness, axis=1)
+        out["island_max_fitness_min"] = jnp.min(island_max)
+        out["migrations"] = state.migrations
+        return out
+
+    # Implementations.
+
+    def _init(self, key: jax.Array) -> IslandState:
+        one = self.island._init(key)
+        k = self.num_islands
+        islands = jax.tree_util.tree_map(
+            lambda x: jnp.broadcast_to(x, (k,) + x.shape), one)
+        return IslandState(
+            islands=islands,
+            # Overwritten by every ask; a fixed derivation keeps init a pure function of `key`.
+            migration_key=jax.random.fold_in(key, 0x15_1A_4D),
+            migrations=jnp.zeros((), jnp.int32),
+            count=jnp.zeros((), jnp.int32),
+            best_genome=one.best_genome,
+            best_fitness=jnp.array(-jnp.inf, jnp.float32),
+        )
+
+    def _ask(self, key: jax.Array, state: IslandState) -> tuple[PyTree, IslandState]:
+        if self.num_islands == 1:
+            # The key goes to the single island untouched: RegularizedEvolution's trajectory.
+            genomes, _ = self.island._ask(key, base.tree_index(state.islands, 0))
+            return genomes, state
+        keys = jax.random.split(key, self.num_islands + 1)
+        genomes, _ = jax.vmap(self.island._ask)(keys[:-1], state.islands)
+        genomes = jax.tree_util.tree_map(_flatten_islands, genomes)
+        return genomes, state.replace(migration_key=keys[-1])
+
+    def _tell(self, genomes: PyTree, fitness: jax.Array, state: IslandState) -> IslandState:
+        base.check_fitness_shape(fitness, self.batch_size)
+        k, b = self.num_islands, self.island_batch_size
+        per_island = jax.tree_util.tree_map(
+            lambda x: jnp.reshape(x, (k, b) + x.shape[1:]), genomes)
+        before = state.islands.count[0]
+        islands = jax.vmap(self.island._tell)(per_island, jnp.reshape(fitness, (k, b)),
+                                              state.islands)
+        migrations = state.migrations
+        if self.migrates:
+            after = before + b
+            due = ((after // self.migrate_every > before // self.migrate_every)
+                   & (after >= self.population_size))
+            islands = jax.lax.cond(
+                due, lambda s: self._migrate(state.migration_key, s), lambda s: s, islands)
+            migrations = migrations + due.astype(jnp.int32)
+        # Best over islands: the first island holding the highest best-ever fitness (each island's
+        # best only changes when it is told a genome, never by migration).
+        j = jnp.argmax(islands.best_fitness)
+        best_genome = base.tree_index(islands.best_genome, j)
+        return state.replace(
+            islands=islands,
+            migrations=migrations,
+            count=state.count + self.batch_size,
+            best_genome=best_genome,
+            best_fitness=islands.best_fitness[j],
+        )
+
+    def _migrate(self, key: jax.Array, islands: EvolutionState) -> EvolutionState:
+        """One migration: every island sends ``m`` random members and overwrites ``m`` random
+        members with immigrants (see the module docstring)."""
+        k, p, m = self.num_islands, self.population_size, self.num_migrants
+        k_send, k_recv, k_pick = jax.random.split(key, 3)
+
+        def first_m_of_permutation(key):
+            return jax.random.permutation(key, p)[:m]
+
+        send = jax.vmap(first_m_of_permutation)(jax.random.split(k_send, k))  # [K, m]
+        recv = jax.vmap(first_m_of_permutation)(jax.random.split(k_recv, k))  # [K, m]
+        gather = jax.vmap(lambda x, idx: x[idx])
+        members = (islands.population, islands.fitness, islands.birth)
+        emigrants = jax.tree_util.tree_map(lambda x: gather(x, send), members)  # [K, m, ...]
+
+        island_ids = jnp.arange(k)
+        if self.migration_topology == "ring":
+            src_island = jnp.broadcast_to(((island_ids - 1) % k)[:, None], (k, m))
+            src_member = jnp.broadcast_to(jnp.arange(m)[None, :], (k, m))
+        else:  # "random": m of the (K - 1) * m emigrants of the other islands, no replacement
+            def pick(key):
+                return jax.random.permutation(key, (k - 1) * m)[:m]
+
+            flat = jax.vmap(pick)(jax.random.split(k_pick, k))  # [K, m] in [0, (K-1)m)
+            src_island = (island_ids[:, None] + 1 + flat // m) % k  # skips the island itself
+            src_member = flat % m
+
+        def receive(pop_leaf, emi_leaf):
+            immigrants = emi_leaf[src_island, src_member]  # [K, m, ...]
+            return jax.vmap(lambda x, idx, v: x.at[idx].set(v))(pop_leaf, recv, immigrants)
+
+        population, fitness, birth = jax.tree_util.tree_map(receive, members, emigrants)
+        return islands.replace(population=population, fitness=fitness, birth=birth)

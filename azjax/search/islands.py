@@ -216,7 +216,9 @@ class IslandEvolution:
             genomes, _ = self.island._ask(key, base.tree_index(state.islands, 0))
             return genomes, state
         keys = jax.random.split(key, self.num_islands + 1)
-        genomes, _ = jax.vmap(self.island._ask)(keys[:-1], state.islands)
+        islands, axes = self._shared_count(state.islands)
+        genomes, _ = jax.vmap(self.island._ask, in_axes=(0, axes), out_axes=(0, axes))(
+            keys[:-1], islands)
         genomes = jax.tree_util.tree_map(_flatten_islands, genomes)
         return genomes, state.replace(migration_key=keys[-1])
 
@@ -225,9 +227,11 @@ class IslandEvolution:
         k, b = self.num_islands, self.island_batch_size
         per_island = jax.tree_util.tree_map(
             lambda x: jnp.reshape(x, (k, b) + x.shape[1:]), genomes)
-        before = state.islands.count[0]
-        islands = jax.vmap(self.island._tell)(per_island, jnp.reshape(fitness, (k, b)),
-                                              state.islands)
+        islands, axes = self._shared_count(state.islands)
+        before = islands.count
+        islands = jax.vmap(self.island._tell, in_axes=(0, 0, axes), out_axes=axes)(
+            per_island, jnp.reshape(fitness, (k, b)), islands)
+        islands = islands.replace(count=jnp.broadcast_to(islands.count, (k,)))
         migrations = state.migrations
         if self.migrates:
             after = before + b
@@ -248,17 +252,28 @@ class IslandEvolution:
             best_fitness=islands.best_fitness[j],
         )
 
+    @staticmethod
+    def _shared_count(islands: EvolutionState) -> tuple[EvolutionState, EvolutionState]:
+        """The islands with ONE count (they advance in lockstep) and the matching vmap axes.
+
+        An unbatched count keeps RegularizedEvolution's ``lax.cond`` (initial samples vs
+        tournament children) a real conditional under vmap instead of a select that traces,
+        compiles and runs both branches.
+        """
+        axes = jax.tree_util.tree_map(lambda _: 0, islands).replace(count=None)
+        return islands.replace(count=islands.count[0]), axes
+
     def _migrate(self, key: jax.Array, islands: EvolutionState) -> EvolutionState:
         """One migration: every island sends ``m`` random members and overwrites ``m`` random
         members with immigrants (see the module docstring)."""
         k, p, m = self.num_islands, self.population_size, self.num_migrants
-        k_send, k_recv, k_pick = jax.random.split(key, 3)
-
-        def first_m_of_permutation(key):
-            return jax.random.permutation(key, p)[:m]
-
-        send = jax.vmap(first_m_of_permutation)(jax.random.split(k_send, k))  # [K, m]
-        recv = jax.vmap(first_m_of_permutation)(jax.random.split(k_recv, k))  # [K, m]
+        pool = (k - 1) * m
+        # ONE draw of raw bits for everything (each threefry call site costs compile time); the
+        # first m of an argsort of uniform bits are m distinct uniformly chosen indices (ties,
+        # probability < n**2 / 2**33, only make the stable sort prefer lower indices).
+        bits = jax.random.bits(key, (k, 2 * p + pool), jnp.uint32)
+        send = jnp.argsort(bits[:, :p], axis=1)[:, :m].astype(jnp.int32)  # [K, m]
+        recv = jnp.argsort(bits[:, p:2 * p], axis=1)[:, :m].astype(jnp.int32)  # [K, m]
         gather = jax.vmap(lambda x, idx: x[idx])
         members = (islands.population, islands.fitness, islands.birth)
         emigrants = jax.tree_util.tree_map(lambda x: gather(x, send), members)  # [K, m, ...]
@@ -268,10 +283,7 @@ class IslandEvolution:
             src_island = jnp.broadcast_to(((island_ids - 1) % k)[:, None], (k, m))
             src_member = jnp.broadcast_to(jnp.arange(m)[None, :], (k, m))
         else:  # "random": m of the (K - 1) * m emigrants of the other islands, no replacement
-            def pick(key):
-                return jax.random.permutation(key, (k - 1) * m)[:m]
-
-            flat = jax.vmap(pick)(jax.random.split(k_pick, k))  # [K, m] in [0, (K-1)m)
+            flat = jnp.argsort(bits[:, 2 * p:], axis=1)[:, :m].astype(jnp.int32)  # [K, m]
             src_island = (island_ids[:, None] + 1 + flat // m) % k  # skips the island itself
             src_member = flat % m
 

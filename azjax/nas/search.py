@@ -9,8 +9,12 @@ info)`` for :func:`azjax.search.run` over a :class:`~azjax.nas.space.CellSpace`:
   one compile serves every child, and training + validation of a child is one jitted call.
   ``backend="static"`` calls :func:`azjax.nas.train.train_and_evaluate` on the static network
   (exactly the final-training code path, but one XLA compile per distinct child, about a minute
-  on CPU). Children of a batch run one after another: ``vmap`` over children would batch the
-  ``lax.switch`` index and run every op (spec jax_practice §2).
+  on CPU). On one device the children of a batch run one after another: ``vmap`` over children
+  would batch the ``lax.switch`` index and run every op (spec jax_practice §2). With
+  ``config.num_devices > 1`` the supernet backend trains the children of a batch at once, the
+  children axis sharded over devices (each device trains its share one after another, so the
+  switch stays a real conditional); the static backend cannot (one compile per genotype) and
+  trains each child data-parallel over the devices instead.
 * :class:`SharedWeightsTrainer` (ENAS-style): one set of supernet weights lives across the whole
   search. Each call trains them for ``steps_per_call`` minibatches, minibatch ``t`` using the
   architecture ``genomes[t % B]`` just asked from the strategy (a fresh architecture per batch),
@@ -31,10 +35,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from azjax.nas import train as nas_train
 from azjax.nas.space import CellSpace
 from azjax.nas.supercell import SuperNet, init_variables, variable_shapes
+from azjax.search.sharding import POP_AXIS, make_mesh, round_up
 
 __all__ = ["ChildTrainer", "SharedWeightsTrainer", "Leaderboard", "CombinedState",
            "make_supernet", "prepare_data"]
@@ -87,6 +93,7 @@ class _Program:
         n0, r0 = space.cell_arrays(space.sample(jax.random.key(0)))
         self.shapes = variable_shapes(self.net, jnp.zeros((1, *image_shape), jnp.float32), n0, r0)
         self.train_child = jax.jit(self._train_child, static_argnames=("steps",))
+        self._parallel: dict[tuple[Any, int], Any] = {}
         self.shared_train = jax.jit(self._shared_train, donate_argnums=(0, 1, 2))
         self.reward = jax.jit(self._reward)
         self.init_opt = jax.jit(self.optimizer.init)
@@ -137,6 +144,35 @@ class _Program:
         acc = self.accuracy(params, batch_stats, genome, *valid, train_bn=False)
         return acc, losses[-1], accs[-1]
 
+    def train_children(self, mesh: Mesh, steps: int):
+        """``train_child`` for a batch of children, the leading (children) axis of params, BN
+        statistics, optimizer states, genomes and keys split over ``mesh``; returns
+        ``(acc, loss, train_acc)``, each ``[children]`` and replicated.
+
+        Why ``shard_map`` + ``lax.map`` rather than ``vmap``: each device trains its slice of
+        children one after another, so each child's genome is unbatched and ``nn.switch`` stays a
+        real conditional that runs only the chosen op. A ``vmap`` over children would batch the
+        switch index and run every candidate op of every slot (spec jax_practice §2). With as many
+        children as devices each device trains exactly one child: one child's wall time.
+        """
+        cache_key = (tuple(d.id for d in mesh.devices.flat), int(steps))
+        fn = self._parallel.get(cache_key)
+        if fn is None:
+            def local(params, batch_stats, opt_state, genomes, keys, x_train, y_train, valid):
+                def one(args):
+                    p, b, o, g, k = args
+                    return self._train_child(p, b, o, g, k, x_train, y_train, valid, steps)
+                return jax.lax.map(one, (params, batch_stats, opt_state, genomes, keys))
+
+            pop, rep = PartitionSpec(POP_AXIS), PartitionSpec()
+            # check_vma=False: the scan carries are created per device inside the map.
+            mapped = jax.shard_map(local, mesh=mesh, in_specs=(pop,) * 5 + (rep,) * 3,
+                                   out_specs=pop, check_vma=False)
+            # Replicated results: every process of a multi-process run can read all rewards.
+            fn = jax.jit(mapped, out_shardings=NamedSharding(mesh, rep))
+            self._parallel[cache_key] = fn
+        return fn
+
     def _shared_train(self, params, batch_stats, opt_state, genomes, key, x_train, y_train,
                       order):
         keys = jax.random.split(key, order.shape[0])
@@ -153,9 +189,16 @@ class _Program:
                                                    train_bn=True), genomes)
 
 
-@functools.lru_cache(maxsize=8)
 def _program(space: CellSpace, config: nas_train.TrainConfig, total_steps: int,
              image_shape: tuple[int, ...]) -> _Program:
+    # The device count does not change the single-child program: share its cache entry.
+    return _cached_program(space, dataclasses.replace(config, num_devices=None), total_steps,
+                           image_shape)
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_program(space: CellSpace, config: nas_train.TrainConfig, total_steps: int,
+                    image_shape: tuple[int, ...]) -> _Program:
     return _Program(space, config, total_steps, image_shape)
 
 
@@ -189,9 +232,18 @@ class ChildTrainer:
         backend: ``"supernet"`` (one compile for all children) or ``"static"``
             (``train.train_and_evaluate``; one compile per child).
 
+    ``config.num_devices`` (None/1: one device, 0: all local devices, k: k devices): with more
+    than one, the supernet backend trains the children of a call in parallel, the children
+    axis sharded over the devices (:meth:`_Program.train_children`; the batch is padded to a
+    multiple of the device count with copies of its first child, whose results are dropped), so
+    K children on K devices take about one child's wall time. The static backend compiles one
+    program per genotype, so its children cannot share a step: they run one after another, each
+    trained data-parallel over the devices by ``train_and_evaluate``.
+
     Calling it with ``(key, genomes)`` returns ``(valid_accuracy [B], info)`` with info counters
     ``child_train_steps`` and ``children_trained``. Child ``i`` of a call is seeded by
-    ``fold_in(key, i)``, so results do not depend on batching or resumption.
+    ``fold_in(key, i)``, so results do not depend on batching, resumption or the device count
+    (up to float rounding).
     """
 
     def __init__(self, space: CellSpace, config: Any, data: Mapping[str, np.ndarray],
@@ -210,6 +262,42 @@ class ChildTrainer:
             self._args = (x_train, y_train,
                           _batches(x_valid, y_valid, min(self.config.eval_batch_size,
                                                          x_valid.shape[0])))
+        n_dev = nas_train.resolve_num_devices(self.config.num_devices)
+        self.mesh: Mesh | None = make_mesh(n_dev) if backend == "supernet" and n_dev > 1 \
+            else None
+        if self.mesh is not None:  # the data lives on every device once, not copied per call
+            self._args = jax.device_put(self._args, NamedSharding(self.mesh, PartitionSpec()))
+
+    def _child_inputs(self, key: jax.Array) -> tuple[int, jax.Array]:
+        """(host init seed, training key) of the child seeded by ``key``."""
+        k_init, k_train = jax.random.split(key)
+        return int(jax.random.randint(k_init, (), 0, 2**31 - 1)), k_train
+
+    def train_children(self, key: jax.Array, genomes: Any) -> dict[str, np.ndarray]:
+        """Train the children ``genomes[i]`` (seeded by ``fold_in(key, i)``) at once on the
+        device mesh (supernet backend, ``num_devices > 1``); per-child metrics as arrays."""
+        if self.mesh is None:
+            raise ValueError("num_devices: parallel children need the supernet backend and "
+                             "more than one device")
+        genomes = np.asarray(genomes, np.int32)
+        b = genomes.shape[0]
+        padded = round_up(b, self.mesh)
+        order = list(range(b)) + [0] * (padded - b)  # pad with copies of child 0
+        seeds, keys = zip(*(self._child_inputs(jax.random.fold_in(key, i)) for i in order))
+        prog = self._program
+        # Fresh weights drawn on the host per child (as in the sequential path), then stacked.
+        fresh = [init_variables(prog.shapes, seed) for seed in seeds]
+        stack = lambda *xs: np.stack(xs)
+        params = jax.tree_util.tree_map(stack, *[v["params"] for v in fresh])
+        batch_stats = jax.tree_util.tree_map(stack, *[v["batch_stats"] for v in fresh])
+        sharded = NamedSharding(self.mesh, PartitionSpec(POP_AXIS))
+        params, batch_stats = jax.device_put((params, batch_stats), sharded)
+        opt_state = jax.jit(jax.vmap(prog.optimizer.init), out_shardings=sharded)(params)
+        genomes_d, keys_d = jax.device_put((genomes[order], jnp.stack(keys)), sharded)
+        fn = prog.train_children(self.mesh, self.steps)
+        acc, loss, tacc = fn(params, batch_stats, opt_state, genomes_d, keys_d, *self._args)
+        return {"valid_accuracy": np.asarray(acc)[:b], "train_loss": np.asarray(loss)[:b],
+                "train_accuracy": np.asarray(tacc)[:b]}
 
     def train_child(self, key: jax.Array, genome: Any) -> dict[str, float]:
         """Train one child and return ``valid_accuracy``, ``train_loss``, ``train_accuracy``."""
@@ -218,8 +306,7 @@ class ChildTrainer:
                                              self.config, self.data, key)
             return {"valid_accuracy": m["valid_accuracy"], "train_loss": m["train_loss"],
                     "train_accuracy": m["train_accuracy"]}
-        k_init, k_train = jax.random.split(key)
-        seed = int(jax.random.randint(k_init, (), 0, 2**31 - 1))
+        seed, k_train = self._child_inputs(key)
         acc, loss, tacc = self._program.train_child(
             *self._program.fresh(seed), jnp.asarray(genome), k_train, *self._args,
             steps=self.steps)
@@ -228,10 +315,13 @@ class ChildTrainer:
 
     def __call__(self, key: jax.Array, genomes: Any) -> tuple[np.ndarray, dict[str, Any]]:
         genomes = np.asarray(genomes)
-        fitness = np.zeros((genomes.shape[0],), np.float32)
-        for i in range(genomes.shape[0]):
-            m = self.train_child(jax.random.fold_in(key, i), genomes[i])
-            fitness[i] = m["valid_accuracy"]
+        if self.mesh is not None:
+            fitness = self.train_children(key, genomes)["valid_accuracy"].astype(np.float32)
+        else:
+            fitness = np.zeros((genomes.shape[0],), np.float32)
+            for i in range(genomes.shape[0]):
+                m = self.train_child(jax.random.fold_in(key, i), genomes[i])
+                fitness[i] = m["valid_accuracy"]
         return fitness, {"child_train_steps": self.steps * genomes.shape[0],
                          "children_trained": genomes.shape[0]}
 

@@ -5,6 +5,13 @@ Pieces, each usable alone: :class:`TrainConfig`, :class:`TrainState` (a pytree),
 clipping), jittable augmentation functions of a key, jitted train/eval steps that compile once,
 atomic msgpack checkpoints, and :func:`train_and_evaluate`, which returns the validation
 accuracy the NAS search uses as its reward. The library never prints; pass ``log_fn``.
+
+Data parallelism (``TrainConfig.num_devices > 1``): the batch is split over a 1-D mesh of local
+devices (axis ``"data"``), parameters, BN statistics and optimizer state are replicated, and the
+step is ``jax.jit`` with those in/out shardings (see :func:`make_train_step` for why not
+``shard_map``). Batch statistics are those of the global batch, so training does not depend on
+the device count up to float rounding. With one device (``num_devices`` None or 1) nothing
+changes.
 """
 from __future__ import annotations
 
@@ -21,8 +28,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
 from azjax.nas.genotype import Genotype
 from azjax.nas.network import NASNet, count_params
+from azjax.search.sharding import make_mesh
+
+DATA_AXIS = "data"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,8 +69,16 @@ class TrainConfig:
     eval_batch_size: int = 256
     log_every: int = 50
     checkpoint_every: int = 0  # steps; 0 means once per epoch
+    # None or 1: one device (the plain jit path); 0: all local devices; k > 1: the first k local
+    # devices. More than one: data-parallel child training (train_and_evaluate), or several
+    # children at once in the NAS ChildTrainer (supernet backend).
+    num_devices: int | None = None
 
     def __post_init__(self):
+        if self.num_devices is not None and (
+                isinstance(self.num_devices, bool) or not isinstance(self.num_devices, int)
+                or self.num_devices < 0):
+            raise ValueError(f"num_devices: must be None or an int >= 0, got {self.num_devices!r}")
         for name in ("num_cells", "filters", "batch_size", "eval_batch_size", "num_classes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
@@ -178,6 +198,57 @@ def augment(key: jax.Array, images: jax.Array, config: TrainConfig) -> jax.Array
     return cutout(k3, images, config.cutout)
 
 
+# --- devices --------------------------------------------------------------------------------
+
+def resolve_num_devices(num_devices: int | None) -> int:
+    """The device count ``num_devices`` stands for: None -> 1, 0 -> all local devices."""
+    if num_devices is None:
+        return 1
+    if num_devices == 0:
+        return jax.local_device_count()
+    if num_devices < 0:
+        raise ValueError(f"num_devices: must be None or >= 0, got {num_devices}")
+    return int(num_devices)
+
+
+def data_mesh(num_devices: int | None, batch_size: int | None = None) -> Mesh | None:
+    """A 1-D ``"data"`` mesh over the first ``num_devices`` local devices, or ``None`` for one.
+
+    Raises ``ValueError`` when there are not that many local devices or when ``batch_size``
+    does not split evenly over them.
+    """
+    n = resolve_num_devices(num_devices)
+    if n == 1:
+        return None
+    devices = make_mesh(n).devices  # validates n against the local devices
+    if batch_size is not None and batch_size % n:
+        raise ValueError(f"batch_size: {batch_size} must be divisible by num_devices ({n})")
+    return Mesh(devices, (DATA_AXIS,))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    """Every device holds the whole array (parameters, optimizer state, keys)."""
+    return NamedSharding(mesh, PartitionSpec())
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+    """Leading (batch) axis split over the data mesh."""
+    return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
+
+
+def shard_batch(mesh: Mesh | None, *arrays: np.ndarray) -> tuple[Any, ...]:
+    """Put host batches on the mesh, split on the batch axis; each process supplies only the
+    shards of its own devices (every process holds the same global batch)."""
+    if mesh is None:
+        return arrays  # the one-device path passes host arrays to jit, as before
+    sharding = batch_sharding(mesh)
+    out = []
+    for a in arrays:
+        a = np.asarray(a)
+        out.append(jax.make_array_from_callback(a.shape, sharding, lambda idx, a=a: a[idx]))
+    return tuple(out)
+
+
 # --- steps ----------------------------------------------------------------------------------
 
 def _max_traces(fn: Callable, n: int) -> Callable:
@@ -241,20 +312,38 @@ def train_step_fn(model: NASNet, optimizer: optax.GradientTransformation, config
 
 
 def make_train_step(model: NASNet, optimizer: optax.GradientTransformation, config: TrainConfig,
-                    total_steps: int, max_traces: int = 1) -> Callable:
+                    total_steps: int, max_traces: int = 1, mesh: Mesh | None = None) -> Callable:
     """A jitted ``(state, images, labels, key) -> (state, metrics)`` that donates ``state``.
 
     Augmentation runs inside the step. The drop-path progress ``step / total_steps`` is computed
     from ``state.step`` inside the graph, so the step compiles once; a retrace raises
     ``AssertionError`` (at most ``max_traces`` traces).
+
+    With a ``mesh`` (:func:`data_mesh`) the step is data-parallel: images and labels are split on
+    the batch axis, the state, key and metrics are replicated. This is ``jit`` with in/out
+    shardings rather than ``shard_map`` + ``pmean`` on purpose: the traced program is exactly the
+    single-device one, and the partitioner turns every reduction over the batch (BN mean and
+    variance, the loss mean, hence the gradients) into a cross-device all-reduce. So BN uses the
+    global-batch statistics without threading an ``axis_name`` through every BatchNorm of the
+    static and super networks, and the result equals the one-device step up to float rounding.
+    Random augmentation is device-count independent too (threefry is partitionable).
     """
     fn = _max_traces(train_step_fn(model, optimizer, config, total_steps), max_traces)
-    return jax.jit(fn, donate_argnums=(0,))
+    if mesh is None:
+        return jax.jit(fn, donate_argnums=(0,))
+    rep, batch = replicated(mesh), batch_sharding(mesh)
+    return jax.jit(fn, in_shardings=(rep, batch, batch, rep), out_shardings=(rep, rep),
+                   donate_argnums=(0,))
 
 
-def make_eval_step(model: NASNet, max_traces: int = 1) -> Callable:
+def make_eval_step(model: NASNet, max_traces: int = 1, mesh: Mesh | None = None,
+                   batch_size: int | None = None) -> Callable:
     """A jitted ``(state, images, labels, weights) -> (sum correct, sum loss)``; padded rows get
-    weight 0 so every batch has one shape."""
+    weight 0 so every batch has one shape.
+
+    With a ``mesh`` the batch is split over it when ``batch_size`` divides evenly (else every
+    device evaluates the whole batch); the sums are replicated.
+    """
 
     def eval_fn(state: TrainState, images, labels, weights):
         logits = model.apply({"params": state.params, "batch_stats": state.batch_stats}, images,
@@ -263,7 +352,12 @@ def make_eval_step(model: NASNet, max_traces: int = 1) -> Callable:
         correct = (jnp.argmax(logits, -1) == labels).astype(jnp.float32)
         return jnp.sum(correct * weights), jnp.sum(loss * weights)
 
-    return jax.jit(_max_traces(eval_fn, max_traces))
+    if mesh is None:
+        return jax.jit(_max_traces(eval_fn, max_traces))
+    rep = replicated(mesh)
+    batch = batch_sharding(mesh) if batch_size and batch_size % mesh.size == 0 else rep
+    return jax.jit(_max_traces(eval_fn, max_traces), in_shardings=(rep, batch, batch, batch),
+                   out_shardings=(rep, rep))
 
 
 def evaluate(eval_step: Callable, state: TrainState, images: np.ndarray, labels: np.ndarray,
@@ -293,7 +387,9 @@ CHECKPOINT_NAME = "checkpoint.msgpack"
 
 
 def save_checkpoint(path: str | os.PathLike, state: TrainState) -> None:
-    """Write ``state`` as msgpack (no pickled arrays), atomically via a temp file."""
+    """Write ``state`` as msgpack (no pickled arrays), atomically via a temp file.
+
+    ``state`` must be addressable from this process (single device or replicated)."""
     path = os.fspath(path)
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     blob = flax.serialization.to_bytes(jax.device_get(state))
@@ -351,13 +447,18 @@ def train_and_evaluate(
       data: ``train_images``/``train_labels`` and ``valid_images``/``valid_labels`` (and
         optionally ``test_*``), NHWC; uint8 images are standardized per channel.
       key: a typed PRNG key; init, shuffling, augmentation and drop-path derive from it.
-      workdir: if given, a checkpoint there is resumed and new ones are written.
+      workdir: if given, a checkpoint there is resumed and new ones are written (by process 0
+        only when several processes run the same program, ``jax.distributed``).
       log_fn: called with a metrics dict every ``log_every`` steps and after evaluation.
+
+    With ``config.num_devices`` > 1 every step is data-parallel over that many local devices
+    (:func:`make_train_step`); ``batch_size`` must be divisible by the device count.
 
     Returns:
       dict with ``valid_accuracy``, ``valid_loss`` (and ``test_*``), ``train_loss``,
       ``train_accuracy`` (mean over the last logging window), ``num_params``, ``steps``,
-      ``train_seconds``, ``first_step_seconds`` (compile + one step) and ``images_per_second``.
+      ``train_seconds``, ``first_step_seconds`` (compile + one step), ``images_per_second``
+      and ``num_devices``.
     """
     if not isinstance(config, TrainConfig):
         config = TrainConfig.from_config(config)
@@ -372,6 +473,7 @@ def train_and_evaluate(
     steps_per_epoch = n // config.batch_size
     total_steps = config.num_steps or config.num_epochs * steps_per_epoch
     ckpt_every = config.checkpoint_every or steps_per_epoch
+    mesh = data_mesh(config.num_devices, config.batch_size)
 
     k_init, k_shuffle, k_steps = jax.random.split(key, 3)
     model = make_model(genotype, config)
@@ -380,8 +482,12 @@ def train_and_evaluate(
     ckpt_path = os.path.join(os.fspath(workdir), CHECKPOINT_NAME) if workdir else None
     if ckpt_path and os.path.exists(ckpt_path):
         state = restore_checkpoint(ckpt_path, state)
-    train_step = make_train_step(model, optimizer, config, total_steps)
-    eval_step = make_eval_step(model)
+    if ckpt_path and jax.process_index() != 0:
+        ckpt_path = None  # every process resumes; process 0 alone writes
+    if mesh is not None:
+        state = jax.device_put(state, replicated(mesh))
+    train_step = make_train_step(model, optimizer, config, total_steps, mesh=mesh)
+    eval_step = make_eval_step(model, mesh=mesh, batch_size=config.eval_batch_size)
 
     start = int(state.step)
     window: list[dict[str, jax.Array]] = []
@@ -396,7 +502,7 @@ def train_and_evaluate(
             perm = np.asarray(jax.random.permutation(jax.random.fold_in(k_shuffle, epoch), n))
             perm_epoch = epoch
         idx = perm[i * config.batch_size:(i + 1) * config.batch_size]
-        state, metrics = train_step(state, x_train[idx], y_train[idx],
+        state, metrics = train_step(state, *shard_batch(mesh, x_train[idx], y_train[idx]),
                                     jax.random.fold_in(k_steps, step))
         window.append(metrics)
         if t_first is None:
@@ -429,6 +535,7 @@ def train_and_evaluate(
                               first_step_seconds)) if trained > 1 else float("nan"),
         "train_loss": last_window.get("loss", float("nan")),
         "train_accuracy": last_window.get("accuracy", float("nan")),
+        "num_devices": 1 if mesh is None else mesh.size,
     }
     for split in ("valid", "test"):
         if f"{split}_images" in data:

@@ -95,7 +95,20 @@ def validate_config(config) -> None:
     for name in ("search_tasks", "select_tasks", "final_tasks"):
         if config[name].kind not in _TASK_KINDS:
             raise ValueError(f"config.{name}.kind must be one of {_TASK_KINDS}, got {config[name].kind!r}")
-    make_space(config)  # op names, sizes, mutation types, initial kind
+    if config.get("num_islands", 1) < 1:
+        raise ValueError(f"config.num_islands must be >= 1, got {config.num_islands}")
+    make_strategy(config, make_space(config))  # op names, sizes, mutation types, initial kind; islands
+
+
+def make_strategy(config, space):
+    """Regularized evolution, or islands of it when config.num_islands > 1 (sizes are per island)."""
+    kw = dict(population_size=config.population_size, tournament_size=config.tournament_size,
+              mutate_prob=config.mutate_prob, batch_size=config.batch_size)
+    if config.get("num_islands", 1) > 1:
+        return search.IslandEvolution(space, num_islands=config.num_islands, migrate_every=config.migrate_every,
+                                      num_migrants=config.get("num_migrants"),
+                                      migration_topology=config.get("migration_topology", "ring"), **kw)
+    return search.RegularizedEvolution(space, **kw)
 
 
 class JsonlWriter:
@@ -206,9 +219,7 @@ def run_experiments(config: ml_collections.ConfigDict, workdir: str,
                                                           window=config.population_size)
                                              if config.get("hurdle_tasks", 0) > 0 else None),
                                      num_devices=config.get("num_devices"))
-        strategy = search.RegularizedEvolution(space, population_size=config.population_size,
-                                               tournament_size=config.tournament_size,
-                                               mutate_prob=config.mutate_prob, batch_size=config.batch_size)
+        strategy = make_strategy(config, space)
         label = f"experiment {experiment}"
         log_fn(f"{label}: searching (the first iteration compiles the evaluator; this may take a while)")
         result = search.run(

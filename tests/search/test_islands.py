@@ -164,3 +164,26 @@ def test_bad_arguments_name_the_field():
     assert s.num_migrants == 2 and s.batch_size == 4  # default: half the population, the paper's
     with pytest.raises(ValueError, match="fitness"):
         ISLANDS.tell(jnp.zeros((12, 16), jnp.int32), jnp.zeros(4), ISLANDS.init(jax.random.key(0)))
+
+
+def test_launcher_config_selects_islands_and_checks_fields():
+    """experiments/automl_zero: num_islands=1 (the default) keeps RegularizedEvolution; > 1 builds
+    islands from the config; bad island fields fail in validate_config, naming the field."""
+    from experiments.automl_zero import search as launcher
+    from experiments.automl_zero.configs import default
+
+    c = default.get_config()
+    space = launcher.make_space(c)
+    assert type(launcher.make_strategy(c, space)) is search.RegularizedEvolution
+    c.num_islands, c.migrate_every, c.migration_topology = 4, 500, "random"
+    s = launcher.make_strategy(c, space)
+    assert isinstance(s, search.IslandEvolution)
+    assert (s.num_islands, s.population_size, s.batch_size, s.num_migrants) == (4, 1000, 400, 500)
+    assert s.hparams["migration_topology"] == "random" and s.migrate_every == 500
+    for field, value in (("num_migrants", 2000), ("migrate_every", 0),
+                         ("migration_topology", "star"), ("num_islands", 0)):
+        bad = default.get_config()
+        bad.num_islands = 2
+        bad[field] = value
+        with pytest.raises(ValueError, match=field):
+            launcher.validate_config(bad)

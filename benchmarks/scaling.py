@@ -1,0 +1,138 @@
+"""Device scaling of the AutoML-Zero evaluator: programs evaluated per second on 1/2/4/8 devices.
+
+Workload: the reference demo's program space (experiments/automl_zero/configs/linear_demo.py: banks
+4/3/1, F=4, its 6 ops, component sizes 10/2/8), random programs, 10 linear-regression tasks of 100
+train / 100 valid examples, evaluated by ``ProgramEvaluator`` (the search loop's evaluator: dedup,
+then one sharded jit call over the batch; FEC off so repeats are not cache hits) with the batch
+sharded over ``num_devices`` devices. Compile time (first call minus the steady-state time) is
+reported apart from the median of ``--repeats`` timed calls.
+
+The device count is fixed when JAX starts, so every device count runs in a fresh subprocess of this
+script; on CPU that subprocess gets ``XLA_FLAGS=--xla_force_host_platform_device_count=N``. Fake CPU
+devices share the machine's cores: on CPU the table shows the mechanism (the same results, the
+batch split N ways), not a speedup. On GPU (``jax.default_backend() == "gpu"``) device counts above
+the number of local GPUs are skipped and the populations default to 1k, 10k and 100k programs.
+
+Run (from the repository root):
+    python benchmarks/scaling.py                                   # CPU: 1/2/4/8 fake devices
+    python benchmarks/scaling.py --devices=1,8 --populations=256,1024 --repeats=5
+"""
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+
+from absl import app, flags
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if _ROOT not in sys.path:  # `experiments` (the demo config) lives at the repository root
+    sys.path.insert(0, _ROOT)
+
+FLAGS = flags.FLAGS
+flags.DEFINE_list("devices", ["1", "2", "4", "8"], "Device counts to measure.")
+flags.DEFINE_list("populations", [], "Programs per batch (default: 1000 on CPU; 1000,10000,100000 "
+                  "on GPU).")
+flags.DEFINE_integer("repeats", 3, "Timed calls per measurement (median reported).")
+flags.DEFINE_integer("num_tasks", 10, "Search tasks (100 train / 100 valid examples each).")
+flags.DEFINE_string("strategy", "", "Interpreter strategy: '' (by backend), 'cond' or 'select'.")
+flags.DEFINE_integer("child_devices", 0, "Internal: measure in this process with N devices.")
+
+_GPU_POPULATIONS = (1000, 10_000, 100_000)
+_CPU_POPULATIONS = (1000,)
+
+
+def measure(num_devices: int, populations, repeats: int, num_tasks: int, strategy: str):
+    """One row per population: compile seconds, median seconds per batch, programs/s."""
+    import jax
+    import numpy as np
+
+    from azjax import zero
+    from azjax.zero import random_programs
+    from azjax.zero.search_evaluator import ProgramEvaluator
+    from experiments.automl_zero import search as launcher
+    from experiments.automl_zero.configs import linear_demo
+
+    config = linear_demo.get_config()
+    cfg = launcher.program_config(config)
+    spec = config.search_tasks
+    tasks = zero.linear_regression_tasks(jax.random.key(0), num_tasks, cfg.features,
+                                         spec.num_train, spec.num_valid)
+    rows = []
+    for population in populations:
+        evaluator = ProgramEvaluator(cfg, tasks, fec=None, strategy=strategy or None,
+                                     num_devices=num_devices)
+        programs = random_programs.random_programs(jax.random.key(1), cfg, population)
+        programs = jax.tree_util.tree_map(np.asarray, programs)
+        t0 = time.perf_counter()
+        fitness, info = evaluator(jax.random.key(2), programs)
+        first = time.perf_counter() - t0
+        times = []
+        for i in range(repeats):
+            t0 = time.perf_counter()
+            evaluator(jax.random.key(3 + i), programs)  # returns host numpy: synchronised
+            times.append(time.perf_counter() - t0)
+        run = float(np.median(times))
+        rows.append(dict(devices=num_devices, population=population, strategy=evaluator.strategy,
+                         evaluated=int(info["evaluated"]), compile_s=max(first - run, 0.0),
+                         run_s=run, programs_per_s=population / run,
+                         backend=jax.default_backend(), mean_fitness=float(np.mean(fitness))))
+    return rows
+
+
+def child(num_devices: int) -> None:
+    import jax
+
+    if len(jax.devices()) < num_devices:
+        raise ValueError(f"devices: {num_devices} requested, {len(jax.devices())} present")
+    for row in measure(num_devices, [int(p) for p in FLAGS.populations], FLAGS.repeats,
+                       FLAGS.num_tasks, FLAGS.strategy):
+        print("ROW " + json.dumps(row), flush=True)
+
+
+def main(argv):
+    del argv
+    if FLAGS.child_devices:
+        child(FLAGS.child_devices)
+        return
+    import jax
+
+    backend = jax.default_backend()
+    local = jax.local_device_count()
+    populations = [int(p) for p in FLAGS.populations] or list(
+        _GPU_POPULATIONS if backend == "gpu" else _CPU_POPULATIONS)
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cpus, jax {jax.__version__}, "
+          f"backend {backend}, local devices {local} ({jax.devices()[0].device_kind})")
+    print(f"workload: demo program space, {FLAGS.num_tasks} tasks x 100/100 examples, random "
+          f"programs, FEC off, median of {FLAGS.repeats}")
+    if backend == "cpu":
+        print("note: fake CPU devices share the same cores; this shows the mechanism, not a speedup")
+    print(f"{'devices':>7s} {'population':>10s} {'strategy':>8s} {'compile_s':>9s} {'run_s':>8s} "
+          f"{'programs/s':>11s} {'mean_fitness':>12s}", flush=True)
+    for n in (int(d) for d in FLAGS.devices):
+        env = dict(os.environ)
+        if backend == "cpu":
+            env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") +
+                                f" --xla_force_host_platform_device_count={n}").strip()
+        elif n > local:
+            print(f"{n:7d}  skipped: {local} local {backend} device(s)", flush=True)
+            continue
+        cmd = [sys.executable, os.path.abspath(__file__), f"--child_devices={n}",
+               f"--populations={','.join(map(str, populations))}", f"--repeats={FLAGS.repeats}",
+               f"--num_tasks={FLAGS.num_tasks}", f"--strategy={FLAGS.strategy}"]
+        out = subprocess.run(cmd, env=env, cwd=_ROOT, capture_output=True, text=True)
+        if out.returncode != 0:
+            print(f"{n:7d}  failed:\n{out.stderr[-3000:]}", flush=True)
+            continue
+        for line in out.stdout.splitlines():
+            if not line.startswith("ROW "):
+                continue
+            r = json.loads(line[4:])
+            print(f"{r['devices']:7d} {r['population']:10d} {r['strategy']:>8s} "
+                  f"{r['compile_s']:9.2f} {r['run_s']:8.3f} {r['programs_per_s']:11.0f} "
+                  f"{r['mean_fitness']:12.6f}", flush=True)
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -253,10 +253,12 @@ class ProgramEvaluator:
 
     def _bucket(self, n: int, batch: int) -> int:
         """The compiled batch size for n programs: `cond` pads to the batch (padding is inactive and costs
-        nothing); `select` computes every lane, so it pads only to the next power of two (>= 8)."""
+        nothing); `select` computes whole chunks of programs anyway, so it pads to the next multiple of the
+        chunk (times the device count) - padding to smaller sizes would only add compilations."""
         if self.strategy == "cond":
             return sharding.round_up(batch, self.mesh)
-        return sharding.round_up(min(batch, max(8, 1 << max(n - 1, 0).bit_length())), self.mesh)
+        step = _ev.select_chunk(self.tasks.num_tasks) * self.mesh.size
+        return -(-max(n, 1) // step) * step
 
     def _pad(self, programs: Program, size: int) -> Program:
         n = programs.setup.size.shape[0]

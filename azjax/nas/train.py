@@ -22,7 +22,6 @@ import time
 from typing import Any, Callable, Mapping
 
 import flax
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np

@@ -5,7 +5,12 @@ search, NASNet-style (children trained from scratch) or ENAS-style (shared weigh
         --config=experiments/nas_search/configs/digits_smoke.py --workdir=/tmp/nas_smoke \
         [--config.strategy=evolution] [--config.mode=enas] [--config.seed=1]
 
-Re-running with the same --workdir resumes the search. Outputs: best_genotype.json (retrain it
+Re-running with the same --workdir resumes the search. ``--config.num_devices`` (default 0: all
+local devices) trains several children at once, one share per device. ``--multihost`` calls
+jax.distributed.initialize() first; every host runs the same program and process 0 alone logs,
+prints and writes (the workdir must be visible to all hosts).
+
+Outputs: best_genotype.json (retrain it
 with experiments/nasnet/main.py --genotype_json=WORKDIR/best_genotype.json), leaderboard.json,
 best_normal.png / best_reduce.png (matplotlib, optional), metrics.jsonl, summary.json.
 Search rewards are proxy accuracies, not final accuracies: retrain the best cell.
@@ -16,11 +21,13 @@ import tempfile
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from experiments import common
 from experiments.nas_search import search
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Path to a config file.", lock_config=True)
 flags.DEFINE_string("workdir", None, "Output and checkpoint directory (default: a new temp one).")
+flags.DEFINE_bool("multihost", False, "Call jax.distributed.initialize() first (TPU VM pods).")
 flags.mark_flags_as_required(["config"])
 
 
@@ -33,10 +40,17 @@ def _log(m: dict) -> None:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    pylogging.getLogger("azjax.search").setLevel(pylogging.INFO)
+    common.initialize(FLAGS.multihost)
+    main_process = common.is_main_process()
+    if main_process:
+        pylogging.getLogger("azjax.search").setLevel(pylogging.INFO)
+    if FLAGS.multihost and not FLAGS.workdir:
+        raise app.UsageError("--multihost needs --workdir on storage that every host can see")
     workdir = FLAGS.workdir or tempfile.mkdtemp(prefix="azjax_nas_")
     logging.info("workdir: %s", workdir)
-    summary = search.run(FLAGS.config, workdir, log_fn=_log)
+    summary = search.run(FLAGS.config, workdir, log_fn=_log if main_process else None)
+    if not main_process:
+        return
     print(f"\nbest search reward {summary['best_reward']:.4f} after {summary['evaluations']} "
           f"children ({summary['strategy']}, {summary['mode']}, "
           f"{summary['search_seconds']:.0f} s); outputs in {workdir}")

@@ -10,6 +10,9 @@ Outputs in the workdir:
   checkpoints/         the search state (strategy, shared weights, leaderboard); re-running
                        with the same workdir resumes.
 
+Several devices: ``config.num_devices`` (0: all local devices). Multi-host: every process runs
+the same search; process 0 alone writes these files (and the checkpoints, in ``search.run``).
+
 Search rewards are proxy accuracies (small children, few epochs, or shared weights): they rank
 cells; they are not the accuracy of the retrained cell.
 """
@@ -27,6 +30,7 @@ from azjax import nas, search
 from azjax.nas import search as nas_search
 from azjax.nas.space import AMOEBA_OPS, ENAS_OPS, CellSpace
 from azjax.search.controller import Controller
+from experiments import common
 from experiments.nasnet.train import load_data
 
 STRATEGIES = ("ppo", "reinforce", "evolution", "random")
@@ -58,7 +62,9 @@ def make_strategy(config: Any, space: CellSpace):
 
 
 def child_config(config: Any) -> nas.TrainConfig:
-    return nas.TrainConfig.from_config(config.child)
+    """The child's TrainConfig; ``config.num_devices`` (0: all local devices) rides along."""
+    return nas.TrainConfig.from_config(
+        config.child, num_devices=common.num_devices(config.get("num_devices", 0)))
 
 
 def make_evaluator(config: Any, space: CellSpace, data: dict):
@@ -128,6 +134,14 @@ def draw_cell(blocks, concat, title: str, path: str) -> bool:
     return True
 
 
+def _checked_config(config: Any) -> dict:
+    """The config stored in (and checked against) checkpoints. ``num_devices`` is left out:
+    rewards do not depend on the device count, so a search may resume on another machine."""
+    d = config.to_dict()
+    d.pop("num_devices", None)
+    return d
+
+
 def _atomic_json(path: str, obj: Any) -> None:
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
@@ -141,6 +155,7 @@ def run(config: Any, workdir: str, log_fn=None) -> dict:
     summary dict."""
     if config.strategy not in STRATEGIES:
         raise ValueError(f"strategy: expected one of {STRATEGIES}, got {config.strategy!r}")
+    writer = common.is_main_process()  # multi-host: one writer, every process computes
     os.makedirs(workdir, exist_ok=True)
     t0 = time.time()
     space = make_space(config)
@@ -148,7 +163,7 @@ def run(config: Any, workdir: str, log_fn=None) -> dict:
     data = load_data(config)
     evaluator, shared = make_evaluator(config, space, data)
     board = nas_search.Leaderboard(space.genome_length)
-    callbacks = [_JsonlWriter(os.path.join(workdir, "metrics.jsonl"))]
+    callbacks = [_JsonlWriter(os.path.join(workdir, "metrics.jsonl"))] if writer else []
     if log_fn is not None:
         callbacks.append(log_fn)
     result = search.run(
@@ -156,19 +171,10 @@ def run(config: Any, workdir: str, log_fn=None) -> dict:
         max_evaluations=config.max_children,
         max_seconds=config.max_seconds if config.max_seconds > 0 else None,
         callbacks=callbacks, workdir=os.path.join(workdir, "checkpoints"),
-        checkpoint_every_seconds=config.checkpoint_every_seconds, config=config.to_dict(),
+        checkpoint_every_seconds=config.checkpoint_every_seconds, config=_checked_config(config),
         extra_state=nas_search.CombinedState({"leaderboard": board, "shared": shared}))
     best = np.asarray(result.best_genome)
     genotype = space.to_genotype(best)
-    nas.save_genotype(genotype, os.path.join(workdir, "best_genotype.json"))
-    top = [{"rank": r + 1, "reward": f, "genome": g.tolist(),
-            "genotype": space.to_genotype(g).to_dict(), "text": str(space.to_genotype(g))}
-           for r, (g, f) in enumerate(board.top(config.leaderboard_size))]
-    _atomic_json(os.path.join(workdir, "leaderboard.json"), top)
-    drawn = [draw_cell(genotype.normal, genotype.normal_concat, "best normal cell",
-                       os.path.join(workdir, "best_normal.png")),
-             draw_cell(genotype.reduce, genotype.reduce_concat, "best reduction cell",
-                       os.path.join(workdir, "best_reduce.png"))]
     summary = {
         "best_reward": result.best_fitness,
         "best_genotype": str(genotype),
@@ -179,9 +185,22 @@ def run(config: Any, workdir: str, log_fn=None) -> dict:
         "search_seconds": result.elapsed_seconds,
         "session_seconds": time.time() - t0,
         "counters": result.counters,
-        "drawings": all(drawn),
+        "drawings": False,
         "strategy": config.strategy,
         "mode": config.mode,
     }
+    if not writer:
+        return summary
+    nas.save_genotype(genotype, os.path.join(workdir, "best_genotype.json"))
+    top = [{"rank": r + 1, "reward": f, "genome": g.tolist(),
+            "genotype": space.to_genotype(g).to_dict(), "text": str(space.to_genotype(g))}
+           for r, (g, f) in enumerate(board.top(config.leaderboard_size))]
+    _atomic_json(os.path.join(workdir, "leaderboard.json"), top)
+    drawn = [draw_cell(genotype.normal, genotype.normal_concat, "best normal cell",
+                       os.path.join(workdir, "best_normal.png")),
+             draw_cell(genotype.reduce, genotype.reduce_concat, "best reduction cell",
+                       os.path.join(workdir, "best_reduce.png"))]
+    summary["drawings"] = all(drawn)
+    summary["session_seconds"] = time.time() - t0
     _atomic_json(os.path.join(workdir, "summary.json"), summary)
     return summary

@@ -1,19 +1,24 @@
 """Train a NASNet genotype.
 
     python -m experiments.nasnet.main --config=experiments/nasnet/configs/digits_tiny.py \
-        --workdir=/tmp/nasnet_digits [--genotype_json=cell.json]
+        --workdir=/tmp/nasnet_digits [--genotype_json=cell.json] [--config.num_devices=1]
 
-Re-running with the same --workdir resumes from its checkpoint.
+Re-running with the same --workdir resumes from its checkpoint. ``--config.num_devices``
+(default 0: all local devices) trains data-parallel, the batch split over the devices.
+``--multihost`` calls jax.distributed.initialize() first; every host runs the same program and
+process 0 alone logs and writes (the workdir must be visible to all hosts).
 """
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from experiments import common
 from experiments.nasnet import train
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Path to a config file.", lock_config=True)
 flags.DEFINE_string("workdir", None, "Checkpoints, genotype.json and metrics.json go here.")
 flags.DEFINE_string("genotype_json", None, "Genotype JSON (default: NASNet-A).")
+flags.DEFINE_bool("multihost", False, "Call jax.distributed.initialize() first (TPU VM pods).")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -25,10 +30,14 @@ def _log(metrics: dict) -> None:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    metrics = train.run(FLAGS.config, FLAGS.workdir, FLAGS.genotype_json, log_fn=_log)
-    logging.info("done: valid_accuracy=%.4f test_accuracy=%.4f",
-                 metrics.get("valid_accuracy", float("nan")),
-                 metrics.get("test_accuracy", float("nan")))
+    common.initialize(FLAGS.multihost)
+    main_process = common.is_main_process()
+    metrics = train.run(FLAGS.config, FLAGS.workdir, FLAGS.genotype_json,
+                        log_fn=_log if main_process else None)
+    if main_process:
+        logging.info("done: valid_accuracy=%.4f test_accuracy=%.4f",
+                     metrics.get("valid_accuracy", float("nan")),
+                     metrics.get("test_accuracy", float("nan")))
 
 
 if __name__ == "__main__":

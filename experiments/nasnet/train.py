@@ -9,6 +9,7 @@ import jax
 
 from azjax import data as azdata
 from azjax import nas
+from experiments import common
 
 
 def load_data(config: Any) -> dict:
@@ -34,8 +35,10 @@ def run(config: Any, workdir: str, genotype_json: str | None = None,
         log_fn: Callable[[dict], None] | None = None) -> dict:
     """Train ``genotype_json`` (default NASNet-A) under ``config``; resume from ``workdir``.
 
-    Writes ``genotype.json`` and ``metrics.json`` to ``workdir``; returns the metrics.
+    Writes ``genotype.json`` and ``metrics.json`` to ``workdir`` (process 0 only); returns the
+    metrics. ``config.num_devices`` (0: all local devices) > 1 trains data-parallel.
     """
+    writer = common.is_main_process()
     os.makedirs(workdir, exist_ok=True)
     saved = os.path.join(workdir, "genotype.json")
     if genotype_json:
@@ -44,15 +47,18 @@ def run(config: Any, workdir: str, genotype_json: str | None = None,
         genotype = nas.load_genotype(saved)  # a resumed run keeps its genotype
     else:
         genotype = nas.NASNET_A
-    nas.save_genotype(genotype, saved)
+    if writer:
+        nas.save_genotype(genotype, saved)
     datasets = load_data(config)
     config_dict = config.to_dict() if hasattr(config, "to_dict") else dict(config)
     config_dict["num_classes"] = config.num_classes
+    config_dict["num_devices"] = common.num_devices(config_dict.get("num_devices", 0))
     metrics = nas.train_and_evaluate(genotype, config_dict, datasets,
                                      jax.random.fold_in(jax.random.key(config.seed), 1),
                                      workdir=workdir, log_fn=log_fn)
-    tmp = os.path.join(workdir, "metrics.json.tmp")
-    with open(tmp, "w") as f:
-        json.dump(metrics, f, indent=1)
-    os.replace(tmp, os.path.join(workdir, "metrics.json"))
+    if writer:
+        tmp = os.path.join(workdir, "metrics.json.tmp")
+        with open(tmp, "w") as f:
+            json.dump(metrics, f, indent=1)
+        os.replace(tmp, os.path.join(workdir, "metrics.json"))
     return metrics

@@ -36,6 +36,9 @@ def get_config() -> ml_collections.ConfigDict:
     c.max_seconds = 0.0  # 0: no time limit
     c.checkpoint_every_seconds = 30.0
     c.leaderboard_size = 10
+    # Devices: 0 = all local devices. NASNet mode, supernet backend: the children of a batch train
+    # at once, sharded over the devices; static backend: each child trains data-parallel.
+    c.num_devices = 0
     # Child (the proxy network and recipe; keys of nas.TrainConfig).
     c.child = ml_collections.ConfigDict()
     c.child.num_cells = 1  # N=1 per stack would be 3; 1 keeps the CPU compile short

@@ -35,4 +35,5 @@ def get_config() -> ml_collections.ConfigDict:
     c.eval_batch_size = 500
     c.log_every = 500
     c.checkpoint_every = 0
+    c.num_devices = 0  # 0: all local devices (data-parallel when > 1); 1: one device
     return c

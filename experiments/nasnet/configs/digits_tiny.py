@@ -30,4 +30,5 @@ def get_config() -> ml_collections.ConfigDict:
     c.eval_batch_size = 128
     c.log_every = 40
     c.checkpoint_every = 0
+    c.num_devices = 0  # 0: all local devices (data-parallel when > 1); 1: one device
     return c

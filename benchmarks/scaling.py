@@ -107,7 +107,8 @@ def main(argv):
     print(f"workload: demo program space, {FLAGS.num_tasks} tasks x 100/100 examples, random "
           f"programs, FEC off, median of {FLAGS.repeats}")
     if backend == "cpu":
-        print("note: fake CPU devices share the same cores; this shows the mechanism, not a speedup")
+        print("note: fake CPU devices share the same cores: this shows the mechanism, "
+              "not a speedup")
     print(f"{'devices':>7s} {'population':>10s} {'strategy':>8s} {'compile_s':>9s} {'run_s':>8s} "
           f"{'programs/s':>11s} {'mean_fitness':>12s}", flush=True)
     for n in (int(d) for d in FLAGS.devices):

@@ -7,7 +7,11 @@ leaf has a leading island axis, advanced by ``vmap`` of :class:`RegularizedEvolu
 :class:`IslandEvolution` is just another strategy: ``ask`` returns ``K * B`` genomes (island-major:
 rows ``i*B .. i*B+B-1`` belong to island ``i``), ``tell`` routes the fitness back, so
 :func:`~azjax.search.loop.run`, checkpoints and resumption work unchanged, and the evaluator sees
-one batch of ``K * B`` programs (sharded over devices by the evaluator, not here).
+one batch of ``K * B`` programs (sharded over devices by the evaluator, not here). Because the
+batch is island-major and the evaluator splits it into contiguous equal slices, ``K`` a multiple of
+the device count puts ``K / D`` whole islands' children on each device (several islands per
+device); the strategy state itself is small and stays replicated. Results do not depend on the
+device count.
 
 Migration. Every island counts its own evaluations (all islands advance in lockstep, ``B`` per
 tell). At the ``tell`` whose update makes an island's count cross a multiple of ``migrate_every``
@@ -185,8 +189,8 @@ class IslandEvolution:
         return self._tell(genomes, fitness, state)
 
     def metrics(self, state: IslandState) -> dict[str, jax.Array]:
-        """Statistics over all islands' members, the spread of the islands' best fitness and the
-        number of migrations so far."""
+        """Statistics over all islands' members, ``island_max_fitness_min`` (the weakest
+        island's best current member) and the number of migrations so far."""
         out = RegularizedEvolution._metrics_fn(state.fitness, state.birth)
         island_max = jnp.max(state.islands.fitness, axis=1)
         out["island_max_fitness_min"] = jnp.min(island_max)

@@ -97,17 +97,19 @@ def validate_config(config) -> None:
             raise ValueError(f"config.{name}.kind must be one of {_TASK_KINDS}, got {config[name].kind!r}")
     if config.get("num_islands", 1) < 1:
         raise ValueError(f"config.num_islands must be >= 1, got {config.num_islands}")
-    make_strategy(config, make_space(config))  # op names, sizes, mutation types, initial kind; islands
+    # op names, sizes, mutation types, initial kind; the island fields
+    make_strategy(config, make_space(config))
 
 
 def make_strategy(config, space):
-    """Regularized evolution, or islands of it when config.num_islands > 1 (sizes are per island)."""
+    """Regularized evolution, or islands of it if config.num_islands > 1 (sizes per island)."""
     kw = dict(population_size=config.population_size, tournament_size=config.tournament_size,
               mutate_prob=config.mutate_prob, batch_size=config.batch_size)
     if config.get("num_islands", 1) > 1:
-        return search.IslandEvolution(space, num_islands=config.num_islands, migrate_every=config.migrate_every,
-                                      num_migrants=config.get("num_migrants"),
-                                      migration_topology=config.get("migration_topology", "ring"), **kw)
+        return search.IslandEvolution(
+            space, num_islands=config.num_islands, migrate_every=config.migrate_every,
+            num_migrants=config.get("num_migrants"),
+            migration_topology=config.get("migration_topology", "ring"), **kw)
     return search.RegularizedEvolution(space, **kw)
 
 

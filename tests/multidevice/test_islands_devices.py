@@ -40,8 +40,8 @@ SCRIPT = textwrap.dedent("""
             out = ev._run(ev._full, ev._task_arrays, progs, jax.random.key(3),
                           np.ones(strat.batch_size, bool))
             assert len(out.sharding.device_set) == n, (n, out.sharding)
-            assert out.sharding.is_equivalent_to(sharding.population_sharding(ev.mesh), out.ndim), \\
-                out.sharding
+            want = sharding.population_sharding(ev.mesh)
+            assert out.sharding.is_equivalent_to(want, out.ndim), out.sharding
             shards = out.addressable_shards
             assert sorted(s.data.shape[0] for s in shards) == [strat.batch_size // n] * n
     base = results[1]
@@ -50,7 +50,8 @@ SCRIPT = textwrap.dedent("""
     for n in (2, 8):
         other = results[n]
         assert int(other.state.migrations) == 2
-        np.testing.assert_array_equal(np.asarray(other.state.fitness), np.asarray(base.state.fitness))
+        np.testing.assert_array_equal(np.asarray(other.state.fitness),
+                                      np.asarray(base.state.fitness))
         np.testing.assert_array_equal(np.asarray(other.state.islands.birth),
                                       np.asarray(base.state.islands.birth))
         for a, b in zip(jax.tree_util.tree_leaves(other.state.population),

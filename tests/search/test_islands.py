@@ -1,5 +1,5 @@
-"""IslandEvolution: migration bookkeeping (tagged genomes), K=1 == RegularizedEvolution, determinism,
-lax.scan == search.run, checkpoint/resume, argument checks."""
+"""IslandEvolution: migration bookkeeping (tagged genomes), K=1 == RegularizedEvolution,
+determinism, lax.scan == search.run, checkpoint/resume, argument checks."""
 import functools
 
 import chex
@@ -33,7 +33,7 @@ def comparable(state):
 
 
 def tagged_tell(strategy, state, step):
-    """Tells every island B genomes (island, serial = step * B + j) with fitness 100*island+serial."""
+    """Tells every island B genomes (island, serial = step*B + j), fitness 100*island + serial."""
     island = np.repeat(np.arange(K), B)
     serial = np.tile(step * B + np.arange(B), K)
     genomes = jnp.asarray(np.stack([island, serial], axis=1), jnp.int32)

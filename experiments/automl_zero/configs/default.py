@@ -38,11 +38,12 @@ def get_config():
     c.tournament_size = 10
     c.mutate_prob = 0.9
     c.batch_size = 100          # children per ask (independent tournaments); 1 is the reference's loop
-    # Islands (paper §4.2): > 1 runs num_islands populations of population_size each (batch_size children
-    # per island per ask) that exchange num_migrants members every migrate_every evaluations per island.
+    # Islands (paper §4.2): > 1 runs num_islands populations of population_size each (batch_size
+    # children per island per ask) exchanging num_migrants members every migrate_every evaluations
+    # per island.
     c.num_islands = 1
     c.migrate_every = 10_000
-    c.num_migrants = config_dict.placeholder(int)  # None: half the population (the paper's 50 of 100)
+    c.num_migrants = config_dict.placeholder(int)  # None: half the population (paper: 50 of 100)
     c.migration_topology = "ring"  # or "random" (immigrants drawn from all other islands)
     c.combine = "mean"
     c.fec = ml_collections.ConfigDict(dict(enabled=True, num_train=10, num_valid=10, cache_size=100_000,

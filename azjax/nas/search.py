@@ -146,7 +146,7 @@ class _Program:
 
     def train_children(self, mesh: Mesh, steps: int):
         """``train_child`` for a batch of children, the leading (children) axis of params, BN
-        statistics, optimizer states, genomes and keys split over ``mesh``; returns
+        statistics, genomes and keys split over ``mesh`` (optimizer states start fresh); returns
         ``(acc, loss, train_acc)``, each ``[children]`` and replicated.
 
         Why ``shard_map`` + ``lax.map`` rather than ``vmap``: each device trains its slice of
@@ -158,15 +158,17 @@ class _Program:
         cache_key = (tuple(d.id for d in mesh.devices.flat), int(steps))
         fn = self._parallel.get(cache_key)
         if fn is None:
-            def local(params, batch_stats, opt_state, genomes, keys, x_train, y_train, valid):
+            def local(params, batch_stats, genomes, keys, x_train, y_train, valid):
                 def one(args):
-                    p, b, o, g, k = args
-                    return self._train_child(p, b, o, g, k, x_train, y_train, valid, steps)
-                return jax.lax.map(one, (params, batch_stats, opt_state, genomes, keys))
+                    p, b, g, k = args
+                    # The optimizer state starts as in the sequential path (Program.fresh).
+                    return self._train_child(p, b, self.optimizer.init(p), g, k, x_train,
+                                             y_train, valid, steps)
+                return jax.lax.map(one, (params, batch_stats, genomes, keys))
 
             pop, rep = PartitionSpec(POP_AXIS), PartitionSpec()
             # check_vma=False: the scan carries are created per device inside the map.
-            mapped = jax.shard_map(local, mesh=mesh, in_specs=(pop,) * 5 + (rep,) * 3,
+            mapped = jax.shard_map(local, mesh=mesh, in_specs=(pop,) * 4 + (rep,) * 3,
                                    out_specs=pop, check_vma=False)
             # Replicated results: every process of a multi-process run can read all rewards.
             fn = jax.jit(mapped, out_shardings=NamedSharding(mesh, rep))
@@ -292,10 +294,9 @@ class ChildTrainer:
         batch_stats = jax.tree_util.tree_map(stack, *[v["batch_stats"] for v in fresh])
         sharded = NamedSharding(self.mesh, PartitionSpec(POP_AXIS))
         params, batch_stats = jax.device_put((params, batch_stats), sharded)
-        opt_state = jax.jit(jax.vmap(prog.optimizer.init), out_shardings=sharded)(params)
         genomes_d, keys_d = jax.device_put((genomes[order], jnp.stack(keys)), sharded)
         fn = prog.train_children(self.mesh, self.steps)
-        acc, loss, tacc = fn(params, batch_stats, opt_state, genomes_d, keys_d, *self._args)
+        acc, loss, tacc = fn(params, batch_stats, genomes_d, keys_d, *self._args)
         return {"valid_accuracy": np.asarray(acc)[:b], "train_loss": np.asarray(loss)[:b],
                 "train_accuracy": np.asarray(tacc)[:b]}
 

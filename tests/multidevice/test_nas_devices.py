@@ -128,3 +128,29 @@ def test_data_parallel_child_training_matches_one_device():
 
 def test_parallel_children_match_sequential():
     _run(CHILDREN)
+
+
+def test_num_devices_field_and_helpers():
+    """In-process (one device here): validation, resolution and the one-writer helper."""
+    import jax
+    import pytest
+
+    from azjax import nas
+    from azjax.nas import train as T
+    from experiments import common
+
+    with pytest.raises(ValueError, match="num_devices"):
+        nas.TrainConfig(num_devices=-1)
+    with pytest.raises(ValueError, match="num_devices"):
+        nas.TrainConfig(num_devices=2.0)
+    assert nas.TrainConfig().num_devices is None  # the one-device path by default
+    assert T.resolve_num_devices(None) == 1
+    assert T.resolve_num_devices(0) == jax.local_device_count()
+    assert T.data_mesh(None) is None and T.data_mesh(1, 7) is None
+    with pytest.raises(ValueError, match="num_devices"):
+        T.data_mesh(jax.local_device_count() + 1)
+    assert common.num_devices(0) == common.num_devices(None) == jax.local_device_count()
+    with pytest.raises(ValueError, match="num_devices"):
+        common.num_devices(-1)
+    assert common.is_main_process()
+    common.initialize(multihost=False)  # no distributed runtime; process 0 keeps its logs

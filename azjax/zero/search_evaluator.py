@@ -253,12 +253,13 @@ class ProgramEvaluator:
 
     def _bucket(self, n: int, batch: int) -> int:
         """The compiled batch size for n programs: `cond` pads to the batch (padding is inactive and costs
-        nothing); `select` computes whole chunks of programs anyway, so it pads to the next multiple of the
-        chunk (times the device count) - padding to smaller sizes would only add compilations."""
+        nothing); `select` computes whole chunks of programs anyway, so it pads to a power-of-two number of
+        chunks (times the device count): little padding, and only log2(batch / chunk) compilations."""
         if self.strategy == "cond":
             return sharding.round_up(batch, self.mesh)
         step = _ev.select_chunk(self.tasks.num_tasks) * self.mesh.size
-        return -(-max(n, 1) // step) * step
+        chunks = -(-max(n, 1) // step)
+        return step << max(chunks - 1, 0).bit_length()
 
     def _pad(self, programs: Program, size: int) -> Program:
         n = programs.setup.size.shape[0]

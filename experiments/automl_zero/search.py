@@ -31,7 +31,11 @@ from azjax.zero.fec import FECConfig
 from azjax.zero.mutations import MutationConfig
 from azjax.zero.search_evaluator import HurdleConfig, ProgramEvaluator
 from azjax.zero.space import ProgramSpace
+from experiments import common
 
+# Config fields that control a session but not the search trajectory (a resumed run may change them).
+_RUN_CONTROL_FIELDS = ("num_devices", "max_seconds", "log_every_seconds", "checkpoint_every_seconds",
+                       "metrics_every")
 _TASK_KINDS = ("linear", "affine", "teacher", "projected_binary")
 # Fixed seeds of the final tasks, as the reference's (data 1000000+, param 2000000+).
 _FINAL_SEED = 1_000_000
@@ -116,10 +120,13 @@ def make_strategy(config, space):
 class JsonlWriter:
     """Appends metrics dicts as JSON lines (and TensorBoard scalars when tensorboardX is installed)."""
 
-    def __init__(self, path: pathlib.Path, prefix: str = ""):
+    def __init__(self, path: pathlib.Path, prefix: str = "", enabled: bool = True):
         self.path = path
         self.prefix = prefix
+        self.enabled = enabled  # multi-host: only process 0 writes
         self._tb = None
+        if not enabled:
+            return
         try:  # Optional: only when the user has it.
             from tensorboardX import SummaryWriter  # type: ignore
             self._tb = SummaryWriter(str(path.parent / "tensorboard"))
@@ -127,6 +134,8 @@ class JsonlWriter:
             self._tb = None
 
     def __call__(self, metrics: Dict[str, Any]) -> None:
+        if not self.enabled:
+            return
         row = {k: (float(v) if isinstance(v, (int, float, np.number)) or np.ndim(v) == 0 else None)
                for k, v in metrics.items()}
         row = {k: v for k, v in row.items() if v is not None}
@@ -192,12 +201,14 @@ def run_experiments(config: ml_collections.ConfigDict, workdir: str,
     base_key = jax.random.key(config.seed)
     finished_path = workdir / "experiments.jsonl"
     finished = _load_finished(finished_path)
-    metrics = JsonlWriter(workdir / "metrics.jsonl")
+    writer = common.is_main_process()  # every host runs the same search; process 0 alone writes and logs
+    metrics = JsonlWriter(workdir / "metrics.jsonl", enabled=writer)
     best = None
     for row in finished:
         if best is None or row["select_fitness"] >= best["select_fitness"]:
             best = row
-    config_dict = json.loads(config.to_json())
+    # Fields that control the run but not its trajectory may change between sessions of one workdir.
+    config_dict = {k: v for k, v in json.loads(config.to_json()).items() if k not in _RUN_CONTROL_FIELDS}
     start = time.monotonic()
     experiment = len(finished)
     while True:
@@ -220,7 +231,7 @@ def run_experiments(config: ml_collections.ConfigDict, workdir: str,
                                                           percentile=config.hurdle_percentile,
                                                           window=config.population_size)
                                              if config.get("hurdle_tasks", 0) > 0 else None),
-                                     num_devices=config.get("num_devices"))
+                                     num_devices=common.num_devices(config.get("num_devices")))
         strategy = make_strategy(config, space)
         label = f"experiment {experiment}"
         log_fn(f"{label}: searching (the first iteration compiles the evaluator; this may take a while)")
@@ -230,7 +241,8 @@ def run_experiments(config: ml_collections.ConfigDict, workdir: str,
             sufficient_fitness=config.get("stop_search_at_fitness"),
             max_seconds=config.get("max_seconds"),
             callbacks=[ProgressBar(config.max_train_steps, config.log_every_seconds, label),
-                       JsonlWriter(workdir / "metrics.jsonl", prefix=str(experiment))],
+                       JsonlWriter(workdir / "metrics.jsonl", prefix=str(experiment), enabled=writer)]
+            if writer else [],
             metrics_every=config.get("metrics_every", 1),
             workdir=workdir / f"experiment_{experiment}",
             checkpoint_every_seconds=config.checkpoint_every_seconds, config=config_dict,
@@ -250,8 +262,9 @@ def run_experiments(config: ml_collections.ConfigDict, workdir: str,
                "seconds": result.elapsed_seconds, "program": zero.format_program(candidate, cfg)}
         log_fn(f"{label}: search fitness {row['search_fitness']:.6f}, select fitness {select_fit:.6f} "
                f"after {result.evaluations} evaluations ({result.stop_reason})")
-        with open(finished_path, "a") as f:
-            f.write(json.dumps(row) + "\n")
+        if writer:
+            with open(finished_path, "a") as f:
+                f.write(json.dumps(row) + "\n")
         metrics({"experiment_index": experiment, "select_fitness": select_fit,
                  "search_fitness": row["search_fitness"], "evaluations": result.evaluations})
         if best is None or select_fit >= best["select_fitness"]:
@@ -264,6 +277,7 @@ def run_experiments(config: ml_collections.ConfigDict, workdir: str,
     final_fit = float(zero.combine_fitness(zero.evaluate(program, final_tasks, cfg, key=jax.random.key(_FINAL_SEED)),
                                            "mean"))
     summary = dict(best, final_fitness=final_fit, experiments=experiment)
-    (workdir / "best_program.txt").write_text(best["program"])
-    (workdir / "summary.json").write_text(json.dumps(summary, indent=2))
+    if writer:
+        (workdir / "best_program.txt").write_text(best["program"])
+        (workdir / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary

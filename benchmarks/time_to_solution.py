@@ -9,6 +9,7 @@ import importlib
 import json
 import os
 import platform
+import sys
 import tempfile
 import time
 
@@ -17,7 +18,10 @@ from absl import app, flags, logging
 import jax
 import numpy as np
 
-from experiments.automl_zero import search
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if _ROOT not in sys.path:  # `experiments` lives at the repository root, it is not an installed package
+    sys.path.insert(0, _ROOT)
+from experiments.automl_zero import search  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("config", "linear_demo", "Config module under experiments/automl_zero/configs.")

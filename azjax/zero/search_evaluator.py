@@ -183,8 +183,10 @@ class ProgramEvaluator:
         # 1. Deduplicate identical (canonical) programs.
         rows = np.concatenate([np.ascontiguousarray(x).reshape(B, -1).view(np.uint8)
                                for x in jax.tree_util.tree_leaves(host)], axis=1)
-        _, first, inverse = np.unique(rows, axis=0, return_index=True, return_inverse=True)
-        inverse = inverse.reshape(-1)
+        # A dict over row bytes: ~10x cheaper than np.unique(axis=0) at these batch sizes.
+        index: Dict[bytes, int] = {}
+        inverse = np.asarray([index.setdefault(r.tobytes(), len(index)) for r in rows], np.int64)
+        first = np.unique(inverse, return_index=True)[1]
         U = len(first)
         unique = jax.tree_util.tree_map(lambda x: x[first], host)
         per_task = np.zeros((U, T), np.float64)
@@ -209,7 +211,8 @@ class ProgramEvaluator:
                 valid_err = ((vy > 0.5) == (_sigmoid(valid_pred) > 0.5)).astype(train_err.dtype)
             else:
                 valid_err = np.abs(vy - valid_pred)
-            keys_fp = fingerprints(train_err, valid_err, self._steps_full)
+            fp = fingerprints(train_err, valid_err, self._steps_full)
+            keys_fp = [[k.tobytes() for k in row] for row in fp]
             train_steps += U * T * train_err.shape[-1]
             for u in np.flatnonzero(need):
                 cached = [self.cache.lookup(k) for k in keys_fp[u]]

@@ -115,3 +115,21 @@ def test_hurdles_stop_weak_programs_after_the_first_stage():
     np.testing.assert_allclose(fit[~stopped], full[~stopped], rtol=1e-6)
     with pytest.raises(ValueError, match="num_tasks"):
         zero.ProgramEvaluator(CFG, tasks4, hurdle=zero.HurdleConfig(num_tasks=4))
+
+
+def test_fingerprints_hash_exact_errors_task_and_train_length():
+    from azjax.zero.fec import fingerprints
+    rng = np.random.default_rng(0)
+    tr, va = rng.random((50, 4, 10)).astype(np.float32), rng.random((50, 4, 10)).astype(np.float32)
+    keys = fingerprints(tr, va, 100)
+    assert keys.shape == (50, 4) and keys.dtype.itemsize == 16
+    np.testing.assert_array_equal(keys, fingerprints(tr.copy(), va.copy(), 100))
+    assert len({k.tobytes() for k in keys.reshape(-1)}) == 200
+    bumped = tr.copy()
+    bumped[7, 2, 3] = np.nextafter(bumped[7, 2, 3], np.float32(2))  # one ulp
+    changed = fingerprints(bumped, va, 100) != keys
+    assert changed[7, 2] and changed.sum() == 1
+    same_errors = np.broadcast_to(tr[:1, :1], (1, 4, 10))  # equal errors on every task: keys still differ
+    same_valid = np.broadcast_to(va[:1, :1], (1, 4, 10))
+    assert len({k.tobytes() for k in fingerprints(same_errors, same_valid, 100).reshape(-1)}) == 4
+    assert not np.any(fingerprints(tr, va, 101) == keys)

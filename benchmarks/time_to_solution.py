@@ -29,6 +29,7 @@ flags.DEFINE_integer("seeds", 5, "Number of seeds (0..seeds-1).")
 flags.DEFINE_integer("first_seed", 0, "First seed.")
 flags.DEFINE_float("max_seconds", 1800.0, "Wall-time cap per seed (a seed that hits it counts as failed).")
 flags.DEFINE_multi_string("override", [], "Config overrides as field=value (e.g. search_tasks.num_tasks=3).")
+flags.DEFINE_bool("print_programs", True, "Print each successful seed's program.")
 
 
 def _apply(config, override):
@@ -64,6 +65,8 @@ def main(argv):
         rows.append((success, cpu, wall, programs))
         print(f"{seed:4d} {str(success):>7s} {summary['experiments']:11d} {programs:10d} {cpu:8.1f} {wall:8.1f} "
               f"{summary['select_fitness']:14.6f}", flush=True)
+        if success and FLAGS.print_programs:
+            print("     " + summary["program"].replace("\n", "\n     "), flush=True)
     ok = [r for r in rows if r[0]]
     if ok:
         print(f"successes {len(ok)}/{len(rows)}; median over successes: cpu_s "

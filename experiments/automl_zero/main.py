@@ -1,6 +1,6 @@
 """Evolve learning algorithms from scratch with AutoML-Zero.
 
-    python -m experiments.automl_zero.main --config=experiments/automl_zero/configs/linear_quick.py \
+    python -m experiments.automl_zero.main --config=experiments/automl_zero/configs/linear_demo.py \
         [--workdir=/tmp/azjax_linear] [--config.seed=1] [--config.population_size=100]
 
 Re-running with the same --workdir resumes the search where it stopped (checkpoints every

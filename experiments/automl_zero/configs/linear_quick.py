@@ -2,7 +2,11 @@
 {VECTOR_INNER_PRODUCT}, learn {SCALAR_DIFF, SCALAR_PRODUCT, SCALAR_VECTOR_PRODUCT, VECTOR_SUM}, sizes 5/1/4.
 Search tasks: D=3 tasks of 100/100 examples (the paper's Fig. 4 setting; cheaper per evaluation than the
 demo's 10). Searching stops as soon as the search fitness passes 0.9999 (then the candidate is checked on
-T_select)."""
+T_select).
+
+Cheaper per evaluation than the demo but, with no spare instruction slots, its solutions are rarer: measured
+on seed 0, no SGD learner after 1.0M programs, where the demo space (`linear_demo`, the README's main
+command) found one after 0.7M programs on seed 1. See benchmarks/space_difficulty.py."""
 from experiments.automl_zero.configs import default
 
 

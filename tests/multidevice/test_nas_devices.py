@@ -128,6 +128,7 @@ def test_data_parallel_child_training_matches_one_device():
     _run(DATA_PARALLEL)
 
 
+@pytest.mark.slow  # ~75 CPU-s cold (two supernet compiles); .ci/run runs it after the default suite
 def test_parallel_children_match_sequential():
     _run(CHILDREN)
 

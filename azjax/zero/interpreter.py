@@ -32,9 +32,9 @@ def default_strategy(cfg: ZeroConfig, num_tasks: int = 10, backend: str | None =
     """`select` on accelerators; on CPU `select` for small op sets and few tasks, else `cond`.
 
     On CPU `select` costs grow with lanes (programs x tasks) times ops, `cond` pays a fixed per-instruction
-    dispatch vectorized over tasks. Measured (benchmarks/interpreter_throughput.py, 2-core CPU, 1000
-    programs): demo space at 10 tasks 1751 vs 755 programs/s (select vs cond), at 3 tasks 4488 vs 956;
-    linear-regressor space at 10 tasks 3917 vs 1331.
+    dispatch vectorized over tasks. Measured (benchmarks/interpreter_throughput.py, idle 2-core CPU, 1000
+    programs, select with length-sorted chunks): demo space at 10 tasks 3663 vs 926 programs/s (select vs
+    cond); linear-regressor space at 10 tasks 6417 vs 1065.
     """
     backend = backend or jax.default_backend()
     if backend != "cpu":

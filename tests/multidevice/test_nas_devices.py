@@ -16,7 +16,7 @@ import textwrap
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tests.multidevice.fake_devices import ROOT, run_on_8_cpu_devices
 
 DATA_PARALLEL = textwrap.dedent("""
     import jax, numpy as np
@@ -116,21 +116,13 @@ CHILDREN = textwrap.dedent("""
 """)
 
 
-def _run(script: str) -> None:
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
-               JAX_PLATFORMS="cpu")
-    out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True,
-                         text=True, timeout=900)
-    assert out.returncode == 0 and "OK" in out.stdout, out.stderr[-4000:]
-
-
 def test_data_parallel_child_training_matches_one_device():
-    _run(DATA_PARALLEL)
+    run_on_8_cpu_devices(DATA_PARALLEL)
 
 
 @pytest.mark.slow  # ~75 CPU-s cold (two supernet compiles); .ci/run runs it after the default suite
 def test_parallel_children_match_sequential():
-    _run(CHILDREN)
+    run_on_8_cpu_devices(CHILDREN)
 
 
 def test_num_devices_field_and_helpers():

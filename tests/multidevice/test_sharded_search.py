@@ -1,10 +1,7 @@
 """Sharded evaluation on 8 fake CPU devices, in a subprocess (the device count is fixed at JAX start-up)."""
-import os
-import subprocess
-import sys
 import textwrap
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tests.multidevice.fake_devices import run_on_8_cpu_devices
 
 SCRIPT = textwrap.dedent("""
     import jax, numpy as np
@@ -44,7 +41,4 @@ SCRIPT = textwrap.dedent("""
 
 
 def test_search_is_identical_on_1_and_8_devices():
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
-    out = subprocess.run([sys.executable, "-c", SCRIPT], cwd=ROOT, env=env, capture_output=True, text=True,
-                         timeout=900)
-    assert out.returncode == 0 and "OK" in out.stdout, out.stderr[-4000:]
+    run_on_8_cpu_devices(SCRIPT)

@@ -241,7 +241,10 @@ def canonicalize(prog: Program, cfg: ZeroConfig, xp=jnp) -> Program:
         is_index = xp.asarray(IS_INDEX)[op]
         # A table computed by numpy: XLA CPU divides by multiplying with a reciprocal (one ulp off).
         centers = xp.asarray(((np.arange(F) + 0.5) / F).astype(comp.data.dtype))
-        snapped = centers[xp.clip(xp.floor(comp.data * F), 0, F - 1).astype(np.int32)]
+        # NaN would cast to an arbitrary integer (and index out of range in numpy); non-index slots
+        # may hold any value, so read NaN as 0 here (the snapped value is discarded for them).
+        scaled = xp.where(xp.isnan(comp.data), 0, comp.data) * F
+        snapped = centers[xp.clip(xp.floor(scaled), 0, F - 1).astype(np.int32)]
         data = xp.where(is_index, snapped, comp.data)
         data = xp.where(keep_data, data, 0).astype(comp.data.dtype)
         return Component(instructions=ins, data=data, size=comp.size)
@@ -329,11 +332,29 @@ _TEMPLATES = [(op, *_template_regex(op.text)) for op in ops_lib.OPS]
 
 
 def _format_float(x: float, dtype) -> str:
+    """The shortest text that parses back to the same value of ``dtype``: ``inf``, ``-inf`` and ``nan``
+    for the non-finite ones."""
+    if np.isnan(x):
+        return "nan"
+    if np.isinf(x):
+        return "inf" if x > 0 else "-inf"
     if dtype == np.float32:
-        s = str(np.float32(x))
-    else:
-        s = repr(float(x))
-    return s
+        return str(np.float32(x))
+    return repr(float(x))
+
+
+def _parse_float(text: str, dtype, fail) -> float:
+    """A constant of the text format. ``inf``, ``-inf`` and ``nan`` stand for themselves; a finite literal
+    that does not fit ``dtype`` (``1e400``, or ``1e39`` in float32) is an error rather than a silent
+    ``inf``."""
+    value = float(text)
+    if text.lstrip("+-") in ("inf", "nan"):
+        return value
+    with np.errstate(over="ignore"):
+        stored = dtype(value)
+    if not np.isfinite(stored):
+        fail(f"constant {text} overflows {np.dtype(dtype).name} (write inf or -inf if that is meant)")
+    return value
 
 
 def format_program(prog: Program, cfg: ZeroConfig) -> str:
@@ -361,7 +382,8 @@ def format_program(prog: Program, cfg: ZeroConfig) -> str:
             if op.out:
                 subs["o"] = f"{op.out}{ins[k, 3]}"
             values = [_format_float(v, cfg.np_dtype) for v in data[k]]
-            indices = [str(min(int(F * float(v)), F - 1)) for v in data[k]]
+            # Index slots are validated to lie in [0, 1); other slots may hold any value.
+            indices = [str(min(int(F * float(v)), F - 1)) if np.isfinite(v) else "0" for v in data[k]]
             if op.name == "VECTOR_CONST_SET":
                 subs.update(i=indices[0], y=values[1])
             elif op.name == "MATRIX_CONST_SET":
@@ -422,18 +444,19 @@ def parse_program(text: str, cfg: ZeroConfig) -> Program:
                 if role == "out" and addr[f] < _FIRST_WRITABLE[kind]:
                     fail(f"cannot write {kind}{addr[f]} (reserved: written only by the harness)")
             d = [0.0, 0.0, 0.0]
+            const = {f: _parse_float(values[f], cfg.np_dtype, fail) for f in ("x", "y", "z") if f in values}
             if op.name == "VECTOR_CONST_SET":
                 idx = [int(values["i"])]
-                d = [None, float(values["y"]), 0.0]
+                d = [None, const["y"], 0.0]
             elif op.name == "MATRIX_CONST_SET":
                 idx = [int(values["i"]), int(values["j"])]
-                d = [None, None, float(values["z"])]
+                d = [None, None, const["z"]]
             else:
                 idx = []
-                if "x" in values:
-                    d[0] = float(values["x"])
-                if "y" in values:
-                    d[1] = float(values["y"])
+                if "x" in const:
+                    d[0] = const["x"]
+                if "y" in const:
+                    d[1] = const["y"]
             for k, i in enumerate(idx):
                 if not 0 <= i < F:
                     fail(f"element index {i} out of range [0, {F})")

@@ -231,6 +231,16 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, 
     """
     path = pathlib.Path(path)
     try:
+        with open(path, "rb") as f:
+            magic = f.read(4)
+    except OSError as e:
+        raise CheckpointError(f"checkpoint file {path} is unreadable ({type(e).__name__}: {e})") from e
+    if magic != b"PK\x03\x04":
+        # np.load would read any other bytes as a pickle and suggest loading it unsafely.
+        raise CheckpointError(
+            f"checkpoint file {path} is corrupt: not an .npz archive (it starts with {magic!r}); "
+            "it was left in place")
+    try:
         with np.load(path, allow_pickle=False) as npz:
             if _META_KEY not in npz.files:
                 raise CheckpointError(f"checkpoint file {path} has no {_META_KEY} entry")
@@ -262,6 +272,7 @@ def restore_checkpoint(
     step: int | None = None,
     check_shapes: bool | Callable[[str], bool] = True,
     check_metadata: Callable[[dict[str, Any], pathlib.Path], None] | None = None,
+    on_corrupt: Callable[[pathlib.Path, CheckpointError], None] | None = None,
 ) -> tuple[PyTree, dict[str, Any]] | None:
     """Restores the checkpoint of ``step`` (default: the newest) into the structure of ``template``.
 
@@ -275,21 +286,42 @@ def restore_checkpoint(
             may grow, e.g. a cache, can be exempted).
         check_metadata: called with the caller's metadata and the file path before the structure
             is matched; raise to reject the file (e.g. a different config).
+        on_corrupt: only with ``step=None``: when the newest file is corrupt or unreadable, call
+            ``on_corrupt(path, error)`` and try the next older one (a file that reads fine but does
+            not match is still an error). Without it, a corrupt newest file raises.
 
     Returns:
         ``(tree, metadata)`` or ``None`` when the directory holds no checkpoint.
 
     Raises:
-        CheckpointError: naming the file, if it is corrupt or does not match ``template``.
+        CheckpointError: naming the file, if it is corrupt or does not match ``template`` (with
+            ``on_corrupt``: if every file is corrupt).
     """
     if step is None:
-        step = latest_step(directory)
-        if step is None:
+        steps = all_steps(directory)
+        if not steps:
             return None
-    path = checkpoint_path(directory, step)
-    if not path.exists():
-        raise CheckpointError(f"checkpoint file {path} does not exist")
-    meta, arrays = read_checkpoint(path)
+        if on_corrupt is None:
+            steps = steps[-1:]
+        for i, candidate in enumerate(reversed(steps)):
+            path = checkpoint_path(directory, candidate)
+            try:
+                meta, arrays = read_checkpoint(path)
+            except CheckpointError as e:
+                if on_corrupt is None:
+                    raise
+                on_corrupt(path, e)
+                if i == len(steps) - 1:
+                    raise CheckpointError(
+                        f"every checkpoint file in {directory} is corrupt or unreadable; they were left "
+                        "in place") from e
+                continue
+            break
+    else:
+        path = checkpoint_path(directory, step)
+        if not path.exists():
+            raise CheckpointError(f"checkpoint file {path} does not exist")
+        meta, arrays = read_checkpoint(path)
     if check_metadata is not None:
         check_metadata(meta["metadata"], path)
 

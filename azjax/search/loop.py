@@ -11,9 +11,12 @@ optional user ``extra_state`` (e.g. an evaluator's fitness cache) and, in the JS
 iteration, evaluation count, info counters, elapsed time, the config and the strategy's
 hyperparameters. They are written atomically every ``checkpoint_every_seconds``, on
 ``KeyboardInterrupt`` and at the end, keeping the newest ``keep_checkpoints``. A run started with a
-workdir that holds checkpoints resumes from the newest one; if that file is corrupt or belongs to a
-different run (config, strategy, key or state structure differ) a
-:class:`~azjax.search.checkpoint.CheckpointError` names the file and nothing is written.
+workdir that holds checkpoints resumes from the newest one (logged on the ``azjax.search`` logger).
+A corrupt or unreadable newest file is skipped with a warning and, once an older one has
+restored, moved aside to ``<name>.corrupt`` (if every file is corrupt, the run stops and keeps
+them all); if a readable file belongs to a different run (config,
+strategy, key or state structure differ) a :class:`~azjax.search.checkpoint.CheckpointError` names
+the file and nothing is written.
 """
 from __future__ import annotations
 
@@ -38,6 +41,8 @@ Evaluator = Callable[[jax.Array, PyTree], Any]
 Callback = Callable[[dict[str, Any]], Any]
 
 __all__ = ["run", "RunResult", "ExtraState", "History", "LogProgress"]
+
+_log = logging.getLogger("azjax.search")
 
 
 class ExtraState(Protocol):
@@ -171,6 +176,7 @@ def run(
     config: Any = None,
     extra_state: ExtraState | None = None,
     validate_every: int = 0,
+    on_start: Callback | None = None,
 ) -> RunResult:
     """Runs ``strategy`` on ``evaluator`` until a stop rule fires.
 
@@ -202,6 +208,10 @@ def run(
         extra_state: optional :class:`ExtraState` saved and restored with the search state.
         validate_every: if > 0, ``space.validate`` every asked genome every this many iterations
             (a host-side debugging aid).
+        on_start: called once before the first iteration of this session with a dict of
+            ``iteration`` and ``evaluations`` (where the session starts), ``resumed_from`` (the
+            checkpoint step, or ``None``) and ``checkpoint`` (its path, or ``None``); e.g. to drop
+            metrics rows a killed session wrote after its last checkpoint.
 
     Returns:
         A :class:`RunResult`.
@@ -244,6 +254,8 @@ def run(
     validate_every = base.check_int("validate_every", validate_every, 0)
     _check_positive("checkpoint_every_seconds", checkpoint_every_seconds, allow_zero=True)
     keep_checkpoints = base.check_int("keep_checkpoints", keep_checkpoints, 1)
+    if on_start is not None and not callable(on_start):
+        raise ValueError(f"on_start must be callable, got {on_start!r}")
     config_dict = _normalize_config(config)
     hparams = dict(getattr(strategy, "hparams", {}) or {})
     if extra_state is not None and not (callable(getattr(extra_state, "get_state", None))
@@ -273,12 +285,14 @@ def run(
                         f"checkpoint file {path} belongs to a different run: its {field} differs "
                         f"in {diff}; use another workdir or the original {field}")
 
+        corrupt: list[tuple[pathlib.Path, ckpt.CheckpointError]] = []
         restored = ckpt.restore_checkpoint(
             workdir, template, check_metadata=check_metadata,
-            check_shapes=lambda p: not p.startswith("['extra']"))
+            check_shapes=lambda p: not p.startswith("['extra']"),
+            on_corrupt=lambda path, error: corrupt.append((path, error)))
         if restored is not None:
             tree, meta = restored
-            resumed_from = ckpt.latest_step(workdir)
+            resumed_from = int(meta["iteration"])
             last_path = ckpt.checkpoint_path(workdir, resumed_from)
             if not np.array_equal(np.asarray(tree["key_data"]), np.asarray(key_data)):
                 raise ckpt.CheckpointError(
@@ -289,6 +303,20 @@ def run(
             elapsed_before = float(meta["elapsed_seconds"])
             if extra_state is not None:
                 extra_state.set_state(tree["extra"])
+            for path, error in corrupt:
+                # Moved aside (never deleted) only once an older file has restored, so its step is
+                # free for this run to write again and a rerun does not meet it a second time.
+                aside = path.with_name(path.name + ".corrupt")
+                if writer:
+                    try:
+                        path.replace(aside)
+                    except OSError as e:
+                        raise ckpt.CheckpointError(
+                            f"{error}; moving it aside to {aside} failed ({e})") from None
+                _log.warning("%s; moved it to %s and resuming from the previous checkpoint", error,
+                             aside)
+            _log.info("resuming from checkpoint %s (iteration %d, %d evaluations)", last_path,
+                      carry.iteration, carry.evaluations)
     last_saved_iteration = carry.iteration if resumed_from is not None else None
 
     session_start = time.monotonic()
@@ -364,6 +392,9 @@ def run(
         for cb in callbacks:
             cb(m)
 
+    if on_start is not None:
+        on_start({"iteration": carry.iteration, "evaluations": carry.evaluations,
+                  "resumed_from": resumed_from, "checkpoint": last_path})
     reason = None
     fitness = None
     try:
@@ -391,6 +422,8 @@ def run(
     except KeyboardInterrupt:
         # `carry` is the last completed iteration (it is replaced in one assignment).
         save(carry)
+        if workdir is not None and writer:
+            _log.warning("interrupted: saved checkpoint %s (iteration %d)", last_path, carry.iteration)
         raise
     if callbacks and fitness is not None and carry.iteration % metrics_every != 0:
         emit(carry, fitness)

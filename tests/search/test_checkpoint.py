@@ -108,3 +108,13 @@ def test_interrupted_write_leaves_no_checkpoint(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert [p.name for p in pathlib.Path(tmp_path).iterdir()] == ["ckpt_0000000000.npz"]
     assert search.latest_step(tmp_path) == 0
+
+
+def test_random_bytes_are_reported_as_corrupt_not_as_a_pickle(tmp_path):
+    path = ckpt.checkpoint_path(tmp_path, 1)
+    path.write_bytes(bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8)))
+    with pytest.raises(ckpt.CheckpointError) as info:
+        ckpt.read_checkpoint(path)
+    message = str(info.value)
+    assert str(path) in message and "corrupt" in message and "not an .npz archive" in message
+    assert "pickle" not in message and "unsafe" not in message

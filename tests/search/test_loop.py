@@ -195,13 +195,39 @@ def test_corrupt_or_mismatched_checkpoint_is_an_error_and_untouched(key, tmp_pat
               strategy=search.RegularizedEvolution(other_space, 8, 3, batch_size=4))
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == files
 
-    damaged = bytearray(files[newest.name])
+    # Every file corrupt: an error, and every file is kept for inspection.
+    for name, data in files.items():
+        damaged = bytearray(data)
+        damaged[len(damaged) // 4] ^= 0xFF
+        (tmp_path / name).write_bytes(bytes(damaged))
+    with pytest.raises(search.CheckpointError, match="every checkpoint file"):
+        rerun()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(files), "every file is left in place"
+
+
+def test_corrupt_newest_checkpoint_falls_back_to_the_previous_one(key, tmp_path, caplog):
+    full = search.run(SPACE, EVO, toy.onemax_evaluator, key, max_evaluations=24)
+    search.run(SPACE, EVO, toy.onemax_evaluator, key, max_evaluations=12, workdir=tmp_path,
+               checkpoint_every_seconds=0)
+    assert search.checkpoint.all_steps(tmp_path) == [1, 2, 3]
+    newest = search.checkpoint.checkpoint_path(tmp_path, 3)
+    damaged = bytearray(newest.read_bytes())
     damaged[len(damaged) // 4] ^= 0xFF
     newest.write_bytes(bytes(damaged))
-    with pytest.raises(search.CheckpointError, match=str(newest)):
-        rerun()
-    assert newest.read_bytes() == bytes(damaged), "the corrupt file is left in place"
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(files)
+    caplog.set_level("INFO", logger="azjax.search")
+    starts = []
+    resumed = search.run(SPACE, EVO, toy.onemax_evaluator, key, max_evaluations=24,
+                         workdir=tmp_path, checkpoint_every_seconds=0, on_start=starts.append)
+    assert resumed.resumed_from == 2
+    assert starts == [{"iteration": 2, "evaluations": 8, "resumed_from": 2,
+                       "checkpoint": search.checkpoint.checkpoint_path(tmp_path, 2)}]
+    chex.assert_trees_all_equal(resumed.state, full.state)
+    aside = newest.with_name(newest.name + ".corrupt")
+    assert aside.read_bytes() == bytes(damaged), "the corrupt file is kept, moved aside"
+    messages = [r.getMessage() for r in caplog.records if r.name == "azjax.search"]
+    assert any("corrupt" in m and str(aside) in m for m in messages), messages
+    assert any(m.startswith("resuming from checkpoint") and "ckpt_0000000002.npz" in m
+               for m in messages), messages
 
 
 def test_log_progress_and_list_fitness(key, caplog):

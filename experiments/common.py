@@ -4,12 +4,16 @@ With ``--multihost`` every host runs the same program: :func:`initialize` calls
 ``jax.distributed.initialize()`` (coordinator, process count and id are auto-detected on TPU VMs,
 Slurm and Open MPI) before any other JAX call, and only process 0 logs, prints and writes files
 (:func:`is_main_process`); every process reads checkpoints from storage all hosts can see.
+:func:`pop_none_overrides` and :func:`apply_none_overrides` let ``--config.FIELD=None`` set an
+optional field to ``None`` from the command line.
 """
 from __future__ import annotations
 
 import logging as pylogging
+import re
 
 import jax
+import ml_collections
 from absl import logging
 
 
@@ -34,3 +38,42 @@ def num_devices(value: int | None) -> int:
     if value < 0:
         raise ValueError(f"num_devices: must be >= 0, got {value}")
     return int(value)
+
+
+_NONE_OVERRIDE = re.compile(r"^--(config\.[A-Za-z_][\w.]*)=(?:None|none|null)$")
+
+
+def pop_none_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
+    """Splits ``--config.FIELD=None`` flags off ``argv`` (the config flag parser cannot turn text into
+    ``None``); returns the remaining argv and the dotted fields, for :func:`apply_none_overrides`."""
+    rest, fields = [], []
+    for i, arg in enumerate(argv):
+        m = _NONE_OVERRIDE.match(arg) if i > 0 else None
+        if m:
+            fields.append(m.group(1)[len("config."):])
+        else:
+            rest.append(arg)
+    return rest, fields
+
+
+def apply_none_overrides(config, fields: list[str]) -> None:
+    """Sets each dotted field of ``config`` to ``None``; a field that does not exist or cannot be
+    ``None`` (it is not optional in the config) is a ``ValueError`` naming the flag."""
+    for field in fields:
+        *parents, leaf = field.split(".")
+        node = config
+        try:
+            for part in parents:
+                node = node[part]
+            if leaf not in node:
+                raise KeyError(leaf)
+        except (KeyError, TypeError, AttributeError) as e:
+            raise ValueError(f"--config.{field}=None: the config has no field {field} "
+                             f"({type(e).__name__}: {e})") from None
+        # Optional fields are placeholders (config_dict.placeholder(float)) or hold None already.
+        optional = (isinstance(getattr(node, "_fields", {}).get(leaf), ml_collections.FieldReference)
+                    or node[leaf] is None)
+        if not optional:
+            raise ValueError(f"--config.{field}=None: {field} is not optional (its value is "
+                             f"{node[leaf]!r}); give a value")
+        node[leaf] = None

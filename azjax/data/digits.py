@@ -5,6 +5,18 @@ import jax
 import numpy as np
 
 
+_SKLEARN_MISSING = ("the digits data set ships with scikit-learn, which is not installed: "
+                    'pip install -e ".[data]" (from the azjax checkout), or pip install scikit-learn')
+
+
+def require_sklearn() -> None:
+    """Raises ``ModuleNotFoundError`` saying what to install when scikit-learn is missing."""
+    try:
+        import sklearn.datasets  # noqa: F401
+    except ImportError as e:
+        raise ModuleNotFoundError(_SKLEARN_MISSING, name=e.name) from e
+
+
 def load_digits_images() -> tuple[np.ndarray, np.ndarray]:
     """Load the 1,797 bundled 8×8 grayscale digits.
 
@@ -12,7 +24,8 @@ def load_digits_images() -> tuple[np.ndarray, np.ndarray]:
       ``(images, labels)``: float32 ``[1797, 8, 8, 1]`` scaled from 0–16 to [0, 1], and int32
       ``[1797]`` in 0–9.
     """
-    # Imported lazily: scikit-learn is a test/extra dependency, not a core one.
+    # Imported lazily: scikit-learn is an extra dependency (azjax[data]), not a core one.
+    require_sklearn()
     from sklearn.datasets import load_digits
 
     bunch = load_digits()

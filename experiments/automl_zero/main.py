@@ -5,9 +5,11 @@
 
 Re-running with the same --workdir resumes the search where it stopped (checkpoints every
 --config.checkpoint_every_seconds and on Ctrl-C). Outputs in the workdir: metrics.jsonl,
-experiments.jsonl, best_program.txt, summary.json.
+experiments.jsonl, best_program.txt, summary.json, config.json (the config it was started with).
+Optional fields take `None` from the command line, e.g. `--config.max_seconds=None`.
 """
 import os
+import sys
 import tempfile
 
 from absl import app, flags, logging
@@ -24,6 +26,7 @@ flags.DEFINE_string("compilation_cache_dir", os.path.join("~", ".cache", "azjax"
                     "JAX persistent compilation cache ('' to disable): later runs of a config skip most of "
                     "the compilation.")
 flags.mark_flags_as_required(["config"])
+_NONE_FIELDS = []  # --config.FIELD=None flags, taken off argv before absl parses it
 
 
 def main(argv):
@@ -35,12 +38,21 @@ def main(argv):
         jax.config.update("jax_compilation_cache_dir", os.path.expanduser(FLAGS.compilation_cache_dir))
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
     config = FLAGS.config
+    try:
+        common.apply_none_overrides(config, _NONE_FIELDS)
+    except ValueError as e:
+        raise app.UsageError(str(e)) from None
     if "data_dir" in config and config.data_dir:
         for t in (config.search_tasks, config.select_tasks, config.final_tasks):
             t.data_dir = config.data_dir
     workdir = FLAGS.workdir or tempfile.mkdtemp(prefix="azjax_zero_")
     logging.info("workdir: %s", workdir)
-    summary = search.run_experiments(config, workdir)
+    try:
+        summary = search.run_experiments(config, workdir)
+    except KeyboardInterrupt:
+        # The search saved a checkpoint and said which; no traceback for a Ctrl-C.
+        logging.warning("interrupted; rerun with --workdir=%s to resume", workdir)
+        sys.exit(130)
     if not common.is_main_process():
         return
     print("\nBest program (search fitness {search_fitness:.6f}, select fitness {select_fitness:.6f}, "
@@ -50,4 +62,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    _argv, _NONE_FIELDS[:] = common.pop_none_overrides(sys.argv)
+    app.run(main, argv=_argv)

@@ -10,6 +10,12 @@
 Everything an experiment needs is derived from `config.seed` and the experiment index, and each experiment
 checkpoints into `workdir/experiment_<k>/`; finished experiments are recorded in
 `workdir/experiments.jsonl`. Re-running with the same workdir resumes where the run stopped.
+
+The whole config is checked, every task set is built and the workdir is checked for writing before the
+first search step. The config a workdir was started with is kept in `workdir/config.json`; a rerun with
+other values of fields that shape the search is refused, naming them, and the run-control and protocol
+fields (`_RESUMABLE_FIELDS`: time limits, logging, devices, the select and final tasks, the number of
+experiments, the stopping fitness, data locations) may change between sessions.
 """
 from __future__ import annotations
 
@@ -17,6 +23,7 @@ import json
 import os
 import pathlib
 import sys
+import tempfile
 import time
 from typing import Any, Callable, Dict, Optional
 
@@ -36,7 +43,14 @@ from experiments import common
 # Config fields that control a session but not the search trajectory (a resumed run may change them).
 _RUN_CONTROL_FIELDS = ("num_devices", "max_seconds", "log_every_seconds", "checkpoint_every_seconds",
                        "metrics_every")
+# Fields used only around the searches (picking and checking candidates, when to stop experimenting) or
+# naming where data lives: they do not change any search trajectory either. Dotted names are nested.
+_PROTOCOL_FIELDS = ("select_tasks", "final_tasks", "max_experiments", "sufficient_fitness", "data_dir",
+                    "search_tasks.data_dir")
+_RESUMABLE_FIELDS = _RUN_CONTROL_FIELDS + _PROTOCOL_FIELDS
 _TASK_KINDS = ("linear", "affine", "teacher", "projected_binary")
+_TASK_SECTIONS = ("search_tasks", "select_tasks", "final_tasks")
+_SOURCES = ("digits", "cifar10")
 # Fixed seeds of the final tasks, as the reference's (data 1000000+, param 2000000+).
 _FINAL_SEED = 1_000_000
 
@@ -81,8 +95,43 @@ def make_tasks(spec, features: int, key: jax.Array, dtype: str) -> zero.Tasks:
                                        use_held_out_pairs=spec.get("held_out_pairs", False), **common)
 
 
+def _is_int(v) -> bool:
+    return not isinstance(v, bool) and isinstance(v, (int, np.integer))
+
+
+def _is_number(v) -> bool:
+    return not isinstance(v, bool) and isinstance(v, (int, float, np.integer, np.floating)) and not np.isnan(v)
+
+
+def validate_tasks(spec, name: str) -> None:
+    """Checks one task section (kind, sizes, data source and its location) without building it."""
+    if spec.kind not in _TASK_KINDS:
+        raise ValueError(f"config.{name}.kind must be one of {_TASK_KINDS}, got {spec.kind!r}")
+    for field in ("num_tasks", "num_train", "num_valid", "num_epochs"):
+        v = spec[field]
+        if not _is_int(v) or v < 1:
+            raise ValueError(f"config.{name}.{field} must be an integer >= 1, got {v!r}")
+    if spec.kind != "projected_binary":
+        return
+    if spec.source not in _SOURCES:
+        raise ValueError(f"config.{name}.source must be one of {_SOURCES}, got {spec.source!r}")
+    if spec.source == "cifar10":
+        where = f"config.{name}.data_dir"
+        if not spec.data_dir:
+            raise ValueError(f"{where}: source=cifar10 needs the local cifar-10-batches-py folder "
+                             f"(--{where}=DIR, or --config.data_dir=DIR for every task section)")
+        if not os.path.isdir(os.path.expanduser(spec.data_dir)):
+            raise ValueError(f"{where}: {spec.data_dir!r} is not a directory (the cifar-10-batches-py "
+                             "folder is needed)")
+    else:
+        from azjax.data import digits
+        digits.require_sklearn()
+
+
 def validate_config(config) -> None:
-    """Fails fast, naming the field, before anything compiles."""
+    """Fails fast, naming the field, before anything compiles or is built."""
+    if not _is_int(config.seed) or config.seed < 0:
+        raise ValueError(f"config.seed must be an integer >= 0, got {config.seed!r}")
     if config.population_size < 2:
         raise ValueError(f"config.population_size must be >= 2, got {config.population_size}")
     if not 1 <= config.tournament_size <= config.population_size:
@@ -92,17 +141,53 @@ def validate_config(config) -> None:
         raise ValueError(f"config.batch_size must lie in [1, population_size], got {config.batch_size}")
     if not 0 <= config.mutate_prob <= 1:
         raise ValueError(f"config.mutate_prob must lie in [0, 1], got {config.mutate_prob}")
-    if config.max_train_steps <= 0:
+    if not _is_number(config.max_train_steps) or config.max_train_steps <= 0:
         raise ValueError(f"config.max_train_steps must be > 0, got {config.max_train_steps}")
     if config.combine not in ("mean", "median"):
         raise ValueError(f"config.combine must be 'mean' or 'median', got {config.combine!r}")
-    for name in ("search_tasks", "select_tasks", "final_tasks"):
-        if config[name].kind not in _TASK_KINDS:
-            raise ValueError(f"config.{name}.kind must be one of {_TASK_KINDS}, got {config[name].kind!r}")
+    for name in _TASK_SECTIONS:
+        validate_tasks(config[name], name)
     if config.get("num_islands", 1) < 1:
         raise ValueError(f"config.num_islands must be >= 1, got {config.num_islands}")
+    if not _is_int(config.max_experiments) or config.max_experiments < 0:
+        raise ValueError(f"config.max_experiments must be an integer >= 0 (0: until sufficient_fitness), "
+                         f"got {config.max_experiments!r}")
+    for name in ("sufficient_fitness", "stop_search_at_fitness"):
+        v = config.get(name)
+        if v is not None and not _is_number(v):
+            raise ValueError(f"config.{name} must be a number or None, got {v!r}")
+    for name, allow_zero in (("max_seconds", False), ("checkpoint_every_seconds", True),
+                             ("log_every_seconds", True)):
+        v = config.get(name)
+        if v is None and name == "max_seconds":
+            continue
+        if not _is_number(v) or v < 0 or (v == 0 and not allow_zero):
+            raise ValueError(f"config.{name} must be {'>= 0' if allow_zero else '> 0 or None'}, got {v!r}")
+    if not _is_int(config.get("metrics_every", 1)) or config.get("metrics_every", 1) < 1:
+        raise ValueError(f"config.metrics_every must be an integer >= 1, got {config.metrics_every!r}")
+    budget = config.get("train_budget_factor")
+    if budget is not None and (not _is_number(budget) or budget <= 0):
+        raise ValueError(f"config.train_budget_factor must be > 0 or None, got {budget!r}")
+    hurdle = config.get("hurdle_tasks", 0)
+    if not _is_int(hurdle) or not 0 <= hurdle < config.search_tasks.num_tasks:
+        raise ValueError(f"config.hurdle_tasks must be an integer in [0, search_tasks.num_tasks="
+                         f"{config.search_tasks.num_tasks}) (0: no hurdles), got {hurdle!r}")
+    if hurdle and not 0 <= config.hurdle_percentile <= 100:
+        raise ValueError(f"config.hurdle_percentile must lie in [0, 100], got {config.hurdle_percentile!r}")
+    if config.fec.enabled:
+        try:
+            _fec_config(config)
+        except ValueError as e:
+            raise ValueError(f"config.fec: {e}") from None
+    common.num_devices(config.get("num_devices"))
     # op names, sizes, mutation types, initial kind; the island fields
     make_strategy(config, make_space(config))
+
+
+def _fec_config(config) -> Optional[FECConfig]:
+    f = config.fec
+    return (FECConfig(num_train=f.num_train, num_valid=f.num_valid, cache_size=f.cache_size,
+                      forget_every=f.forget_every) if f.enabled else None)
 
 
 def make_strategy(config, space):
@@ -118,20 +203,56 @@ def make_strategy(config, space):
 
 
 class JsonlWriter:
-    """Appends metrics dicts as JSON lines (and TensorBoard scalars when tensorboardX is installed)."""
+    """Appends metrics dicts as JSON lines (and TensorBoard scalars when tensorboardX is installed).
+
+    With a ``prefix`` (an experiment's index) the rows carry ``"experiment": prefix`` and the TensorBoard
+    scalars go to ``tensorboard/experiment_<prefix>``; :meth:`start` (given to ``search.run`` as
+    ``on_start``) first drops the rows a killed session wrote after the checkpoint this one resumes
+    from, so no row appears twice.
+    """
 
     def __init__(self, path: pathlib.Path, prefix: str = "", enabled: bool = True):
         self.path = path
         self.prefix = prefix
         self.enabled = enabled  # multi-host: only process 0 writes
         self._tb = None
-        if not enabled:
+        self._purge_step = None
+        self._tb_tried = False
+
+    def start(self, where: Dict[str, Any]) -> None:
+        """Drops this experiment's rows past iteration ``where["iteration"]`` (where the session starts)."""
+        if not self.enabled or not self.path.exists():
             return
-        try:  # Optional: only when the user has it.
-            from tensorboardX import SummaryWriter  # type: ignore
-            self._tb = SummaryWriter(str(path.parent / "tensorboard"))
-        except Exception:  # noqa: BLE001
-            self._tb = None
+        lines = self.path.read_text().splitlines(keepends=True)
+        kept = []
+        for line in lines:
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut short by a kill
+            if row.get("experiment") == self.prefix and row.get("iteration", 0) > where["iteration"]:
+                continue
+            kept.append(line if line.endswith("\n") else line + "\n")
+        if kept != lines:
+            tmp = self.path.with_name(self.path.name + ".tmp")
+            tmp.write_text("".join(kept))
+            os.replace(tmp, self.path)
+        # TensorBoard drops this run's events at or after the purge step (evaluations restart per experiment,
+        # hence one run directory per experiment).
+        self._purge_step = int(where["evaluations"]) + 1 if where.get("resumed_from") is not None else None
+
+    def _tensorboard(self):
+        if not self._tb_tried:
+            self._tb_tried = True
+            try:  # Optional: only when the user has it.
+                from tensorboardX import SummaryWriter  # type: ignore
+                logdir = self.path.parent / "tensorboard"
+                if self.prefix:
+                    logdir = logdir / f"experiment_{self.prefix}"
+                self._tb = SummaryWriter(str(logdir), purge_step=self._purge_step)
+            except Exception:  # noqa: BLE001
+                self._tb = None
+        return self._tb
 
     def __call__(self, metrics: Dict[str, Any]) -> None:
         if not self.enabled:
@@ -143,10 +264,12 @@ class JsonlWriter:
             row["experiment"] = self.prefix
         with open(self.path, "a") as f:
             f.write(json.dumps(row) + "\n")
-        if self._tb is not None:
+        tb = self._tensorboard()
+        if tb is not None:
             step = int(row.get("evaluations", 0))
             for k, v in row.items():
-                self._tb.add_scalar(f"{self.prefix}/{k}" if self.prefix else k, v, step)
+                if k != "experiment":
+                    tb.add_scalar(k, v, step)
 
 
 class ProgressBar:
@@ -190,25 +313,105 @@ def _load_finished(path: pathlib.Path):
     return rows
 
 
+def _flatten(d: Dict[str, Any], prefix: str = "") -> Dict[str, Any]:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _is_resumable(field: str) -> bool:
+    return any(field == f or field.startswith(f + ".") for f in _RESUMABLE_FIELDS)
+
+
+def search_config_dict(config) -> Dict[str, Any]:
+    """The config as stored in (and checked against) each experiment's checkpoints: every field that shapes
+    the search trajectory, none of `_RESUMABLE_FIELDS`."""
+    d = json.loads(config.to_json())
+    for field in _RESUMABLE_FIELDS:
+        *parents, leaf = field.split(".")
+        node = d
+        for part in parents:
+            node = node.get(part, {}) if isinstance(node, dict) else {}
+        if isinstance(node, dict):
+            node.pop(leaf, None)
+    return d
+
+
+def check_workdir(workdir: pathlib.Path) -> None:
+    """Creates the workdir and makes sure files can be written there (before anything is computed)."""
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write_check_", dir=workdir)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise ValueError(f"workdir {str(workdir)!r} is not writable ({type(e).__name__}: {e}); "
+                         "pass another --workdir") from None
+
+
+def check_stored_config(config, workdir: pathlib.Path, log_fn: Callable[[str], None], writer: bool) -> None:
+    """Compares `config` with the one the workdir was started with (workdir/config.json).
+
+    Fields that shape the search must be equal: otherwise a ValueError lists them with both values. Changes
+    of `_RESUMABLE_FIELDS` are logged and accepted. The (accepted) config is then stored.
+    """
+    path = workdir / "config.json"
+    fresh = json.loads(config.to_json())
+    if path.exists():
+        try:
+            stored = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path} is not valid JSON ({e}); move it aside only if this workdir's "
+                             "original config is known") from None
+        old, new = _flatten(stored), _flatten(fresh)
+        changed = sorted(k for k in set(old) | set(new) if old.get(k, "<missing>") != new.get(k, "<missing>"))
+        fixed = [k for k in changed if not _is_resumable(k)]
+        if fixed:
+            detail = "; ".join(f"{k}: {old.get(k, '<missing>')!r} in the workdir, {new.get(k, '<missing>')!r} now"
+                               for k in fixed[:8])
+            raise ValueError(f"config differs from the one {workdir} was started with in {fixed} ({detail}); "
+                             "use another --workdir, or the original values (see its config.json)")
+        if changed:
+            log_fn("config: " + "; ".join(f"{k} changed from {old.get(k, '<missing>')!r} to "
+                                          f"{new.get(k, '<missing>')!r}" for k in changed)
+                   + " (these do not change the search; finished experiments keep their recorded fitness)")
+    elif any(workdir.glob("experiment_*")) or (workdir / "experiments.jsonl").exists():
+        log_fn(f"{path} is missing (a workdir from an older version): the config cannot be compared with "
+               "the one this workdir was started with; storing the current one")
+    if writer:
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(fresh, indent=2, sort_keys=True) + "\n")
+        os.replace(tmp, path)
+
+
 def run_experiments(config: ml_collections.ConfigDict, workdir: str,
                     log_fn: Callable[[str], None] = logging.info) -> Dict[str, Any]:
     """Runs the whole protocol; returns the best program's text and its search/select/final fitness."""
     validate_config(config)
     workdir = pathlib.Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
+    writer = common.is_main_process()  # every host runs the same search; process 0 alone writes and logs
+    if writer:
+        check_workdir(workdir)
+    else:
+        workdir.mkdir(parents=True, exist_ok=True)
+    check_stored_config(config, workdir, log_fn, writer)
     cfg = program_config(config)
     space = make_space(config)
     base_key = jax.random.key(config.seed)
     finished_path = workdir / "experiments.jsonl"
     finished = _load_finished(finished_path)
-    writer = common.is_main_process()  # every host runs the same search; process 0 alone writes and logs
     metrics = JsonlWriter(workdir / "metrics.jsonl", enabled=writer)
     best = None
     for row in finished:
         if best is None or row["select_fitness"] >= best["select_fitness"]:
             best = row
-    # Fields that control the run but not its trajectory may change between sessions of one workdir.
-    config_dict = {k: v for k, v in json.loads(config.to_json()).items() if k not in _RUN_CONTROL_FIELDS}
+    # Every task set is built before the first search step: a bad one fails now, not after the search.
+    final_tasks = make_tasks(config.final_tasks, cfg.features, jax.random.key(_FINAL_SEED), cfg.dtype)
+    config_dict = search_config_dict(config)
     start = time.monotonic()
     experiment = len(finished)
     while True:
@@ -221,10 +424,8 @@ def run_experiments(config: ml_collections.ConfigDict, workdir: str,
         key = jax.random.fold_in(base_key, experiment)
         task_key = key if config.randomize_task_seeds else base_key
         search_tasks = make_tasks(config.search_tasks, cfg.features, jax.random.fold_in(task_key, 0), cfg.dtype)
-        fec = (FECConfig(num_train=config.fec.num_train, num_valid=config.fec.num_valid,
-                         cache_size=config.fec.cache_size, forget_every=config.fec.forget_every)
-               if config.fec.enabled else None)
-        evaluator = ProgramEvaluator(cfg, search_tasks, combine=config.combine, fec=fec,
+        select_tasks = make_tasks(config.select_tasks, cfg.features, jax.random.fold_in(key, 2), cfg.dtype)
+        evaluator = ProgramEvaluator(cfg, search_tasks, combine=config.combine, fec=_fec_config(config),
                                      strategy=config.strategy or None,
                                      train_budget_factor=config.get("train_budget_factor"),
                                      hurdle=(HurdleConfig(num_tasks=config.hurdle_tasks,
@@ -234,26 +435,42 @@ def run_experiments(config: ml_collections.ConfigDict, workdir: str,
                                      num_devices=common.num_devices(config.get("num_devices")))
         strategy = make_strategy(config, space)
         label = f"experiment {experiment}"
+        experiment_dir = workdir / f"experiment_{experiment}"
+        rows = JsonlWriter(workdir / "metrics.jsonl", prefix=str(experiment), enabled=writer)
+
+        def on_start(where, label=label, rows=rows):
+            rows.start(where)
+            if where["resumed_from"] is not None:
+                log_fn(f"{label}: resumed from checkpoint {where['checkpoint']} (iteration {where['iteration']}, "
+                       f"{where['evaluations']} evaluations)")
+
         log_fn(f"{label}: searching (the first iteration compiles the evaluator; this may take a while)")
-        result = search.run(
-            space, strategy, evaluator, jax.random.fold_in(key, 1),
-            max_counter=("train_steps", float(config.max_train_steps)),
-            sufficient_fitness=config.get("stop_search_at_fitness"),
-            max_seconds=config.get("max_seconds"),
-            callbacks=[ProgressBar(config.max_train_steps, config.log_every_seconds, label),
-                       JsonlWriter(workdir / "metrics.jsonl", prefix=str(experiment), enabled=writer)]
-            if writer else [],
-            metrics_every=config.get("metrics_every", 1),
-            workdir=workdir / f"experiment_{experiment}",
-            checkpoint_every_seconds=config.checkpoint_every_seconds, config=config_dict,
-            extra_state=evaluator)
+        try:
+            result = search.run(
+                space, strategy, evaluator, jax.random.fold_in(key, 1),
+                max_counter=("train_steps", float(config.max_train_steps)),
+                sufficient_fitness=config.get("stop_search_at_fitness"),
+                max_seconds=config.get("max_seconds"),
+                callbacks=[ProgressBar(config.max_train_steps, config.log_every_seconds, label), rows]
+                if writer else [],
+                metrics_every=config.get("metrics_every", 1),
+                workdir=experiment_dir,
+                checkpoint_every_seconds=config.checkpoint_every_seconds, config=config_dict,
+                extra_state=evaluator, on_start=on_start)
+        except KeyboardInterrupt:
+            if sys.stderr.isatty():
+                sys.stderr.write("\n")
+            step = search.latest_step(experiment_dir)
+            if step is not None:
+                log_fn(f"{label}: interrupted; saved checkpoint {step} in {experiment_dir}; rerun with the same "
+                       f"--workdir={workdir} to resume")
+            raise
         if sys.stderr.isatty():
             sys.stderr.write("\n")
         state = result.state
         fitness = np.asarray(search.sanitize_fitness(state.fitness))
         winner = int(np.argmax(fitness))
         candidate = jax.tree_util.tree_map(lambda x: np.asarray(x)[winner], state.population)
-        select_tasks = make_tasks(config.select_tasks, cfg.features, jax.random.fold_in(key, 2), cfg.dtype)
         select_fit = float(zero.combine_fitness(zero.evaluate(candidate, select_tasks, cfg,
                                                               key=jax.random.fold_in(key, 3)), "mean"))
         row = {"experiment": experiment, "search_fitness": float(fitness[winner]),
@@ -273,7 +490,6 @@ def run_experiments(config: ml_collections.ConfigDict, workdir: str,
     if best is None:
         raise ValueError("no experiment ran: check max_experiments / max_seconds")
     program = zero.parse_program(best["program"], cfg)
-    final_tasks = make_tasks(config.final_tasks, cfg.features, jax.random.key(_FINAL_SEED), cfg.dtype)
     final_fit = float(zero.combine_fitness(zero.evaluate(program, final_tasks, cfg, key=jax.random.key(_FINAL_SEED)),
                                            "mean"))
     summary = dict(best, final_fitness=final_fit, experiments=experiment)

@@ -155,6 +155,9 @@ def run(config: Any, workdir: str, log_fn=None) -> dict:
     summary dict."""
     if config.strategy not in STRATEGIES:
         raise ValueError(f"strategy: expected one of {STRATEGIES}, got {config.strategy!r}")
+    if isinstance(config.max_children, bool) or not isinstance(config.max_children, int) \
+            or config.max_children < 1:
+        raise ValueError(f"max_children: must be an integer >= 1, got {config.max_children!r}")
     writer = common.is_main_process()  # multi-host: one writer, every process computes
     os.makedirs(workdir, exist_ok=True)
     t0 = time.time()

@@ -8,6 +8,8 @@ Re-running with the same --workdir resumes from its checkpoint. ``--config.num_d
 ``--multihost`` calls jax.distributed.initialize() first; every host runs the same program and
 process 0 alone logs and writes (the workdir must be visible to all hosts).
 """
+import sys
+
 from absl import app, flags, logging
 from ml_collections import config_flags
 
@@ -32,8 +34,14 @@ def main(argv):
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     common.initialize(FLAGS.multihost)
     main_process = common.is_main_process()
-    metrics = train.run(FLAGS.config, FLAGS.workdir, FLAGS.genotype_json,
-                        log_fn=_log if main_process else None)
+    try:
+        metrics = train.run(FLAGS.config, FLAGS.workdir, FLAGS.genotype_json,
+                            log_fn=_log if main_process else None)
+    except KeyboardInterrupt:
+        # Checkpoints are written every config.checkpoint_every steps (default: once per epoch).
+        logging.warning("interrupted; rerun with the same --workdir=%s to resume from its last checkpoint",
+                        FLAGS.workdir)
+        sys.exit(130)
     if main_process:
         logging.info("done: valid_accuracy=%.4f test_accuracy=%.4f",
                      metrics.get("valid_accuracy", float("nan")),

@@ -9,6 +9,7 @@ import jax
 
 from azjax import data as azdata
 from azjax import nas
+from azjax.nas.train import CHECKPOINT_NAME
 from experiments import common
 
 
@@ -31,6 +32,19 @@ def load_data(config: Any) -> dict:
     return split
 
 
+def check_genotype(workdir: str, genotype: nas.Genotype) -> None:
+    """A workdir holding a checkpoint trains the genotype of its ``genotype.json`` only: another one is a
+    ``ValueError`` (raised before anything in the workdir is written)."""
+    saved = os.path.join(workdir, "genotype.json")
+    checkpoint = os.path.join(workdir, CHECKPOINT_NAME)
+    if not (os.path.exists(saved) and os.path.exists(checkpoint)):
+        return
+    if nas.load_genotype(saved) != genotype:
+        raise ValueError(f"--genotype_json: the genotype differs from the genotype {saved} of the run whose "
+                         f"checkpoint is in {workdir}; rerun without --genotype_json (or with that file) to "
+                         "resume it, or use another --workdir")
+
+
 def run(config: Any, workdir: str, genotype_json: str | None = None,
         log_fn: Callable[[dict], None] | None = None) -> dict:
     """Train ``genotype_json`` (default NASNet-A) under ``config``; resume from ``workdir``.
@@ -43,6 +57,7 @@ def run(config: Any, workdir: str, genotype_json: str | None = None,
     saved = os.path.join(workdir, "genotype.json")
     if genotype_json:
         genotype = nas.load_genotype(genotype_json)
+        check_genotype(workdir, genotype)  # before genotype.json is written
     elif os.path.exists(saved):
         genotype = nas.load_genotype(saved)  # a resumed run keeps its genotype
     else:

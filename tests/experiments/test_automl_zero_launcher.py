@@ -26,8 +26,14 @@ def tiny_config():
     return c
 
 
-def test_launcher_writes_outputs_and_resumes(tmp_path):
+def _rows(workdir, experiment):
+    rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    return [r for r in rows if r.get("experiment") == experiment]
+
+
+def test_launcher_writes_outputs_and_resumes(tmp_path, monkeypatch):
     c = tiny_config()
+    c.checkpoint_every_seconds = 0.0  # every iteration: the kill below lands between two checkpoints
     summary = search.run_experiments(c, str(tmp_path))
     assert summary["experiments"] == 1
     for key in ("search_fitness", "select_fitness", "final_fitness"):
@@ -39,12 +45,53 @@ def test_launcher_writes_outputs_and_resumes(tmp_path):
     assert rows and {"evaluations", "best_fitness", "train_steps"} <= set(rows[0])
     assert rows[-2]["train_steps"] >= c.max_train_steps
     assert os.listdir(tmp_path / "experiment_0")  # checkpoints
-    # A second run on the same workdir resumes: the finished experiment is not repeated.
+    full_rows = _rows(tmp_path, "0")
+
+    # A kill -9 after the last metrics row but before the newest checkpoint and the record of the
+    # experiment: the rerun resumes from the previous checkpoint and writes no row twice. The select and
+    # final task sets, which do not shape the search, may change meanwhile.
+    from azjax.search import checkpoint as ckpt
+    exp_dir = tmp_path / "experiment_0"
+    newest = ckpt.latest_step(exp_dir)
+    ckpt.checkpoint_path(exp_dir, newest).unlink()
+    for name in ("experiments.jsonl", "summary.json", "best_program.txt"):
+        (tmp_path / name).unlink()
+    kept = [line for line in (tmp_path / "metrics.jsonl").read_text().splitlines()
+            if "experiment_index" not in line]
+    (tmp_path / "metrics.jsonl").write_text("\n".join(kept) + "\n")
+    c.select_tasks.num_tasks = c.final_tasks.num_tasks = 3
+    logged = []
+    resumed = search.run_experiments(c, str(tmp_path), log_fn=logged.append)
+    assert any(f"resumed from checkpoint {ckpt.checkpoint_path(exp_dir, ckpt.latest_step(exp_dir) - 1)}" in m
+               for m in logged), logged
+    assert any("select_tasks.num_tasks changed from 2 to 3" in m for m in logged), logged
+    assert [r["iteration"] for r in _rows(tmp_path, "0")] == [r["iteration"] for r in full_rows]
+    assert _rows(tmp_path, "0") != [] and resumed["search_fitness"] == summary["search_fitness"]
+
+    # A second run on the same workdir resumes: the finished experiment is not repeated. A Ctrl-C in
+    # the middle of experiment 1 saves a checkpoint and says how to resume.
     c.max_experiments = 2
+    calls = [0]
+    real_progress = search.ProgressBar.__call__
+
+    def interrupt_once(self, m):
+        calls[0] += 1
+        if calls[0] == 3:
+            raise KeyboardInterrupt
+        return real_progress(self, m)
+
+    monkeypatch.setattr(search.ProgressBar, "__call__", interrupt_once)
+    logged = []
+    with pytest.raises(KeyboardInterrupt):
+        search.run_experiments(c, str(tmp_path), log_fn=logged.append)
+    assert any("experiment 1: interrupted; saved checkpoint 3" in m and f"--workdir={tmp_path}" in m
+               for m in logged), logged
     again = search.run_experiments(c, str(tmp_path))
     lines = (tmp_path / "experiments.jsonl").read_text().splitlines()
     assert [json.loads(line)["experiment"] for line in lines] == [0, 1]
     assert again["experiments"] == 2
+    iterations = [r["iteration"] for r in _rows(tmp_path, "1")]
+    assert iterations == sorted(set(iterations))
 
 
 @pytest.mark.parametrize("field, value, match", [

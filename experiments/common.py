@@ -44,8 +44,9 @@ _NONE_OVERRIDE = re.compile(r"^--(config\.[A-Za-z_][\w.]*)=(?:None|none|null)$")
 
 
 def pop_none_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
-    """Splits ``--config.FIELD=None`` flags off ``argv`` (the config flag parser cannot turn text into
-    ``None``); returns the remaining argv and the dotted fields, for :func:`apply_none_overrides`."""
+    """Splits ``--config.FIELD=None`` flags off ``argv`` (the config flag parser cannot turn text
+    into ``None``); returns the remaining argv and the dotted fields, for
+    :func:`apply_none_overrides`."""
     rest, fields = [], []
     for i, arg in enumerate(argv):
         m = _NONE_OVERRIDE.match(arg) if i > 0 else None
@@ -71,8 +72,8 @@ def apply_none_overrides(config, fields: list[str]) -> None:
             raise ValueError(f"--config.{field}=None: the config has no field {field} "
                              f"({type(e).__name__}: {e})") from None
         # Optional fields are placeholders (config_dict.placeholder(float)) or hold None already.
-        optional = (isinstance(getattr(node, "_fields", {}).get(leaf), ml_collections.FieldReference)
-                    or node[leaf] is None)
+        ref = getattr(node, "_fields", {}).get(leaf)
+        optional = isinstance(ref, ml_collections.FieldReference) or node[leaf] is None
         if not optional:
             raise ValueError(f"--config.{field}=None: {field} is not optional (its value is "
                              f"{node[leaf]!r}); give a value")

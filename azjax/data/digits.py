@@ -6,7 +6,8 @@ import numpy as np
 
 
 _SKLEARN_MISSING = ("the digits data set ships with scikit-learn, which is not installed: "
-                    'pip install -e ".[data]" (from the azjax checkout), or pip install scikit-learn')
+                    'pip install -e ".[data]" (from the azjax checkout), '
+                    "or pip install scikit-learn")
 
 
 def require_sklearn() -> None:

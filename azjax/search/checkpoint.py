@@ -234,7 +234,8 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, 
         with open(path, "rb") as f:
             magic = f.read(4)
     except OSError as e:
-        raise CheckpointError(f"checkpoint file {path} is unreadable ({type(e).__name__}: {e})") from e
+        raise CheckpointError(
+            f"checkpoint file {path} is unreadable ({type(e).__name__}: {e})") from e
     if magic != b"PK\x03\x04":
         # np.load would read any other bytes as a pickle and suggest loading it unsafely.
         raise CheckpointError(
@@ -313,8 +314,8 @@ def restore_checkpoint(
                 on_corrupt(path, e)
                 if i == len(steps) - 1:
                     raise CheckpointError(
-                        f"every checkpoint file in {directory} is corrupt or unreadable; they were left "
-                        "in place") from e
+                        f"every checkpoint file in {directory} is corrupt or unreadable; they "
+                        "were left in place") from e
                 continue
             break
     else:

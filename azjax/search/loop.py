@@ -423,7 +423,8 @@ def run(
         # `carry` is the last completed iteration (it is replaced in one assignment).
         save(carry)
         if workdir is not None and writer:
-            _log.warning("interrupted: saved checkpoint %s (iteration %d)", last_path, carry.iteration)
+            _log.warning("interrupted: saved checkpoint %s (iteration %d)", last_path,
+                         carry.iteration)
         raise
     if callbacks and fitness is not None and carry.iteration % metrics_every != 0:
         emit(carry, fitness)

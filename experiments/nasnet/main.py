@@ -39,8 +39,8 @@ def main(argv):
                             log_fn=_log if main_process else None)
     except KeyboardInterrupt:
         # Checkpoints are written every config.checkpoint_every steps (default: once per epoch).
-        logging.warning("interrupted; rerun with the same --workdir=%s to resume from its last checkpoint",
-                        FLAGS.workdir)
+        logging.warning("interrupted; rerun with the same --workdir=%s to resume from its last "
+                        "checkpoint", FLAGS.workdir)
         sys.exit(130)
     if main_process:
         logging.info("done: valid_accuracy=%.4f test_accuracy=%.4f",

@@ -33,16 +33,16 @@ def load_data(config: Any) -> dict:
 
 
 def check_genotype(workdir: str, genotype: nas.Genotype) -> None:
-    """A workdir holding a checkpoint trains the genotype of its ``genotype.json`` only: another one is a
-    ``ValueError`` (raised before anything in the workdir is written)."""
+    """A workdir holding a checkpoint trains the genotype of its ``genotype.json`` only: another
+    one is a ``ValueError`` (raised before anything in the workdir is written)."""
     saved = os.path.join(workdir, "genotype.json")
     checkpoint = os.path.join(workdir, CHECKPOINT_NAME)
     if not (os.path.exists(saved) and os.path.exists(checkpoint)):
         return
     if nas.load_genotype(saved) != genotype:
-        raise ValueError(f"--genotype_json: the genotype differs from the genotype {saved} of the run whose "
-                         f"checkpoint is in {workdir}; rerun without --genotype_json (or with that file) to "
-                         "resume it, or use another --workdir")
+        raise ValueError(f"--genotype_json: the genotype differs from the genotype {saved} of the "
+                         f"run whose checkpoint is in {workdir}; rerun without --genotype_json (or "
+                         "with that file) to resume it, or use another --workdir")
 
 
 def run(config: Any, workdir: str, genotype_json: str | None = None,

@@ -202,7 +202,7 @@ def test_corrupt_or_mismatched_checkpoint_is_an_error_and_untouched(key, tmp_pat
         (tmp_path / name).write_bytes(bytes(damaged))
     with pytest.raises(search.CheckpointError, match="every checkpoint file"):
         rerun()
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(files), "every file is left in place"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(files), "all left in place"
 
 
 def test_corrupt_newest_checkpoint_falls_back_to_the_previous_one(key, tmp_path, caplog):

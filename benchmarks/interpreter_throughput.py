@@ -24,7 +24,7 @@ from azjax.zero import random_programs
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("configs", ["demo", "quick", "baseline", "all_ops"], "Configs to run.")
-flags.DEFINE_list("strategies", ["cond", "select"], "Interpreter strategies.")
+flags.DEFINE_list("backends", ["native", "select", "cond"], "Interpreter backends (native, select, cond).")
 flags.DEFINE_integer("repeats", 3, "Timed repetitions (median reported).")
 flags.DEFINE_integer("num_programs", 0, "Override the population size (0: per-config default).")
 flags.DEFINE_bool("prune", True, "Prune dead instructions before evaluation.")
@@ -62,7 +62,7 @@ def main(argv):
     del argv
     print(f"machine: {platform.machine()} {platform.processor() or ''}, {os.cpu_count()} cpus, "
           f"jax {jax.__version__}, backend {jax.default_backend()}, devices {jax.devices()}")
-    print(f"{'config':9s} {'strategy':8s} {'P':>5s} {'compile_s':>9s} {'run_s':>7s} {'programs/s':>11s} "
+    print(f"{'config':9s} {'backend':8s} {'P':>5s} {'compile_s':>9s} {'run_s':>7s} {'programs/s':>11s} "
           f"{'instr/s':>10s} {'live_instr/s':>12s}")
     for name in FLAGS.configs:
         kw, P = CONFIGS[name]
@@ -75,9 +75,9 @@ def main(argv):
         # train example (stopping early is not credited).
         sizes = {c: np.asarray(progs.component(c).size) for c in ("setup", "predict", "learn")}
         nominal = float(np.sum(sizes["setup"] + (N + M) * sizes["predict"] + N * sizes["learn"]) * T)
-        for strategy in FLAGS.strategies:
+        for backend in FLAGS.backends:
             fn = lambda: zero.evaluate(progs, tasks, cfg, key=jax.random.key(2),  # noqa: E731
-                                               strategy=strategy, validate=False, prune=FLAGS.prune)
+                                               backend=backend, validate=False, prune=FLAGS.prune)
             t0 = time.perf_counter()
             jax.block_until_ready(fn())
             first = time.perf_counter() - t0
@@ -88,7 +88,7 @@ def main(argv):
                 times.append(time.perf_counter() - t0)
             run = float(np.median(times))
             live = zero.live_instruction_count(progs, cfg, N, M) * T if FLAGS.prune else nominal
-            print(f"{name:9s} {strategy:8s} {P:5d} {first - run:9.2f} {run:7.3f} {P / run:11.0f} "
+            print(f"{name:9s} {backend:8s} {P:5d} {first - run:9.2f} {run:7.3f} {P / run:11.0f} "
                   f"{nominal / run:10.3g} {live / run:12.3g}", flush=True)
 
 

@@ -1,6 +1,6 @@
-"""The `lax.switch` executor of AutoML-Zero instructions.
+"""The `lax.switch` executor of AutoML-Zero instructions (the XLA backends' instruction loop).
 
-Two memory models back the two execution strategies (identical results; DESIGN.md "Interpreter"):
+Two memory models back the two XLA backends (`azjax/zero/backends/select.py` and `cond.py`):
 
 * `select` - memory is a tuple of typed banks (s [S], v [V, F], m [M, F, F]); programs and tasks are both
   `vmap`ped, so the batched op index turns the switch into "compute every branch, select one". Each branch
@@ -8,14 +8,14 @@ Two memory models back the two execution strategies (identical results; DESIGN.m
   grows with the number of ops in the config; the natural choice on GPU/TPU.
 * `cond` - memory is one flat buffer [S + V·F + M·F·F]; programs go through `lax.map`, tasks are `vmap`ped
   inside, so the op index is not batched and the switch stays a real conditional: only the chosen op runs,
-  reading its operands and writing its result with dynamic slices. The CPU default.
+  reading its operands and writing its result with dynamic slices.
 
 Both run a component as a `fori_loop` over its first `n` instructions (a dynamic trip count, so pruned
 programs, see `liveness.py`, run only their live instructions) with one switch per loop site.
 """
 from __future__ import annotations
 
-from typing import Callable, NamedTuple, Sequence, Tuple
+from typing import Callable, NamedTuple, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -24,22 +24,6 @@ from jax import lax
 
 from azjax.zero import ops as ops_lib
 from azjax.zero.program import ZeroConfig
-
-STRATEGIES = ("select", "cond")
-
-
-def default_strategy(cfg: ZeroConfig, num_tasks: int = 10, backend: str | None = None) -> str:
-    """`select` on accelerators; on CPU `select` for small op sets and few tasks, else `cond`.
-
-    On CPU `select` costs grow with lanes (programs x tasks) times ops, `cond` pays a fixed per-instruction
-    dispatch vectorized over tasks. Measured (benchmarks/interpreter_throughput.py, idle 2-core CPU, 1000
-    programs, select with length-sorted chunks): demo space at 10 tasks 3663 vs 926 programs/s (select vs
-    cond); linear-regressor space at 10 tasks 6417 vs 1065.
-    """
-    backend = backend or jax.default_backend()
-    if backend != "cpu":
-        return "select"
-    return "select" if num_tasks * len(cfg.used_op_ids) <= 150 else "cond"
 
 
 class Operands(NamedTuple):
@@ -231,38 +215,3 @@ class FlatMemory:
             return lax.fori_loop(0, n, body, mem)
 
         return run
-
-
-def memory_model(cfg: ZeroConfig, strategy: str):
-    if strategy == "select":
-        return SelectMemory(cfg)
-    if strategy == "cond":
-        return FlatMemory(cfg)
-    raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
-
-
-def population_map(strategy: str, fn: Callable, *args, chunk: int = 128):
-    """Maps `fn` over the leading (population) axis: vmap for `select`, lax.map for `cond`.
-
-    `select` vmaps chunks of `chunk` programs and maps over the chunks: a whole population's lanes at once
-    overflow the CPU caches.
-    """
-    if strategy != "select":
-        return lax.map(lambda a: fn(*a), args)
-    P = jax.tree_util.tree_leaves(args)[0].shape[0]
-    # Always whole chunks (padding with copies of the first program): every chunk then runs the same
-    # compiled code whatever the batch or device count, so results do not change in the last bit with
-    # the layout (XLA vectorizes differently for different lane counts).
-    num_chunks = -(-P // chunk)
-    pad = num_chunks * chunk - P
-
-    def split(x):
-        x = jnp.concatenate([x, jnp.repeat(x[:1], pad, axis=0)]) if pad else x
-        return x.reshape((num_chunks, chunk) + x.shape[1:])
-
-    out = lax.map(lambda a: jax.vmap(fn)(*a), jax.tree_util.tree_map(split, args))
-    return jax.tree_util.tree_map(lambda y: y.reshape((num_chunks * chunk,) + y.shape[2:])[:P], out)
-
-
-def vmap_tasks(fn: Callable, in_axes: Sequence):
-    return jax.vmap(fn, in_axes=tuple(in_axes))

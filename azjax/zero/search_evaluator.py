@@ -6,9 +6,8 @@ median) for a batch of programs and does as little work as it can:
 1. identical programs in the batch are evaluated once;
 2. with FEC, each remaining program is first probed (a short evaluation, see `fec.py`); programs whose
    fingerprint is cached on every task take the cached fitness;
-3. the misses are compacted to the front of a batch whose padding is marked inactive: under `cond` the
-   batch keeps its size (one compile; padding costs nothing), under `select` it shrinks to the next power
-   of two (a few compiles; every lane costs).
+3. the misses are compacted to the front of a batch whose padding is marked inactive, padded to the size
+   the backend asks for (`Backend.padded_size`).
 
 `info` carries counters the search loop accumulates: `train_steps` (probe and full training steps, the
 reference's budget unit), `evaluated` (full evaluations run), `cache_hits`, `duplicates`.
@@ -18,20 +17,20 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import importlib
-from typing import Dict, Optional, Tuple
+from typing import Dict, Optional, Tuple, Union
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from azjax.search import sharding
+from azjax.zero import backends
+from azjax.zero import ops as ops_lib
+from azjax.zero.backends import Backend, KeyRule
+from azjax.zero.evaluate import prepare_programs, prepare_tasks
 from azjax.zero.fec import FECCache, FECConfig, fingerprints
 from azjax.zero.program import Program, ZeroConfig
 from azjax.zero.tasks import Tasks
-
-# The module `azjax.zero.evaluate` (the package re-exports a function of the same name).
-_ev = importlib.import_module("azjax.zero.evaluate")
 
 @dataclasses.dataclass(frozen=True)
 class HurdleConfig:
@@ -69,18 +68,20 @@ class ProgramEvaluator:
       tasks: the search tasks (T_search).
       combine: "mean" or "median" over tasks.
       fec: FEC settings, or None to disable the cache.
-      strategy: interpreter strategy ("select" / "cond"; default by backend and config).
+      backend: interpreter backend ("native", "select", "cond" or a Backend; default: native on CPU, select
+        on accelerators).
       train_budget_factor: if set, the reference's op-cost train budget (spec §6.6): programs costlier than
         this factor times the hand-written network get fitness 0 without being evaluated.
       hurdle: if set, hurdles (paper §3.2, see HurdleConfig).
       num_devices: local devices the batch is sharded over (default: all). Keys are split per (program,
         task) before sharding, so fitness does not depend on the device count.
+      strategy: deprecated alias of `backend`.
     """
 
     def __init__(self, cfg: ZeroConfig, tasks: Tasks, *, combine: str = "mean",
-                 fec: Optional[FECConfig] = FECConfig(), strategy: Optional[str] = None,
+                 fec: Optional[FECConfig] = FECConfig(), backend: Union[None, str, Backend] = None,
                  train_budget_factor: Optional[float] = None, hurdle: Optional[HurdleConfig] = None,
-                 num_devices: Optional[int] = None):
+                 num_devices: Optional[int] = None, strategy: Optional[str] = None):
         if combine not in ("mean", "median"):
             raise ValueError(f"combine must be 'mean' or 'median', got {combine!r}")
         if train_budget_factor is not None and not train_budget_factor > 0:
@@ -95,29 +96,29 @@ class ProgramEvaluator:
         self.tasks = tasks
         self.combine = combine
         self.fec = fec
-        self.strategy = strategy or _ev.interpreter.default_strategy(cfg, tasks.num_tasks)
+        self.backend = backends.resolve(backend, cfg, tasks.num_tasks, strategy=strategy)
         self.cache = FECCache(fec) if fec is not None else None
         self.eval_type = tasks.eval_type
         with jax.enable_x64(cfg.dtype == "float64"):
-            self._task_arrays = _ev.prepare_tasks(tasks, cfg)
+            self._task_arrays = prepare_tasks(tasks, cfg)
             if fec is not None:
                 n, m = min(fec.num_train, tasks.num_train), min(fec.num_valid, tasks.num_valid)
                 tx, ty, vx, vy, _ = self._task_arrays
                 probe = Tasks(tx[:, :n], ty[:, :n], vx[:, :m], vy[:, :m], eval_type=tasks.eval_type,
                               num_epochs=1)
-                self._probe_arrays = _ev.prepare_tasks(probe, cfg)
+                self._probe_arrays = prepare_tasks(probe, cfg)
         self.mesh = sharding.make_mesh(num_devices)
         if self.mesh.size == 1:
-            self._full = _ev._jitted(cfg, tasks.eval_type, tasks.num_epochs, self.strategy, False, True)
-            self._probe = _ev._jitted(cfg, tasks.eval_type, 1, self.strategy, True, True)
+            self._full = self.backend.jitted(cfg, tasks.eval_type, tasks.num_epochs, False, True)
+            self._probe = self.backend.jitted(cfg, tasks.eval_type, 1, True, True)
         else:
             # Programs, keys and the active mask are split over devices; task data is replicated.
             split = (True, False, False, False, False, False, True, True)
             self._full = sharding.shard_population_fn(
-                _ev.make_evaluate_fn(cfg, tasks.eval_type, tasks.num_epochs, self.strategy, False, True),
+                self.backend.make_evaluate_fn(cfg, tasks.eval_type, tasks.num_epochs, False, True),
                 self.mesh, split)
             self._probe = sharding.shard_population_fn(
-                _ev.make_evaluate_fn(cfg, tasks.eval_type, 1, self.strategy, True, True), self.mesh, split)
+                self.backend.make_evaluate_fn(cfg, tasks.eval_type, 1, True, True), self.mesh, split)
         self._steps_full = tasks.num_train * tasks.num_epochs
         self.counters = {"evaluated": 0, "cache_hits": 0, "duplicates": 0}
 
@@ -171,9 +172,9 @@ class ProgramEvaluator:
 
     def _run(self, fn, task_arrays, programs: Program, key, active):
         with jax.enable_x64(self.cfg.dtype == "float64"):
-            programs = _ev.prepare_programs(programs, self.cfg)
+            programs = prepare_programs(programs, self.cfg)
             P, T = programs.setup.size.shape[0], task_arrays[0].shape[0]
-            keys = _ev.program_task_keys(key, P, T)
+            keys = KeyRule.lane_keys(key, P, T)
             return fn(programs, *task_arrays, keys, jnp.asarray(active))
 
     def __call__(self, key: jax.Array, programs: Program) -> Tuple[np.ndarray, Dict[str, float]]:
@@ -258,19 +259,14 @@ class ProgramEvaluator:
             self.counters[k] += int(info[k])
         return combined[inverse].astype(np.float32), info
 
-    def _bucket(self, n: int, batch: int) -> int:
-        """The compiled batch size for n programs: `cond` pads to the batch (padding is inactive and costs
-        nothing); `select` computes whole chunks of programs anyway, so it pads to a power-of-two number of
-        chunks (times the device count): little padding, and only log2(batch / chunk) compilations."""
-        if self.strategy == "cond":
-            return sharding.round_up(batch, self.mesh)
-        step = _ev.select_chunk(self.tasks.num_tasks) * self.mesh.size
-        chunks = -(-max(n, 1) // step)
-        return step << max(chunks - 1, 0).bit_length()
+    @property
+    def strategy(self) -> str:
+        """Deprecated: the backend's name."""
+        return self.backend.name
 
     def _pad(self, programs: Program, size: int) -> Program:
         n = programs.setup.size.shape[0]
-        size = self._bucket(n, size)
+        size = self.backend.padded_size(n, size, self.tasks.num_tasks, self.mesh.size)
         if n == size:
             return programs
         return jax.tree_util.tree_map(
@@ -278,7 +274,7 @@ class ProgramEvaluator:
 
 
 # Per-op relative costs (spec §3 / §6.6) and the reference NN's component costs.
-_OP_COST = np.asarray([op.cost for op in _ev.interpreter.ops_lib.OPS], np.float64)
+_OP_COST = np.asarray([op.cost for op in ops_lib.OPS], np.float64)
 _NN_SETUP_COST = 358_864_510.0
 _NN_STEP_COST = 81_904_713.0
 

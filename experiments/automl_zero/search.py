@@ -426,7 +426,7 @@ def run_experiments(config: ml_collections.ConfigDict, workdir: str,
         search_tasks = make_tasks(config.search_tasks, cfg.features, jax.random.fold_in(task_key, 0), cfg.dtype)
         select_tasks = make_tasks(config.select_tasks, cfg.features, jax.random.fold_in(key, 2), cfg.dtype)
         evaluator = ProgramEvaluator(cfg, search_tasks, combine=config.combine, fec=_fec_config(config),
-                                     strategy=config.strategy or None,
+                                     backend=config.get("backend") or config.get("strategy") or None,
                                      train_budget_factor=config.get("train_budget_factor"),
                                      hurdle=(HurdleConfig(num_tasks=config.hurdle_tasks,
                                                           percentile=config.hurdle_percentile,

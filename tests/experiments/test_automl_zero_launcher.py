@@ -124,7 +124,7 @@ def test_main_module_runs(tmp_path):
     args = [sys.executable, "-m", "experiments.automl_zero.main",
             "--config=experiments/automl_zero/configs/linear_quick.py", f"--workdir={tmp_path}",
             "--config.population_size=20", "--config.tournament_size=4", "--config.batch_size=10",
-            "--config.max_train_steps=3000", "--config.max_experiments=1", "--config.strategy=select"]
+            "--config.max_train_steps=3000", "--config.max_experiments=1", "--config.backend=select"]
     for t in ("search_tasks", "select_tasks", "final_tasks"):
         args += [f"--config.{t}.num_tasks=2", f"--config.{t}.num_train=20", f"--config.{t}.num_valid=10"]
     out = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=600)

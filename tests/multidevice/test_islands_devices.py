@@ -26,7 +26,7 @@ SCRIPT = textwrap.dedent("""
     results = {}
     for n in (1, 2, 8):
         # "cond" pads every batch to K*B programs: one compile per device count.
-        ev = zero.ProgramEvaluator(cfg, tasks, num_devices=n, fec=None, strategy="cond")
+        ev = zero.ProgramEvaluator(cfg, tasks, num_devices=n, fec=None, backend="cond")
         assert ev.mesh.size == n
         results[n] = search.run(space, strat, ev, jax.random.key(1), max_evaluations=64)
         if n > 1:

@@ -17,7 +17,7 @@ SCRIPT = textwrap.dedent("""
     results = {}
     for strategy in ("select", "cond"):
         for n in (1, 8):
-            ev = zero.ProgramEvaluator(cfg, tasks, strategy=strategy, num_devices=n)
+            ev = zero.ProgramEvaluator(cfg, tasks, backend=strategy, num_devices=n)
             strat = search.RegularizedEvolution(space, population_size=16, tournament_size=4, batch_size=8)
             r = search.run(space, strat, ev, jax.random.key(1), max_evaluations=40)
             results[strategy, n] = r
@@ -31,7 +31,7 @@ SCRIPT = textwrap.dedent("""
                             jax.tree_util.tree_leaves(base.state.population)):
                 np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     # The sharded function really splits the batch over devices.
-    ev = zero.ProgramEvaluator(cfg, tasks, strategy="select", num_devices=8, fec=None)
+    ev = zero.ProgramEvaluator(cfg, tasks, backend="select", num_devices=8, fec=None)
     from azjax.zero import random_programs
     progs = random_programs.random_programs(jax.random.key(2), cfg, 16)
     out = ev._run(ev._full, ev._task_arrays, progs, jax.random.key(3), np.ones(16, bool))

@@ -40,10 +40,10 @@ ALL_OPS = tuple(R.OP_NAMES[1:])  # NO_OP is always allowed (and not accepted in 
 S, V, MX, F = 5, 4, 3, 3
 LS, LP, LL = 4, 4, 5
 P, T, N, M, E = 3, 2, 5, 3, 2
-STRATEGIES = ("select", "cond")
-# With all 65 ops the 'select' strategy compiles for minutes on a 2-core CPU (it runs every
-# branch), so its all-op variants are slow tests; 'cond' carries the default suite.
-STRATEGY_PARAMS = [pytest.param("select", marks=pytest.mark.slow), "cond"]
+STRATEGIES = ("native", "select", "cond")
+# With all 65 ops the 'select' backend compiles for minutes on a 2-core CPU (it runs every
+# branch), so its all-op variants are slow tests; 'native' and 'cond' carry the default suite.
+STRATEGY_PARAMS = ["native", pytest.param("select", marks=pytest.mark.slow), "cond"]
 
 
 def make_cfg(dtype, features=F, ops=ALL_OPS, sizes=(LS, LP, LL), banks=(S, V, MX)):
@@ -148,7 +148,7 @@ def build_population(cfg, progs):
 
 def run_azjax(cfg, population, tasks, strategy, seed=0):
     fit, preds = zero.evaluate(population, tasks, cfg, key=jax.random.key(seed),
-                               strategy=strategy, return_predictions=True)
+                               backend=strategy, return_predictions=True)
     return np.asarray(fit), np.asarray(preds["train"]), np.asarray(preds["valid"])
 
 

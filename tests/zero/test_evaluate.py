@@ -57,7 +57,7 @@ def test_strategies_and_pruning_agree(tasks, population):
     key = jax.random.key(5)
     results = {}
     for strategy, prune in (("cond", True), ("select", True), ("cond", False)):
-        results[strategy, prune] = zero.evaluate(population, tasks, CFG, key=key, strategy=strategy,
+        results[strategy, prune] = zero.evaluate(population, tasks, CFG, key=key, backend=strategy,
                                                  prune=prune, return_predictions=True)
     fit, preds = results["cond", True]
     chex.assert_shape(fit, (40, T))
@@ -94,7 +94,7 @@ def test_select_result_of_a_program_does_not_depend_on_its_batch_partners(tasks,
 
 
 def test_compiles_once_per_config_and_shapes(tasks, population):
-    evaluate = functools.partial(zero.evaluate, strategy="cond", return_predictions=True)
+    evaluate = functools.partial(zero.evaluate, backend="cond", return_predictions=True)
     evaluate(population, tasks, CFG, key=jax.random.key(0))
     fn = _jitted(CFG, "rms", E, "cond", True, True)
     before = fn._cache_size()
@@ -105,8 +105,8 @@ def test_compiles_once_per_config_and_shapes(tasks, population):
 
 
 def test_deterministic_given_key(tasks, population):
-    a, _ = zero.evaluate(population, tasks, CFG, key=jax.random.key(3), strategy="cond", return_predictions=True)
-    b, _ = zero.evaluate(population, tasks, CFG, key=jax.random.key(3), strategy="cond", return_predictions=True)
+    a, _ = zero.evaluate(population, tasks, CFG, key=jax.random.key(3), backend="cond", return_predictions=True)
+    b, _ = zero.evaluate(population, tasks, CFG, key=jax.random.key(3), backend="cond", return_predictions=True)
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
@@ -121,7 +121,7 @@ def test_divergence_in_a_later_epoch_keeps_the_best_earlier_epoch():
     text = ("def Setup():\n  s3 = 3.0\ndef Predict():\n  s1 = s2 + s4\n"
             "def Learn():\n  s2 = s2 + s3\n")
     prog = zero.parse_program(text, CFG)
-    fit, preds = zero.evaluate(prog, _zeros_tasks(), CFG, key=jax.random.key(0), strategy="cond",
+    fit, preds = zero.evaluate(prog, _zeros_tasks(), CFG, key=jax.random.key(0), backend="cond",
                                return_predictions=True)
     np.testing.assert_allclose(np.asarray(fit), 1 - (2 / math.pi) * math.atan(60.0), rtol=1e-6)
     train = np.asarray(preds["train"][0])
@@ -135,7 +135,7 @@ def test_divergence_in_the_first_epoch_gives_zero_and_nan_is_not_a_crash():
     texts = ["def Setup():\n  s3 = -1.0\ndef Predict():\n  s1 = log(s3)\ndef Learn():\n  pass\n",
              "def Setup():\n  s3 = 500.0\ndef Predict():\n  s1 = s3 + s4\ndef Learn():\n  pass\n"]
     progs = zero.stack_programs([zero.parse_program(t, CFG) for t in texts])
-    fit, _ = zero.evaluate(progs, _zeros_tasks(), CFG, key=jax.random.key(0), strategy="cond",
+    fit, _ = zero.evaluate(progs, _zeros_tasks(), CFG, key=jax.random.key(0), backend="cond",
                            return_predictions=True)
     np.testing.assert_array_equal(np.asarray(fit), 0.0)
 
@@ -171,9 +171,12 @@ def test_bad_tasks_name_the_field(tasks, population, make, match):
         zero.evaluate(population, make(tasks), CFG, key=jax.random.key(0))
 
 
-def test_bad_programs_and_strategy(tasks, population):
-    with pytest.raises(ValueError, match="strategy"):
-        zero.evaluate(population, tasks, CFG, key=jax.random.key(0), strategy="fast")
+def test_bad_programs_and_backend(tasks, population):
+    with pytest.raises(ValueError, match="backend"):
+        zero.evaluate(population, tasks, CFG, key=jax.random.key(0), backend="fast")
+    with pytest.warns(DeprecationWarning, match="backend"):  # the deprecated alias still works
+        zero.evaluate(jax.tree_util.tree_map(lambda x: x[:2], population), tasks, CFG, key=jax.random.key(0),
+                      strategy="cond")
     nested = jax.tree_util.tree_map(lambda x: x.reshape((4, 10) + x.shape[1:]), population)
     with pytest.raises(ValueError, match="programs"):
         zero.evaluate(nested, tasks, CFG, key=jax.random.key(0))

@@ -57,7 +57,7 @@ def evaluate_population(progs, tasks, cfg):
     float64 constants to float32: see test_single_program_float64_constants_are_exact.)
     """
     return np.asarray(zero.evaluate(zero.stack_programs(progs), tasks, cfg, key=jax.random.key(0),
-                                    strategy="cond"))
+                                    backend="cond"))
 
 
 def f64(fn, *args, **kw):
@@ -138,7 +138,7 @@ def test_exported_programs_reproduce_fitness(kind):
 def test_single_program_float64_constants_are_exact():
     progs = shared_population()
     tasks = make_tasks("linear")
-    single = np.asarray(zero.evaluate(progs[0], tasks, SHARED_CFG, key=jax.random.key(0), strategy="cond"))
+    single = np.asarray(zero.evaluate(progs[0], tasks, SHARED_CFG, key=jax.random.key(0), backend="cond"))
     np.testing.assert_array_equal(single, evaluate_population(progs, tasks, SHARED_CFG)[0])
 
 

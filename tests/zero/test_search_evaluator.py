@@ -27,8 +27,8 @@ def batch():
 
 
 def test_fec_gives_the_same_fitness_and_skips_work(tasks, batch):
-    plain = zero.ProgramEvaluator(CFG, tasks, fec=None, strategy="select")
-    cached = zero.ProgramEvaluator(CFG, tasks, strategy="select")
+    plain = zero.ProgramEvaluator(CFG, tasks, fec=None, backend="select")
+    cached = zero.ProgramEvaluator(CFG, tasks, backend="select")
     f0, info0 = plain(jax.random.key(2), batch)
     f1, info1 = cached(jax.random.key(2), batch)
     np.testing.assert_allclose(f1, f0, rtol=1e-6)
@@ -45,7 +45,7 @@ def test_fec_gives_the_same_fitness_and_skips_work(tasks, batch):
 
 
 def test_fec_forgets_after_k_hits_and_state_round_trips(tasks, batch):
-    ev = zero.ProgramEvaluator(CFG, tasks, fec=zero.FECConfig(forget_every=2), strategy="select")
+    ev = zero.ProgramEvaluator(CFG, tasks, fec=zero.FECConfig(forget_every=2), backend="select")
     _, first = ev(jax.random.key(0), batch)
     _, hit = ev(jax.random.key(0), batch)
     # Hits count 2 and are forgotten right after serving (an entry shared by two equivalent programs is
@@ -54,7 +54,7 @@ def test_fec_forgets_after_k_hits_and_state_round_trips(tasks, batch):
     _, again = ev(jax.random.key(0), batch)
     assert again["evaluated"] > hit["evaluated"]
     state = ev.get_state()
-    fresh = zero.ProgramEvaluator(CFG, tasks, fec=zero.FECConfig(forget_every=2), strategy="select")
+    fresh = zero.ProgramEvaluator(CFG, tasks, fec=zero.FECConfig(forget_every=2), backend="select")
     fresh.set_state(state)
     assert len(fresh.cache) == len(ev.cache)
     assert list(fresh.cache.items()) == list(ev.cache.items())
@@ -73,7 +73,7 @@ def test_train_budget_rejects_costly_programs(tasks):
     assert step[1] > step[0]
     np.testing.assert_array_equal(within_train_budget(pop, 1000, 1.0), [True, False])
     t = zero.teacher_network_tasks(jax.random.key(0), 1, 4, N, M)
-    ev = zero.ProgramEvaluator(cfg, t, fec=None, strategy="cond", train_budget_factor=1.0)
+    ev = zero.ProgramEvaluator(cfg, t, fec=None, backend="cond", train_budget_factor=1.0)
     fit, info = ev(jax.random.key(0), pop)
     assert fit[1] == 0.0 and fit[0] > 0.0 and info["evaluated"] == 1
 
@@ -82,7 +82,7 @@ def test_search_with_the_cache_resumes_exactly(tmp_path, tasks):
     space = zero.ProgramSpace(CFG)
 
     def go(workdir, evaluations):
-        ev = zero.ProgramEvaluator(CFG, tasks, strategy="select")
+        ev = zero.ProgramEvaluator(CFG, tasks, backend="select")
         strat = search.RegularizedEvolution(space, population_size=16, tournament_size=4, batch_size=8)
         return search.run(space, strat, ev, jax.random.key(5), max_evaluations=evaluations, workdir=workdir,
                           checkpoint_every_seconds=0, extra_state=ev), ev
@@ -102,8 +102,8 @@ def test_search_with_the_cache_resumes_exactly(tmp_path, tasks):
 def test_hurdles_stop_weak_programs_after_the_first_stage():
     tasks4 = zero.linear_regression_tasks(jax.random.key(0), 4, 4, N, M)
     progs = jax.tree_util.tree_map(np.asarray, random_programs.random_programs(jax.random.key(1), CFG, B))
-    plain = zero.ProgramEvaluator(CFG, tasks4, fec=None, strategy="select")
-    hurdled = zero.ProgramEvaluator(CFG, tasks4, fec=None, strategy="select",
+    plain = zero.ProgramEvaluator(CFG, tasks4, fec=None, backend="select")
+    hurdled = zero.ProgramEvaluator(CFG, tasks4, fec=None, backend="select",
                                     hurdle=zero.HurdleConfig(num_tasks=1, percentile=50, min_history=4))
     full, info_full = plain(jax.random.key(2), progs)
     hurdled(jax.random.key(2), progs)            # fills the history: no hurdle yet

@@ -56,7 +56,8 @@ def get_config():
     c.sufficient_fitness = 0.9999
     c.stop_search_at_fitness = config_dict.placeholder(float)  # None: the reference (run the budget)
     c.max_seconds = config_dict.placeholder(float)
-    c.strategy = ""             # interpreter: "" = by backend, "cond" or "select"
+    c.backend = ""              # interpreter: "" = native on CPU, select on accelerators; or native/select/cond
+    c.strategy = ""             # deprecated alias of backend
     c.num_devices = config_dict.placeholder(int)  # local devices the population is sharded over (None/0: all)
     c.checkpoint_every_seconds = 60.0
     c.log_every_seconds = 5.0

@@ -1,0 +1,129 @@
+"""The `native` backend: a C++ XLA FFI custom call that evaluates a whole batch on the CPU.
+
+One custom call per batch runs every (program, task) pair with one indirect dispatch per live instruction,
+memory on the stack of a worker thread, liveness pruning and the early stop of the other backends, threaded
+over pairs (`AZJAX_NATIVE_THREADS` caps the threads; default all). The kernel lives in
+`native_kernel.cc` beside this file and is compiled by the package's install (`setup.py`). Where it could
+not be built or loaded, `available()` is False, `reason()` says why and `default_backend` picks `select`.
+See docs/backends.md for the exactness guarantee against the JAX backends.
+"""
+from __future__ import annotations
+
+import ctypes
+import glob
+import os
+import threading
+from typing import Callable, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from azjax.zero.backends.base import Backend
+from azjax.zero.program import ZeroConfig
+
+_TARGET = "azjax_zero_evaluate"
+_lock = threading.Lock()
+_state = {"lib": None, "reason": None, "loaded": False}
+
+
+def library_path() -> Optional[str]:
+    """The compiled kernel next to this file (the install builds it), or None."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    env = os.environ.get("AZJAX_NATIVE_LIBRARY")
+    if env:
+        return env
+    found = sorted(glob.glob(os.path.join(here, "_native_kernel*.so")))
+    return found[0] if found else None
+
+
+def _load():
+    with _lock:
+        if _state["loaded"]:
+            return _state["lib"]
+        _state["loaded"] = True
+        path = library_path()
+        if path is None:
+            _state["reason"] = ("the native kernel was not built (no _native_kernel*.so in "
+                                f"{os.path.dirname(os.path.abspath(__file__))}; reinstall with a C++17 compiler: "
+                                "pip install -e .)")
+            return None
+        try:
+            lib = ctypes.CDLL(path)
+            jax.ffi.register_ffi_target(_TARGET, jax.ffi.pycapsule(lib.AzjaxZeroEvaluate), platform="cpu")
+        except Exception as e:  # noqa: BLE001 - any load failure means "not available", with its reason
+            _state["reason"] = f"loading {path} failed: {e}"
+            return None
+        _state["lib"] = lib
+        return lib
+
+
+def available() -> bool:
+    """Whether the native kernel is built and loadable on this machine."""
+    return _load() is not None
+
+
+def reason() -> Optional[str]:
+    """Why the native backend is unavailable (None when it is available)."""
+    _load()
+    return _state["reason"]
+
+
+def op_table() -> np.ndarray:
+    """The kernel's per-op (in1, in2, out, reads_output) type codes [NUM_OPS, 4] (0 none, 1 s, 2 v, 3 m)."""
+    lib = _load()
+    if lib is None:
+        raise RuntimeError(f"native backend unavailable: {reason()}")
+    buf = (ctypes.c_int8 * (4 * 128))()
+    n = lib.azjax_native_op_table(buf, len(buf))
+    return np.frombuffer(bytes(buf), np.int8)[:4 * n].reshape(n, 4).astype(np.int32)
+
+
+def num_threads() -> int:
+    lib = _load()
+    if lib is None:
+        raise RuntimeError(f"native backend unavailable: {reason()}")
+    return int(lib.azjax_native_num_threads())
+
+
+class NativeBackend(Backend):
+    """The C++ FFI backend (CPU only)."""
+
+    name = "native"
+    platforms = ("cpu",)
+
+    def unavailable_reason(self) -> Optional[str]:
+        return reason()
+
+    def make_evaluate_fn(self, cfg: ZeroConfig, eval_type: str, num_epochs: int,
+                         return_predictions: bool = False, prune: bool = True) -> Callable:
+        if _load() is None:
+            raise RuntimeError(f"native backend unavailable: {reason()}")
+        keys_rule = self.key_rule(cfg)
+        attrs = dict(num_scalars=np.int64(cfg.num_scalars), num_vectors=np.int64(cfg.num_vectors),
+                     num_matrices=np.int64(cfg.num_matrices), features=np.int64(cfg.features),
+                     eval_type=np.int64(1 if eval_type == "accuracy" else 0), num_epochs=np.int64(num_epochs),
+                     max_abs_error=np.float64(cfg.max_abs_error), la=np.int64(keys_rule.predict_stride),
+                     lb=np.int64(keys_rule.learn_stride), prune=bool(prune))
+
+        def fn(programs, train_x, train_y, valid_x, valid_y, orders, keys, active):
+            P = programs.setup.size.shape[0]
+            T, N, _ = train_x.shape
+            M = valid_x.shape[1]
+            steps = num_epochs * (N + M)
+            dt = train_x.dtype
+            out = (jax.ShapeDtypeStruct((P, T), dt),
+                   jax.ShapeDtypeStruct((P, T, steps if return_predictions else 0), dt))
+            call = jax.ffi.ffi_call(_TARGET, out, vmap_method="sequential")
+            comps = (programs.setup, programs.predict, programs.learn)
+            args = []
+            for c in comps:
+                args += [c.instructions.astype(jnp.int32), c.data.astype(dt), c.size.astype(jnp.int32)]
+            fitness, preds = call(*args, train_x, train_y, valid_x, valid_y, orders.astype(jnp.int32),
+                                  jax.random.key_data(keys), active.astype(jnp.int32), **attrs)
+            if not return_predictions:
+                return fitness
+            preds = preds.reshape(P, T, num_epochs, N + M)
+            return fitness, {"train": preds[..., :N], "valid": preds[..., N:]}
+
+        return fn

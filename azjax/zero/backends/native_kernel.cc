@@ -1,0 +1,828 @@
+// The native CPU backend of the AutoML-Zero interpreter: one XLA FFI custom call that evaluates a whole
+// batch of (program, task) pairs.
+//
+// Semantics are those of the JAX backends (azjax/zero/evaluate.py and azjax/zero/ops.py); docs/backends.md
+// states the exactness guarantee. In short, per (program, task): dead instructions are pruned (the same
+// liveness rule as azjax/zero/liveness.py), memory is zeroed, Setup runs once, then every epoch trains over
+// the task's example order (Predict, early stop on NaN or a too large error, Learn) and validates (Predict
+// only); the best epoch's fitness counts. Random ops draw from threefry-2x32 keys derived exactly as
+// `jax.random.fold_in(lane_key, counter)` with the counter rule of docs/backends.md.
+//
+// The op table at the bottom of this file (kOpTable) must equal azjax/zero/ops.py's; a test compares them.
+//
+// Threading: (program, task) pairs are spread over a persistent pool of worker threads (AZJAX_NATIVE_THREADS,
+// default: all hardware threads). A call that finds the pool busy (e.g. several XLA devices calling at
+// once) runs its pairs on the calling thread.
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <condition_variable>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <limits>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
+
+namespace azjax_native {
+
+// ----------------------------------------------------------------------------------------------------------
+// Op ids (azjax/zero/ops.py) and per-op operand types: 0 none, 1 scalar, 2 vector, 3 matrix.
+enum Op : int {
+  NO_OP = 0, SCALAR_SUM, SCALAR_DIFF, SCALAR_PRODUCT, SCALAR_DIVISION, SCALAR_ABS, SCALAR_RECIPROCAL,
+  SCALAR_SIN, SCALAR_COS, SCALAR_TAN, SCALAR_ARCSIN, SCALAR_ARCCOS, SCALAR_ARCTAN, SCALAR_EXP, SCALAR_LOG,
+  SCALAR_HEAVYSIDE, VECTOR_HEAVYSIDE, MATRIX_HEAVYSIDE, SCALAR_VECTOR_PRODUCT, SCALAR_BROADCAST,
+  VECTOR_RECIPROCAL, VECTOR_NORM, VECTOR_ABS, VECTOR_SUM, VECTOR_DIFF, VECTOR_PRODUCT, VECTOR_DIVISION,
+  VECTOR_INNER_PRODUCT, VECTOR_OUTER_PRODUCT, SCALAR_MATRIX_PRODUCT, MATRIX_RECIPROCAL,
+  MATRIX_VECTOR_PRODUCT, VECTOR_COLUMN_BROADCAST, VECTOR_ROW_BROADCAST, MATRIX_NORM, MATRIX_COLUMN_NORM,
+  MATRIX_ROW_NORM, MATRIX_TRANSPOSE, MATRIX_ABS, MATRIX_SUM, MATRIX_DIFF, MATRIX_PRODUCT, MATRIX_DIVISION,
+  MATRIX_MATRIX_PRODUCT, SCALAR_MIN, VECTOR_MIN, MATRIX_MIN, SCALAR_MAX, VECTOR_MAX, MATRIX_MAX,
+  VECTOR_MEAN, MATRIX_MEAN, MATRIX_ROW_MEAN, MATRIX_ROW_ST_DEV, VECTOR_ST_DEV, MATRIX_ST_DEV,
+  SCALAR_CONST_SET, VECTOR_CONST_SET, MATRIX_CONST_SET, SCALAR_UNIFORM_SET, VECTOR_UNIFORM_SET,
+  MATRIX_UNIFORM_SET, SCALAR_GAUSSIAN_SET, VECTOR_GAUSSIAN_SET, MATRIX_GAUSSIAN_SET, NUM_OPS
+};
+
+struct OpTypes {
+  int8_t in1, in2, out;
+  bool reads_output;
+};
+
+// {in1, in2, out, reads_output} per op id; checked against the Python table by tests/zero/test_backends.py.
+constexpr OpTypes kOpTable[NUM_OPS] = {
+    {0, 0, 0, 0},                                                                // NO_OP
+    {1, 1, 1, 0}, {1, 1, 1, 0}, {1, 1, 1, 0}, {1, 1, 1, 0},                      // 1-4
+    {1, 0, 1, 0}, {1, 0, 1, 0}, {1, 0, 1, 0}, {1, 0, 1, 0}, {1, 0, 1, 0},        // 5-9
+    {1, 0, 1, 0}, {1, 0, 1, 0}, {1, 0, 1, 0}, {1, 0, 1, 0}, {1, 0, 1, 0},        // 10-14
+    {1, 0, 1, 0}, {2, 0, 2, 0}, {3, 0, 3, 0},                                    // 15-17
+    {1, 2, 2, 0}, {1, 0, 2, 0}, {2, 0, 2, 0}, {2, 0, 1, 0}, {2, 0, 2, 0},        // 18-22
+    {2, 2, 2, 0}, {2, 2, 2, 0}, {2, 2, 2, 0}, {2, 2, 2, 0}, {2, 2, 1, 0},        // 23-27
+    {2, 2, 3, 0}, {1, 3, 3, 0}, {3, 0, 3, 0}, {3, 2, 2, 0}, {2, 0, 3, 0},        // 28-32
+    {2, 0, 3, 0}, {3, 0, 1, 0}, {3, 0, 2, 0}, {3, 0, 2, 0}, {3, 0, 3, 0},        // 33-37
+    {3, 0, 3, 0}, {3, 3, 3, 0}, {3, 3, 3, 0}, {3, 3, 3, 0}, {3, 3, 3, 0},        // 38-42
+    {3, 3, 3, 0}, {1, 1, 1, 0}, {2, 2, 2, 0}, {3, 3, 3, 0}, {1, 1, 1, 0},        // 43-47
+    {2, 2, 2, 0}, {3, 3, 3, 0}, {2, 0, 1, 0}, {3, 0, 1, 0}, {3, 0, 2, 0},        // 48-52
+    {3, 0, 2, 0}, {2, 0, 1, 0}, {3, 0, 1, 0},                                    // 53-55
+    {0, 0, 1, 0}, {0, 0, 2, 1}, {0, 0, 3, 1},                                    // 56-58
+    {0, 0, 1, 0}, {0, 0, 2, 0}, {0, 0, 3, 0}, {0, 0, 1, 0}, {0, 0, 2, 0}, {0, 0, 3, 0},  // 59-64
+};
+
+// ----------------------------------------------------------------------------------------------------------
+// threefry-2x32 (20 rounds), the key derivation of jax.random.fold_in and the bits of jax.random.bits with
+// jax_threefry_partitionable (element i of a draw hashes the counter pair (0, i)).
+struct Key {
+  uint32_t k0, k1;
+};
+
+static inline uint32_t rotl(uint32_t x, int d) { return (x << d) | (x >> (32 - d)); }
+
+static inline void threefry2x32(Key key, uint32_t x0, uint32_t x1, uint32_t* y0, uint32_t* y1) {
+  static const int kRot[2][4] = {{13, 15, 26, 6}, {17, 29, 16, 24}};
+  const uint32_t ks[3] = {key.k0, key.k1, key.k0 ^ key.k1 ^ 0x1BD11BDAu};
+  x0 += ks[0];
+  x1 += ks[1];
+  for (int r = 0; r < 5; ++r) {
+    const int* rot = kRot[r % 2];
+    for (int j = 0; j < 4; ++j) {
+      x0 += x1;
+      x1 = rotl(x1, rot[j]);
+      x1 ^= x0;
+    }
+    x0 += ks[(r + 1) % 3];
+    x1 += ks[(r + 2) % 3] + static_cast<uint32_t>(r + 1);
+  }
+  *y0 = x0;
+  *y1 = x1;
+}
+
+static inline Key fold_in(Key key, uint32_t data) {
+  Key out;
+  threefry2x32(key, 0u, data, &out.k0, &out.k1);
+  return out;
+}
+
+// jax.random.uniform(key, shape, dtype) in [0, 1) for element i.
+static inline float uniform01_f32(Key key, uint32_t i) {
+  uint32_t b0, b1;
+  threefry2x32(key, 0u, i, &b0, &b1);
+  uint32_t bits = ((b0 ^ b1) >> 9) | 0x3F800000u;
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f - 1.0f;
+}
+
+static inline double uniform01_f64(Key key, uint32_t i) {
+  uint32_t b0, b1;
+  threefry2x32(key, 0u, i, &b0, &b1);
+  uint64_t bits = ((static_cast<uint64_t>(b0) << 32) | b1) >> 12 | 0x3FF0000000000000ull;
+  double f;
+  std::memcpy(&f, &bits, 8);
+  return f - 1.0;
+}
+
+template <typename T>
+static inline T uniform01(Key key, uint32_t i);
+template <>
+inline float uniform01<float>(Key key, uint32_t i) { return uniform01_f32(key, i); }
+template <>
+inline double uniform01<double>(Key key, uint32_t i) { return uniform01_f64(key, i); }
+
+// erfinv: single precision as XLA's polynomial (Giles); double precision by Newton steps on std::erf. Gaussian
+// draws are therefore equal to jax.random.normal's up to a few ulps (docs/backends.md).
+static inline float erfinv_f32(float x) {
+  static const float lt5[9] = {2.81022636e-08f, 3.43273939e-07f, -3.5233877e-06f,
+                               -4.39150654e-06f, 0.00021858087f, -0.00125372503f,
+                               -0.00417768164f, 0.246640727f, 1.50140941f};
+  static const float ge5[9] = {-0.000200214257f, 0.000100950558f, 0.00134934322f,
+                               -0.00367342844f, 0.00573950773f, -0.0076224613f,
+                               0.00943887047f, 1.00167406f, 2.83297682f};
+  if (std::fabs(x) == 1.0f) return x * std::numeric_limits<float>::infinity();
+  float w = -std::log1p(-x * x);
+  const bool lt = w < 5.0f;
+  const float* c = lt ? lt5 : ge5;
+  w = lt ? w - 2.5f : std::sqrt(w) - 3.0f;
+  float p = c[0];
+  for (int i = 1; i < 9; ++i) p = c[i] + p * w;
+  return p * x;
+}
+
+static inline double erfinv_f64(double x) {
+  if (std::fabs(x) >= 1.0) return x == 1.0 ? HUGE_VAL : (x == -1.0 ? -HUGE_VAL : NAN);
+  double y = static_cast<double>(erfinv_f32(static_cast<float>(x)));
+  if (!std::isfinite(y)) y = (x > 0 ? 1 : -1) * 5.9;
+  for (int it = 0; it < 3; ++it) {
+    const double err = std::erf(y) - x;
+    y -= err / (1.1283791670955126 * std::exp(-y * y));
+  }
+  return y;
+}
+
+template <typename T>
+static inline T standard_normal(Key key, uint32_t i) {
+  // jax: u = uniform(key, lo=nextafter(-1, 0), hi=1); sqrt(2) * erfinv(u)
+  const T lo = std::nextafter(T(-1), T(0));
+  T u = uniform01<T>(key, i) * (T(1) - lo) + lo;
+  u = std::max(lo, u);
+  if constexpr (sizeof(T) == 4) {
+    return static_cast<T>(1.41421356237309504880f) * erfinv_f32(u);
+  } else {
+    return 1.4142135623730951 * erfinv_f64(u);
+  }
+}
+
+// ----------------------------------------------------------------------------------------------------------
+// Decoded instructions: memory offsets instead of bank addresses.
+template <typename T>
+struct Instr {
+  int32_t op;
+  int32_t a, b, o;  // offsets into the lane's flat memory
+  int32_t pos;      // position in the unpruned component (the random-op counter)
+  int32_t i0, i1;   // element indices of the const sets
+  T d0, d1, d2;
+};
+
+struct Layout {
+  int S, V, M, F;
+  int offset(int type, int addr) const {
+    switch (type) {
+      case 1: return addr;
+      case 2: return S + addr * F;
+      case 3: return S + V * F + addr * F * F;
+      default: return 0;
+    }
+  }
+  int total() const { return S + V * F + M * F * F; }
+};
+
+// Liveness over the three components (as azjax/zero/liveness.py): slots are S + V + M bank addresses.
+struct Liveness {
+  const Layout& L;
+  explicit Liveness(const Layout& l) : L(l) {}
+  int slot(int type, int addr) const {
+    switch (type) {
+      case 1: return addr;
+      case 2: return L.S + addr;
+      case 3: return L.S + L.V + addr;
+      default: return -1;
+    }
+  }
+  // Walks one component backwards; updates `live` in place and marks live instructions.
+  void backward(const int32_t* ins, int n, std::vector<char>& live, char* flags) const {
+    for (int k = n - 1; k >= 0; --k) {
+      const int32_t* x = ins + 4 * k;
+      const int op = x[0];
+      const OpTypes t = (op >= 0 && op < NUM_OPS) ? kOpTable[op] : OpTypes{0, 0, 0, 0};
+      bool is_live = false;
+      if (t.out) {
+        const int os = slot(t.out, x[3]);
+        if (live[os]) {
+          is_live = true;
+          if (!t.reads_output) live[os] = 0;
+          if (t.in1) live[slot(t.in1, x[1])] = 1;
+          if (t.in2) live[slot(t.in2, x[2])] = 1;
+        }
+      }
+      if (flags) flags[k] = is_live;
+    }
+  }
+};
+
+template <typename T>
+struct DecodedProgram {
+  std::vector<Instr<T>> setup, predict, learn;
+};
+
+template <typename T>
+static void decode(const int32_t* ins, const T* data, int n, const char* flags, const Layout& L,
+                   std::vector<Instr<T>>& out) {
+  out.clear();
+  for (int k = 0; k < n; ++k) {
+    if (flags && !flags[k]) continue;
+    const int32_t* x = ins + 4 * k;
+    const T* d = data + 3 * k;
+    const int op = x[0];
+    if (op == NO_OP) continue;  // NO_OPs are dead by construction; unpruned runs skip them too
+    const OpTypes t = kOpTable[op];
+    Instr<T> I;
+    I.op = op;
+    I.a = L.offset(t.in1, x[1]);
+    I.b = L.offset(t.in2, x[2]);
+    I.o = L.offset(t.out, x[3]);
+    I.pos = k;
+    I.d0 = d[0];
+    I.d1 = d[1];
+    I.d2 = d[2];
+    auto index = [&](T fraction) {
+      // floor(F * f) clipped to [0, F - 1], in the program's float type (as ops.py's _index).
+      const T v = std::floor(static_cast<T>(L.F) * fraction);
+      int i = (v != v) ? 0 : (v < T(0) ? 0 : (v > T(L.F - 1) ? L.F - 1 : static_cast<int>(v)));
+      return i;
+    };
+    I.i0 = (op == VECTOR_CONST_SET || op == MATRIX_CONST_SET) ? index(d[0]) : 0;
+    I.i1 = (op == MATRIX_CONST_SET) ? index(d[1]) : 0;
+    out.push_back(I);
+  }
+}
+
+// ----------------------------------------------------------------------------------------------------------
+// The ops. FS is the compile-time vector length (0: the runtime F). Results go through a scratch buffer
+// where an output may alias an input of another shape.
+template <typename T>
+static inline T sum_seq(const T* x, int n) {
+  T acc = T(0);
+  for (int i = 0; i < n; ++i) acc += x[i];
+  return acc;
+}
+
+template <typename T>
+static inline T sum_sq(const T* x, int n) {
+  T acc = T(0);
+  for (int i = 0; i < n; ++i) acc += x[i] * x[i];
+  return acc;
+}
+
+template <typename T, int FS>
+struct Machine {
+  int F_;
+  T* mem;
+  T* scratch;  // F * F
+  Key lane_key;
+  inline int F() const { return FS ? FS : F_; }
+
+  inline void random_fill(T* o, int n, const Instr<T>& I, uint32_t counter, bool gaussian) {
+    const Key k = fold_in(lane_key, counter);
+    if (gaussian) {
+      for (int i = 0; i < n; ++i) o[i] = I.d0 + I.d1 * standard_normal<T>(k, i);
+    } else {
+      const bool ordered = I.d0 < I.d1;
+      const T width = I.d1 - I.d0;
+      for (int i = 0; i < n; ++i) o[i] = ordered ? I.d0 + width * uniform01<T>(k, i) : I.d0;
+    }
+  }
+
+  // Runs n decoded instructions; `counter0` is the random-op counter base of this run.
+  void run(const Instr<T>* ins, int n, uint32_t counter0) {
+    const int F = this->F();
+    const int FF = F * F;
+    for (int k = 0; k < n; ++k) {
+      const Instr<T>& I = ins[k];
+      T* a = mem + I.a;
+      T* b = mem + I.b;
+      T* o = mem + I.o;
+      switch (I.op) {
+        case NO_OP: break;
+        case SCALAR_SUM: *o = *a + *b; break;
+        case SCALAR_DIFF: *o = *a - *b; break;
+        case SCALAR_PRODUCT: *o = *a * *b; break;
+        case SCALAR_DIVISION: *o = *a / *b; break;
+        case SCALAR_ABS: *o = std::fabs(*a); break;
+        case SCALAR_RECIPROCAL: *o = T(1) / *a; break;
+        case SCALAR_SIN: *o = std::sin(*a); break;
+        case SCALAR_COS: *o = std::cos(*a); break;
+        case SCALAR_TAN: *o = std::tan(*a); break;
+        case SCALAR_ARCSIN: *o = std::asin(*a); break;
+        case SCALAR_ARCCOS: *o = std::acos(*a); break;
+        case SCALAR_ARCTAN: *o = std::atan(*a); break;
+        case SCALAR_EXP: *o = std::exp(*a); break;
+        case SCALAR_LOG: *o = std::log(*a); break;
+        case SCALAR_HEAVYSIDE: *o = (*a >= T(0)) ? T(1) : T(0); break;
+        case VECTOR_HEAVYSIDE: for (int i = 0; i < F; ++i) o[i] = (a[i] > T(0)) ? T(1) : T(0); break;
+        case MATRIX_HEAVYSIDE: for (int i = 0; i < FF; ++i) o[i] = (a[i] > T(0)) ? T(1) : T(0); break;
+        case SCALAR_VECTOR_PRODUCT: { const T s = *a; for (int i = 0; i < F; ++i) o[i] = s * b[i]; break; }
+        case SCALAR_BROADCAST: { const T s = *a; for (int i = 0; i < F; ++i) o[i] = s; break; }
+        case VECTOR_RECIPROCAL: for (int i = 0; i < F; ++i) o[i] = T(1) / a[i]; break;
+        case VECTOR_NORM: *o = std::sqrt(sum_sq(a, F)); break;
+        case VECTOR_ABS: for (int i = 0; i < F; ++i) o[i] = std::fabs(a[i]); break;
+        case VECTOR_SUM: for (int i = 0; i < F; ++i) o[i] = a[i] + b[i]; break;
+        case VECTOR_DIFF: for (int i = 0; i < F; ++i) o[i] = a[i] - b[i]; break;
+        case VECTOR_PRODUCT: for (int i = 0; i < F; ++i) o[i] = a[i] * b[i]; break;
+        case VECTOR_DIVISION: for (int i = 0; i < F; ++i) o[i] = a[i] / b[i]; break;
+        case VECTOR_INNER_PRODUCT: {
+          T acc = T(0);
+          for (int i = 0; i < F; ++i) acc += a[i] * b[i];
+          *o = acc;
+          break;
+        }
+        case VECTOR_OUTER_PRODUCT:
+          for (int i = 0; i < F; ++i) for (int j = 0; j < F; ++j) scratch[i * F + j] = a[i] * b[j];
+          std::memcpy(o, scratch, sizeof(T) * FF);
+          break;
+        case SCALAR_MATRIX_PRODUCT: { const T s = *a; for (int i = 0; i < FF; ++i) o[i] = s * b[i]; break; }
+        case MATRIX_RECIPROCAL: for (int i = 0; i < FF; ++i) o[i] = T(1) / a[i]; break;
+        case MATRIX_VECTOR_PRODUCT:
+          for (int i = 0; i < F; ++i) {
+            T acc = T(0);
+            for (int j = 0; j < F; ++j) acc += a[i * F + j] * b[j];
+            scratch[i] = acc;
+          }
+          std::memcpy(o, scratch, sizeof(T) * F);
+          break;
+        case VECTOR_COLUMN_BROADCAST:
+          for (int i = 0; i < F; ++i) for (int j = 0; j < F; ++j) scratch[i * F + j] = a[i];
+          std::memcpy(o, scratch, sizeof(T) * FF);
+          break;
+        case VECTOR_ROW_BROADCAST:
+          for (int i = 0; i < F; ++i) for (int j = 0; j < F; ++j) scratch[i * F + j] = a[j];
+          std::memcpy(o, scratch, sizeof(T) * FF);
+          break;
+        case MATRIX_NORM: *o = std::sqrt(sum_sq(a, FF)); break;
+        case MATRIX_COLUMN_NORM:
+          for (int j = 0; j < F; ++j) {
+            T acc = T(0);
+            for (int i = 0; i < F; ++i) acc += a[i * F + j] * a[i * F + j];
+            scratch[j] = std::sqrt(acc);
+          }
+          std::memcpy(o, scratch, sizeof(T) * F);
+          break;
+        case MATRIX_ROW_NORM:
+          for (int i = 0; i < F; ++i) scratch[i] = std::sqrt(sum_sq(a + i * F, F));
+          std::memcpy(o, scratch, sizeof(T) * F);
+          break;
+        case MATRIX_TRANSPOSE:
+          for (int i = 0; i < F; ++i) for (int j = 0; j < F; ++j) scratch[i * F + j] = a[j * F + i];
+          std::memcpy(o, scratch, sizeof(T) * FF);
+          break;
+        case MATRIX_ABS: for (int i = 0; i < FF; ++i) o[i] = std::fabs(a[i]); break;
+        case MATRIX_SUM: for (int i = 0; i < FF; ++i) o[i] = a[i] + b[i]; break;
+        case MATRIX_DIFF: for (int i = 0; i < FF; ++i) o[i] = a[i] - b[i]; break;
+        case MATRIX_PRODUCT: for (int i = 0; i < FF; ++i) o[i] = a[i] * b[i]; break;
+        case MATRIX_DIVISION: for (int i = 0; i < FF; ++i) o[i] = a[i] / b[i]; break;
+        case MATRIX_MATRIX_PRODUCT:
+          for (int i = 0; i < F; ++i)
+            for (int k2 = 0; k2 < F; ++k2) {
+              T acc = T(0);
+              for (int j = 0; j < F; ++j) acc += a[i * F + j] * b[j * F + k2];
+              scratch[i * F + k2] = acc;
+            }
+          std::memcpy(o, scratch, sizeof(T) * FF);
+          break;
+        case SCALAR_MIN: { const T x = *a, y = *b; *o = (y < x) ? y : x; break; }
+        case VECTOR_MIN: for (int i = 0; i < F; ++i) o[i] = (a[i] < b[i]) ? a[i] : b[i]; break;
+        case MATRIX_MIN: for (int i = 0; i < FF; ++i) o[i] = (a[i] < b[i]) ? a[i] : b[i]; break;
+        case SCALAR_MAX: { const T x = *a, y = *b; *o = (x < y) ? y : x; break; }
+        case VECTOR_MAX: for (int i = 0; i < F; ++i) o[i] = (a[i] > b[i]) ? a[i] : b[i]; break;
+        case MATRIX_MAX: for (int i = 0; i < FF; ++i) o[i] = (a[i] > b[i]) ? a[i] : b[i]; break;
+        case VECTOR_MEAN: *o = sum_seq(a, F) / static_cast<T>(F); break;
+        case MATRIX_MEAN: *o = sum_seq(a, FF) / static_cast<T>(FF); break;
+        case MATRIX_ROW_MEAN:
+          for (int i = 0; i < F; ++i) scratch[i] = sum_seq(a + i * F, F) / static_cast<T>(F);
+          std::memcpy(o, scratch, sizeof(T) * F);
+          break;
+        case MATRIX_ROW_ST_DEV:
+          for (int i = 0; i < F; ++i) {
+            const T m = sum_seq(a + i * F, F) / static_cast<T>(F);
+            const T m2 = sum_sq(a + i * F, F) / static_cast<T>(F);
+            scratch[i] = std::sqrt(m2 - m * m);
+          }
+          std::memcpy(o, scratch, sizeof(T) * F);
+          break;
+        case VECTOR_ST_DEV: {
+          const T m = sum_seq(a, F) / static_cast<T>(F);
+          const T m2 = sum_sq(a, F) / static_cast<T>(F);
+          *o = std::sqrt(m2 - m * m);
+          break;
+        }
+        case MATRIX_ST_DEV: {
+          const T m = sum_seq(a, FF) / static_cast<T>(FF);
+          const T m2 = sum_sq(a, FF) / static_cast<T>(FF);
+          *o = std::sqrt(m2 - m * m);
+          break;
+        }
+        case SCALAR_CONST_SET: *o = I.d0; break;
+        case VECTOR_CONST_SET: o[I.i0] = I.d1; break;
+        case MATRIX_CONST_SET: o[I.i0 * F + I.i1] = I.d2; break;
+        case SCALAR_UNIFORM_SET: random_fill(o, 1, I, counter0 + I.pos, false); break;
+        case VECTOR_UNIFORM_SET: random_fill(o, F, I, counter0 + I.pos, false); break;
+        case MATRIX_UNIFORM_SET: random_fill(o, FF, I, counter0 + I.pos, false); break;
+        case SCALAR_GAUSSIAN_SET: random_fill(o, 1, I, counter0 + I.pos, true); break;
+        case VECTOR_GAUSSIAN_SET: random_fill(o, F, I, counter0 + I.pos, true); break;
+        case MATRIX_GAUSSIAN_SET: random_fill(o, FF, I, counter0 + I.pos, true); break;
+        default: break;
+      }
+    }
+  }
+};
+
+// ----------------------------------------------------------------------------------------------------------
+// Evaluation of one (program, task) pair.
+struct Config {
+  Layout L;
+  int eval_type;  // 0 rms, 1 accuracy
+  int num_epochs;
+  double max_abs_error;
+  int64_t la, lb;  // random-op counter strides: step * (la + lb) (+ la for Learn)
+};
+
+template <typename T>
+struct TaskView {
+  const T *train_x, *train_y, *valid_x, *valid_y;
+  const int32_t* orders;  // [E, N]
+  int N, M;
+};
+
+template <typename T>
+static inline T sigmoid(T x) { return T(1) / (T(1) + std::exp(-x)); }
+
+template <typename T>
+static inline T rms_fitness(T mean_sq) {
+  const T rmse = std::sqrt(mean_sq);
+  if (!std::isfinite(rmse)) return T(0);
+  return T(1) - static_cast<T>(2.0 / M_PI) * std::atan(rmse);
+}
+
+template <typename T, int FS>
+static T evaluate_pair(const DecodedProgram<T>& prog, const TaskView<T>& task, const Config& cfg, Key key,
+                       bool active, T* mem, T* scratch, T* preds /* [E * (N + M)] or null */) {
+  const Layout& L = cfg.L;
+  const int F = FS ? FS : L.F;
+  const int N = task.N, M = task.M, E = cfg.num_epochs;
+  const bool accuracy = cfg.eval_type == 1;
+  const T max_abs = static_cast<T>(cfg.max_abs_error);
+  if (preds) std::fill(preds, preds + static_cast<int64_t>(E) * (N + M), std::numeric_limits<T>::quiet_NaN());
+  if (!active) return T(0);
+  std::fill(mem, mem + L.total(), T(0));
+  Machine<T, FS> m{L.F, mem, scratch, key};
+  m.run(prog.setup.data(), static_cast<int>(prog.setup.size()), 0u);
+  T* s0 = mem;
+  T* s1 = mem + 1;
+  T* v0 = mem + L.S;
+  const int64_t stride = cfg.la + cfg.lb;
+  T best = T(0);
+  int64_t step = 1;
+  for (int e = 0; e < E; ++e) {
+    const int32_t* order = task.orders + static_cast<int64_t>(e) * N;
+    for (int j = 0; j < N; ++j, ++step) {
+      const T* x = task.train_x + static_cast<int64_t>(order[j]) * F;
+      const T y = task.train_y[order[j]];
+      std::memcpy(v0, x, sizeof(T) * F);
+      *s0 = T(0);
+      const uint32_t counter = static_cast<uint32_t>(step * stride);
+      m.run(prog.predict.data(), static_cast<int>(prog.predict.size()), counter);
+      T p = *s1;
+      if (accuracy) {
+        p = sigmoid(p);
+        *s1 = p;
+      }
+      if (preds) preds[static_cast<int64_t>(e) * (N + M) + j] = p;
+      const T err = std::fabs(y - p);
+      if (std::isnan(err) || err > max_abs) return best;  // the first epoch's best is 0
+      std::memcpy(v0, x, sizeof(T) * F);
+      *s0 = y;
+      m.run(prog.learn.data(), static_cast<int>(prog.learn.size()), counter + static_cast<uint32_t>(cfg.la));
+    }
+    T loss = T(0);
+    bool bad = false;
+    for (int j = 0; j < M; ++j, ++step) {
+      if (bad) continue;  // the reference's validation returns at its first bad example
+      const T* x = task.valid_x + static_cast<int64_t>(j) * F;
+      const T y = task.valid_y[j];
+      std::memcpy(v0, x, sizeof(T) * F);
+      *s0 = T(0);
+      const uint32_t counter = static_cast<uint32_t>(step * stride);
+      m.run(prog.predict.data(), static_cast<int>(prog.predict.size()), counter);
+      const T p = *s1;
+      if (preds) preds[static_cast<int64_t>(e) * (N + M) + N + j] = p;
+      if (accuracy) {
+        loss += ((y > T(0.5)) != (sigmoid(p) > T(0.5))) ? T(1) : T(0);
+      } else {
+        const T d = y - p;
+        loss += d * d;
+        if (std::isnan(d) || std::fabs(d) > max_abs) bad = true;
+      }
+    }
+    T fit = accuracy ? static_cast<T>(T(1) - loss / static_cast<T>(M)) : rms_fitness(loss / static_cast<T>(M));
+    if (bad) fit = T(0);
+    best = std::max(best, fit);
+  }
+  return best;
+}
+
+// ----------------------------------------------------------------------------------------------------------
+// A small persistent thread pool: parallel_for over [0, n) with dynamic scheduling.
+class Pool {
+ public:
+  static Pool& get() {
+    static Pool* pool = new Pool();  // never destroyed: workers may outlive static destructors
+    return *pool;
+  }
+  int size() const { return static_cast<int>(workers_.size()) + 1; }
+
+  // Runs fn(i) for i in [0, n); returns false (running nothing) if another call holds the pool.
+  bool try_parallel_for(int64_t n, const std::function<void(int64_t, int)>& fn) {
+    std::unique_lock<std::mutex> busy(busy_, std::try_to_lock);
+    if (!busy.owns_lock()) return false;
+    {
+      std::lock_guard<std::mutex> g(m_);
+      fn_ = &fn;
+      n_ = n;
+      next_.store(0);
+      pending_ = static_cast<int>(workers_.size());
+      ++generation_;
+    }
+    cv_.notify_all();
+    work(0);
+    std::unique_lock<std::mutex> g(m_);
+    done_cv_.wait(g, [&] { return pending_ == 0; });
+    fn_ = nullptr;
+    return true;
+  }
+
+ private:
+  Pool() {
+    int n = static_cast<int>(std::thread::hardware_concurrency());
+    if (const char* env = std::getenv("AZJAX_NATIVE_THREADS")) n = std::atoi(env);
+    n = std::max(1, std::min(n, 256));
+    for (int t = 1; t < n; ++t) workers_.emplace_back([this, t] { loop(t); });
+    for (auto& w : workers_) w.detach();
+  }
+  void work(int thread) {
+    for (;;) {
+      const int64_t i = next_.fetch_add(1);
+      if (i >= n_) break;
+      (*fn_)(i, thread);
+    }
+  }
+  void loop(int thread) {
+    uint64_t seen = 0;
+    for (;;) {
+      {
+        std::unique_lock<std::mutex> g(m_);
+        cv_.wait(g, [&] { return generation_ != seen; });
+        seen = generation_;
+      }
+      work(thread);
+      {
+        std::lock_guard<std::mutex> g(m_);
+        if (--pending_ == 0) done_cv_.notify_one();
+      }
+    }
+  }
+  std::vector<std::thread> workers_;
+  std::mutex busy_, m_;
+  std::condition_variable cv_, done_cv_;
+  const std::function<void(int64_t, int)>* fn_ = nullptr;
+  int64_t n_ = 0;
+  std::atomic<int64_t> next_{0};
+  int pending_ = 0;
+  uint64_t generation_ = 0;
+};
+
+// ----------------------------------------------------------------------------------------------------------
+template <typename T, int FS>
+static void evaluate_batch(const Config& cfg, int P, int T_, const int32_t* const ins[3], const T* const data[3],
+                           const int32_t* const sizes[3], const int Ls[3], bool prune, const TaskView<T>& task0,
+                           int64_t task_x_stride, int64_t task_y_stride, int64_t valid_x_stride,
+                           int64_t valid_y_stride, int64_t order_stride, const uint32_t* keys,
+                           const int32_t* active, T* fitness, T* preds, int64_t preds_per_pair) {
+  const Layout& L = cfg.L;
+  std::vector<DecodedProgram<T>> progs(P);
+  {
+    Liveness live(L);
+    const int slots = L.S + L.V + L.M;
+    std::vector<char> flags[3];
+    for (int c = 0; c < 3; ++c) flags[c].assign(std::max(Ls[c], 1), 1);
+    std::vector<char> live_p(slots), live_l(slots), tmp(slots);
+    for (int p = 0; p < P; ++p) {
+      const int32_t* I[3];
+      int n[3];
+      for (int c = 0; c < 3; ++c) {
+        I[c] = ins[c] + static_cast<int64_t>(p) * Ls[c] * 4;
+        n[c] = std::max(0, std::min(sizes[c][p], Ls[c]));
+      }
+      if (prune) {
+        // Fixed point over the example loop: live_in(Predict) and live_in(Learn), harness slots s0 / v0
+        // removed at the component boundaries.
+        const int s0 = 0, v0 = L.S;
+        auto strip = [&](std::vector<char>& v) { v[s0] = 0; v[v0] = 0; };
+        std::fill(live_p.begin(), live_p.end(), 0);
+        std::fill(live_l.begin(), live_l.end(), 0);
+        for (;;) {
+          tmp = live_p;
+          strip(tmp);
+          live.backward(I[2], n[2], tmp, nullptr);
+          std::vector<char> new_l = tmp;
+          std::vector<char> out_p(slots, 0);
+          for (int s = 0; s < slots; ++s) out_p[s] = (new_l[s] || live_p[s]) ? 1 : 0;
+          strip(out_p);
+          out_p[1] = 1;  // s1
+          live.backward(I[1], n[1], out_p, nullptr);
+          const bool changed = out_p != live_p || new_l != live_l;
+          live_p = out_p;
+          live_l = new_l;
+          if (!changed) break;
+        }
+        tmp = live_p;
+        strip(tmp);
+        live.backward(I[2], n[2], tmp, flags[2].data());
+        std::vector<char> out_p(slots, 0);
+        for (int s = 0; s < slots; ++s) out_p[s] = (live_l[s] || live_p[s]) ? 1 : 0;
+        strip(out_p);
+        out_p[1] = 1;
+        live.backward(I[1], n[1], out_p, flags[1].data());
+        tmp = live_p;
+        strip(tmp);
+        live.backward(I[0], n[0], tmp, flags[0].data());
+      }
+      std::vector<Instr<T>>* dst[3] = {&progs[p].setup, &progs[p].predict, &progs[p].learn};
+      for (int c = 0; c < 3; ++c)
+        decode<T>(I[c], data[c] + static_cast<int64_t>(p) * Ls[c] * 3, n[c], prune ? flags[c].data() : nullptr,
+                  L, *dst[c]);
+    }
+  }
+  const int64_t pairs = static_cast<int64_t>(P) * T_;
+  const int mem_size = L.total();
+  const int scratch_size = L.F * L.F;
+  Pool& pool = Pool::get();
+  const int threads = pool.size();
+  std::vector<std::vector<T>> mems(threads, std::vector<T>(mem_size + scratch_size + 1));
+  auto job = [&](int64_t i, int thread) {
+    const int p = static_cast<int>(i / T_), t = static_cast<int>(i % T_);
+    TaskView<T> task = task0;
+    task.train_x += t * task_x_stride;
+    task.train_y += t * task_y_stride;
+    task.valid_x += t * valid_x_stride;
+    task.valid_y += t * valid_y_stride;
+    task.orders += t * order_stride;
+    const Key key{keys[2 * i], keys[2 * i + 1]};
+    T* mem = mems[thread].data();
+    fitness[i] = evaluate_pair<T, FS>(progs[p], task, cfg, key, active[p] != 0, mem, mem + mem_size,
+                                      preds ? preds + i * preds_per_pair : nullptr);
+  };
+  std::function<void(int64_t, int)> fn = job;
+  if (pairs < 2 || threads == 1 || !pool.try_parallel_for(pairs, fn)) {
+    for (int64_t i = 0; i < pairs; ++i) job(i, 0);
+  }
+}
+
+template <typename T>
+static ffi::Error dispatch(const Config& cfg, ffi::AnyBuffer si, ffi::AnyBuffer sd, ffi::AnyBuffer ss,
+                          ffi::AnyBuffer pi, ffi::AnyBuffer pd, ffi::AnyBuffer ps, ffi::AnyBuffer li,
+                          ffi::AnyBuffer ld, ffi::AnyBuffer ls, ffi::AnyBuffer tx, ffi::AnyBuffer ty,
+                          ffi::AnyBuffer vx, ffi::AnyBuffer vy, ffi::AnyBuffer orders, ffi::AnyBuffer keys,
+                          ffi::AnyBuffer active, ffi::Result<ffi::AnyBuffer> fitness,
+                          ffi::Result<ffi::AnyBuffer> preds, bool prune) {
+  const auto sdims = si.dimensions();
+  const auto txd = tx.dimensions();
+  const auto vxd = vx.dimensions();
+  const int P = static_cast<int>(sdims[0]);
+  const int T_ = static_cast<int>(txd[0]);
+  const int N = static_cast<int>(txd[1]);
+  const int M = static_cast<int>(vxd[1]);
+  const int F = static_cast<int>(txd[2]);
+  if (F != cfg.L.F) return ffi::Error::InvalidArgument("azjax native: task features do not match the config");
+  const int32_t* ins[3] = {static_cast<const int32_t*>(si.untyped_data()),
+                           static_cast<const int32_t*>(pi.untyped_data()),
+                           static_cast<const int32_t*>(li.untyped_data())};
+  const T* data[3] = {static_cast<const T*>(sd.untyped_data()), static_cast<const T*>(pd.untyped_data()),
+                      static_cast<const T*>(ld.untyped_data())};
+  const int32_t* sizes[3] = {static_cast<const int32_t*>(ss.untyped_data()),
+                             static_cast<const int32_t*>(ps.untyped_data()),
+                             static_cast<const int32_t*>(ls.untyped_data())};
+  const int Ls[3] = {static_cast<int>(si.dimensions()[1]), static_cast<int>(pi.dimensions()[1]),
+                     static_cast<int>(li.dimensions()[1])};
+  TaskView<T> task{static_cast<const T*>(tx.untyped_data()), static_cast<const T*>(ty.untyped_data()),
+                   static_cast<const T*>(vx.untyped_data()), static_cast<const T*>(vy.untyped_data()),
+                   static_cast<const int32_t*>(orders.untyped_data()), N, M};
+  const int64_t per_pair = preds->dimensions().size() == 3 ? preds->dimensions()[2] : 0;
+  T* preds_ptr = per_pair > 0 ? static_cast<T*>(preds->untyped_data()) : nullptr;
+  if (preds_ptr && per_pair != static_cast<int64_t>(cfg.num_epochs) * (N + M))
+    return ffi::Error::InvalidArgument("azjax native: predictions buffer has the wrong size");
+  const uint32_t* k = static_cast<const uint32_t*>(keys.untyped_data());
+  const int32_t* act = static_cast<const int32_t*>(active.untyped_data());
+  T* fit = static_cast<T*>(fitness->untyped_data());
+  const int64_t xs = static_cast<int64_t>(N) * F, ys = N, vxs = static_cast<int64_t>(M) * F, vys = M,
+                os = static_cast<int64_t>(cfg.num_epochs) * N;
+#define AZJAX_CASE(FSV)                                                                                  \
+  evaluate_batch<T, FSV>(cfg, P, T_, ins, data, sizes, Ls, prune, task, xs, ys, vxs, vys, os, k, act, fit, \
+                         preds_ptr, per_pair)
+  switch (F) {
+    case 2: AZJAX_CASE(2); break;
+    case 4: AZJAX_CASE(4); break;
+    case 8: AZJAX_CASE(8); break;
+    case 16: AZJAX_CASE(16); break;
+    case 32: AZJAX_CASE(32); break;
+    default: AZJAX_CASE(0); break;
+  }
+#undef AZJAX_CASE
+  return ffi::Error::Success();
+}
+
+static ffi::Error EvaluateImpl(ffi::AnyBuffer si, ffi::AnyBuffer sd, ffi::AnyBuffer ss, ffi::AnyBuffer pi,
+                               ffi::AnyBuffer pd, ffi::AnyBuffer ps, ffi::AnyBuffer li, ffi::AnyBuffer ld,
+                               ffi::AnyBuffer ls, ffi::AnyBuffer tx, ffi::AnyBuffer ty, ffi::AnyBuffer vx,
+                               ffi::AnyBuffer vy, ffi::AnyBuffer orders, ffi::AnyBuffer keys,
+                               ffi::AnyBuffer active, ffi::Result<ffi::AnyBuffer> fitness,
+                               ffi::Result<ffi::AnyBuffer> preds, int64_t num_scalars, int64_t num_vectors,
+                               int64_t num_matrices, int64_t features, int64_t eval_type, int64_t num_epochs,
+                               double max_abs_error, int64_t la, int64_t lb, bool prune) {
+  Config cfg;
+  cfg.L = Layout{static_cast<int>(num_scalars), static_cast<int>(num_vectors), static_cast<int>(num_matrices),
+                 static_cast<int>(features)};
+  cfg.eval_type = static_cast<int>(eval_type);
+  cfg.num_epochs = static_cast<int>(num_epochs);
+  cfg.max_abs_error = max_abs_error;
+  cfg.la = la;
+  cfg.lb = lb;
+  const auto dt = tx.element_type();
+  if (dt == ffi::DataType::F32)
+    return dispatch<float>(cfg, si, sd, ss, pi, pd, ps, li, ld, ls, tx, ty, vx, vy, orders, keys, active,
+                           fitness, preds, prune);
+  if (dt == ffi::DataType::F64)
+    return dispatch<double>(cfg, si, sd, ss, pi, pd, ps, li, ld, ls, tx, ty, vx, vy, orders, keys, active,
+                            fitness, preds, prune);
+  return ffi::Error::InvalidArgument("azjax native: task arrays must be float32 or float64");
+}
+
+}  // namespace azjax_native
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(AzjaxZeroEvaluate, azjax_native::EvaluateImpl,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::AnyBuffer>()  // setup instructions [P, Ls, 4] int32
+                                  .Arg<ffi::AnyBuffer>()  // setup data [P, Ls, 3]
+                                  .Arg<ffi::AnyBuffer>()  // setup size [P] int32
+                                  .Arg<ffi::AnyBuffer>()  // predict ...
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()  // learn ...
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()  // train_x [T, N, F]
+                                  .Arg<ffi::AnyBuffer>()  // train_y [T, N]
+                                  .Arg<ffi::AnyBuffer>()  // valid_x [T, M, F]
+                                  .Arg<ffi::AnyBuffer>()  // valid_y [T, M]
+                                  .Arg<ffi::AnyBuffer>()  // orders [T, E, N] int32
+                                  .Arg<ffi::AnyBuffer>()  // keys [P, T, 2] uint32
+                                  .Arg<ffi::AnyBuffer>()  // active [P] int32
+                                  .Ret<ffi::AnyBuffer>()  // fitness [P, T]
+                                  .Ret<ffi::AnyBuffer>()  // predictions [P, T, E * (N + M)] or [P, T, 0]
+                                  .Attr<int64_t>("num_scalars")
+                                  .Attr<int64_t>("num_vectors")
+                                  .Attr<int64_t>("num_matrices")
+                                  .Attr<int64_t>("features")
+                                  .Attr<int64_t>("eval_type")
+                                  .Attr<int64_t>("num_epochs")
+                                  .Attr<double>("max_abs_error")
+                                  .Attr<int64_t>("la")
+                                  .Attr<int64_t>("lb")
+                                  .Attr<bool>("prune"));
+
+// The op-type table, for the test that keeps it equal to azjax/zero/ops.py's.
+extern "C" int azjax_native_op_table(int8_t* out, int capacity) {
+  if (capacity < 4 * azjax_native::NUM_OPS) return -1;
+  for (int i = 0; i < azjax_native::NUM_OPS; ++i) {
+    out[4 * i] = azjax_native::kOpTable[i].in1;
+    out[4 * i + 1] = azjax_native::kOpTable[i].in2;
+    out[4 * i + 2] = azjax_native::kOpTable[i].out;
+    out[4 * i + 3] = azjax_native::kOpTable[i].reads_output ? 1 : 0;
+  }
+  return azjax_native::NUM_OPS;
+}
+
+extern "C" int azjax_native_num_threads() { return azjax_native::Pool::get().size(); }

@@ -117,7 +117,7 @@ def evaluate(programs: Program, tasks: Tasks, cfg: ZeroConfig, *, key: jax.Array
         task_arrays = prepare_tasks(tasks, cfg)
         programs = prepare_programs(programs, cfg)
         P, T = programs.setup.size.shape[0], tasks.num_tasks
-        keys = program_task_keys(key, P, T)
+        keys = backend.lane_keys(key, P, T)
         fn = backend.jitted(cfg, tasks.eval_type, tasks.num_epochs, return_predictions, prune)
         out = fn(programs, *task_arrays, keys, jnp.ones((P,), bool))
     if single:

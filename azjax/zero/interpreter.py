@@ -97,10 +97,12 @@ class SelectMemory:
 
     def _make_branch(self, op):
         F, dt = self.cfg.features, self.dtype
-        zeros = (jnp.zeros((), dt), jnp.zeros((F,), dt), jnp.zeros((F, F), dt))
         t1, t2, to = (_TYPE_INDEX.get(op.in1), _TYPE_INDEX.get(op.in2), _TYPE_INDEX.get(op.out))
 
         def branch(operands: Operands, d, key, counter):
+            # Built at trace time, not when the branch is made: a float64 program is traced under enable_x64,
+            # which may not hold where the evaluation function was built.
+            zeros = (jnp.zeros((), dt), jnp.zeros((F,), dt), jnp.zeros((F, F), dt))
             if to is None:
                 return zeros
             a = operands.a[t1] if t1 is not None else None

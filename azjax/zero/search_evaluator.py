@@ -27,7 +27,7 @@ from azjax.search import sharding
 from azjax.zero import backends
 from azjax.zero import ops as ops_lib
 from azjax.zero.backends import Backend, KeyRule
-from azjax.zero.evaluate import prepare_programs, prepare_tasks
+from azjax.zero.evaluate import prepare_tasks
 from azjax.zero.fec import FECCache, FECConfig, fingerprints
 from azjax.zero.program import Program, ZeroConfig
 from azjax.zero.tasks import Tasks
@@ -54,6 +54,13 @@ class HurdleConfig:
 
 # The reference re-seeds a private RNG to this value for every fingerprint run.
 _FEC_SEED = 235732282
+
+
+def _host_programs(programs: Program, cfg: ZeroConfig) -> Program:
+    dt = cfg.np_dtype
+    return Program(*(type(c)(instructions=np.asarray(c.instructions, np.int32), data=np.asarray(c.data, dt),
+                             size=np.asarray(c.size, np.int32))
+                     for c in (programs.setup, programs.predict, programs.learn)))
 
 
 def _sigmoid(x):
@@ -120,6 +127,7 @@ class ProgramEvaluator:
             self._probe = sharding.shard_population_fn(
                 self.backend.make_evaluate_fn(cfg, tasks.eval_type, 1, True, True), self.mesh, split)
         self._steps_full = tasks.num_train * tasks.num_epochs
+        self._probe_keys: Dict[Tuple[int, int], object] = {}
         self.counters = {"evaluated": 0, "cache_hits": 0, "duplicates": 0}
 
     # -- ExtraState protocol (checkpointing the cache and the hurdle history) --
@@ -171,11 +179,21 @@ class ProgramEvaluator:
         return fit, steps, passed
 
     def _run(self, fn, task_arrays, programs: Program, key, active):
+        P, T = programs.setup.size.shape[0], task_arrays[0].shape[0]
+        cache_key = None
+        if key is None:  # the FEC probe: one fixed key, so its lane keys are derived once per shape
+            cache_key = (P, T)
+            if cache_key not in self._probe_keys:
+                with jax.enable_x64(self.cfg.dtype == "float64"):
+                    self._probe_keys[cache_key] = KeyRule.lane_keys(jax.random.key(_FEC_SEED), P, T)
+            keys = self._probe_keys[cache_key]
         with jax.enable_x64(self.cfg.dtype == "float64"):
-            programs = prepare_programs(programs, self.cfg)
-            P, T = programs.setup.size.shape[0], task_arrays[0].shape[0]
-            keys = KeyRule.lane_keys(key, P, T)
-            return fn(programs, *task_arrays, keys, jnp.asarray(active))
+            if cache_key is None:
+                keys = (self.backend.lane_keys(key, P, T) if self.mesh.size == 1
+                        else KeyRule.lane_keys(key, P, T))  # sharded: every device gets its programs' lanes
+            # NumPy arrays go to the jitted function as they are (its fast argument path), in the dtypes it
+            # was compiled for.
+            return fn(_host_programs(programs, self.cfg), *task_arrays, keys, np.asarray(active))
 
     def __call__(self, key: jax.Array, programs: Program) -> Tuple[np.ndarray, Dict[str, float]]:
         host = jax.tree_util.tree_map(np.asarray, programs)
@@ -206,7 +224,7 @@ class ProgramEvaluator:
         if self.cache is not None and need.any():
             padded = self._pad(unique, B)
             active = np.arange(padded.setup.size.shape[0]) < U
-            _, preds = self._run(self._probe, self._probe_arrays, padded, jax.random.key(_FEC_SEED), active)
+            _, preds = self._run(self._probe, self._probe_arrays, padded, None, active)
             tx, ty, vx, vy, _ = self._probe_arrays
             train_pred = np.asarray(preds["train"])[:U, :, 0]
             valid_pred = np.asarray(preds["valid"])[:U, :, 0]
@@ -216,22 +234,20 @@ class ProgramEvaluator:
                 valid_err = ((vy > 0.5) == (_sigmoid(valid_pred) > 0.5)).astype(train_err.dtype)
             else:
                 valid_err = np.abs(vy - valid_pred)
-            fp = fingerprints(train_err, valid_err, self._steps_full)
-            keys_fp = [[k.tobytes() for k in row] for row in fp]
+            keys_fp = fingerprints(train_err, valid_err, self._steps_full)  # [U, T]
             train_steps += U * T * train_err.shape[-1]
-            for u in np.flatnonzero(need):
-                cached = [self.cache.lookup(k) for k in keys_fp[u]]
-                if all(c is not None for c in cached):
-                    per_task[u] = cached
-                    need[u] = False
-                    cache_hit[u] = True
+            cached, found = self.cache.lookup_batch(keys_fp, need)
+            per_task[found] = cached[found]
+            need &= ~found
+            cache_hit |= found
         # 3. Full evaluation of the misses, compacted into one fixed-size batch; misses with equal
         # fingerprints within this batch are evaluated once (the reference, sequential, would hit).
         same_as = np.arange(U)
         if keys_fp is not None:
             seen = {}
+            rows_fp = keys_fp.view(np.uint8).reshape(U, -1)
             for u in np.flatnonzero(need):
-                fp = tuple(keys_fp[u])
+                fp = rows_fp[u].tobytes()
                 if fp in seen:
                     same_as[u] = seen[fp]
                     need[u] = False
@@ -245,10 +261,8 @@ class ProgramEvaluator:
             per_task[miss] = fit
             train_steps += steps
             if keys_fp is not None:
-                for i, u in enumerate(miss):
-                    if complete[i]:  # a fitness cut short by a hurdle is not cached
-                        for t in range(T):
-                            self.cache.insert(keys_fp[u][t], fit[i, t])
+                # A fitness cut short by a hurdle is not cached.
+                self.cache.insert_batch(keys_fp[miss[complete]], fit[complete])
         follower = same_as != np.arange(U)
         per_task[follower] = per_task[same_as[follower]]
         combined = self._combine(per_task)

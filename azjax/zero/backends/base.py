@@ -82,6 +82,10 @@ class Backend:
                          return_predictions: bool = False, prune: bool = True) -> Callable:
         raise NotImplementedError
 
+    def lane_keys(self, key: jax.Array, num_programs: int, num_tasks: int):
+        """The lane keys [P, T] this backend's evaluation function takes (KeyRule.lane_keys)."""
+        return KeyRule.lane_keys(key, num_programs, num_tasks)
+
     def jitted(self, cfg: ZeroConfig, eval_type: str, num_epochs: int, return_predictions: bool = False,
                prune: bool = True) -> Callable:
         """`make_evaluate_fn` under `jax.jit`, built once per argument set."""

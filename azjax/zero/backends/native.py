@@ -49,6 +49,8 @@ def _load():
                                 "pip install -e .)")
             return None
         try:
+            if not os.path.exists(path):
+                raise OSError(f"no such file: {path}")
             lib = ctypes.CDLL(path)
             jax.ffi.register_ffi_target(_TARGET, jax.ffi.pycapsule(lib.AzjaxZeroEvaluate), platform="cpu")
         except Exception as e:  # noqa: BLE001 - any load failure means "not available", with its reason
@@ -56,6 +58,11 @@ def _load():
             return None
         _state["lib"] = lib
         return lib
+
+
+def library():
+    """The loaded kernel library (ctypes), or None where it is unavailable."""
+    return _load()
 
 
 def available() -> bool:
@@ -86,6 +93,15 @@ def num_threads() -> int:
     return int(lib.azjax_native_num_threads())
 
 
+def _raw_keys(keys):
+    # A base key (scalar; the kernel derives the lanes) or lane keys [P, T], typed or as raw uint32 data.
+    if jnp.issubdtype(keys.dtype, jax.dtypes.prng_key):
+        if "threefry" not in str(jax.random.key_impl(keys)):
+            raise ValueError(f"key: the native backend needs threefry2x32 keys, got {jax.random.key_impl(keys)}")
+        return jax.random.key_data(keys)
+    return keys.astype(jnp.uint32)
+
+
 class NativeBackend(Backend):
     """The C++ FFI backend (CPU only)."""
 
@@ -94,6 +110,10 @@ class NativeBackend(Backend):
 
     def unavailable_reason(self) -> Optional[str]:
         return reason()
+
+    def lane_keys(self, key: jax.Array, num_programs: int, num_tasks: int):
+        """The base key itself: the kernel derives the lane keys (no [P, T] key array, no extra dispatch)."""
+        return key
 
     def make_evaluate_fn(self, cfg: ZeroConfig, eval_type: str, num_epochs: int,
                          return_predictions: bool = False, prune: bool = True) -> Callable:
@@ -120,7 +140,7 @@ class NativeBackend(Backend):
             for c in comps:
                 args += [c.instructions.astype(jnp.int32), c.data.astype(dt), c.size.astype(jnp.int32)]
             fitness, preds = call(*args, train_x, train_y, valid_x, valid_y, orders.astype(jnp.int32),
-                                  jax.random.key_data(keys), active.astype(jnp.int32), **attrs)
+                                  _raw_keys(keys), active.astype(jnp.int32), **attrs)
             if not return_predictions:
                 return fitness
             preds = preds.reshape(P, T, num_epochs, N + M)

@@ -701,6 +701,19 @@ static void evaluate_batch(const Config& cfg, int P, int T_, const int32_t* cons
   }
 }
 
+static void azjax_native_lane_keys_impl(uint32_t k0, uint32_t k1, int64_t num_programs, int64_t num_tasks,
+                                        uint32_t* out) {
+  const Key key{k0, k1};
+  for (int64_t p = 0; p < num_programs; ++p) {
+    const Key kp = fold_in(key, static_cast<uint32_t>(p));
+    for (int64_t t = 0; t < num_tasks; ++t) {
+      const Key kt = fold_in(kp, static_cast<uint32_t>(t));
+      out[2 * (p * num_tasks + t)] = kt.k0;
+      out[2 * (p * num_tasks + t) + 1] = kt.k1;
+    }
+  }
+}
+
 template <typename T>
 static ffi::Error dispatch(const Config& cfg, ffi::AnyBuffer si, ffi::AnyBuffer sd, ffi::AnyBuffer ss,
                           ffi::AnyBuffer pi, ffi::AnyBuffer pd, ffi::AnyBuffer ps, ffi::AnyBuffer li,
@@ -735,6 +748,13 @@ static ffi::Error dispatch(const Config& cfg, ffi::AnyBuffer si, ffi::AnyBuffer 
   if (preds_ptr && per_pair != static_cast<int64_t>(cfg.num_epochs) * (N + M))
     return ffi::Error::InvalidArgument("azjax native: predictions buffer has the wrong size");
   const uint32_t* k = static_cast<const uint32_t*>(keys.untyped_data());
+  std::vector<uint32_t> lanes;
+  if (keys.dimensions().size() == 1) {
+    // A base key: derive the key rule's lane keys here (one XLA argument instead of [P, T, 2]).
+    lanes.resize(2 * static_cast<size_t>(P) * T_);
+    azjax_native_lane_keys_impl(k[0], k[1], P, T_, lanes.data());
+    k = lanes.data();
+  }
   const int32_t* act = static_cast<const int32_t*>(active.untyped_data());
   T* fit = static_cast<T*>(fitness->untyped_data());
   const int64_t xs = static_cast<int64_t>(N) * F, ys = N, vxs = static_cast<int64_t>(M) * F, vys = M,
@@ -798,7 +818,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(AzjaxZeroEvaluate, azjax_native::EvaluateImpl,
                                   .Arg<ffi::AnyBuffer>()  // valid_x [T, M, F]
                                   .Arg<ffi::AnyBuffer>()  // valid_y [T, M]
                                   .Arg<ffi::AnyBuffer>()  // orders [T, E, N] int32
-                                  .Arg<ffi::AnyBuffer>()  // keys [P, T, 2] uint32
+                                  .Arg<ffi::AnyBuffer>()  // lane keys [P, T, 2] or a base key [2], uint32
                                   .Arg<ffi::AnyBuffer>()  // active [P] int32
                                   .Ret<ffi::AnyBuffer>()  // fitness [P, T]
                                   .Ret<ffi::AnyBuffer>()  // predictions [P, T, E * (N + M)] or [P, T, 0]

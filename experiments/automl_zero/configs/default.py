@@ -61,5 +61,5 @@ def get_config():
     c.num_devices = config_dict.placeholder(int)  # local devices the population is sharded over (None/0: all)
     c.checkpoint_every_seconds = 60.0
     c.log_every_seconds = 5.0
-    c.metrics_every = 1
+    c.metrics_every = 10        # iterations between metrics rows (each one reads the population back to the host)
     return c

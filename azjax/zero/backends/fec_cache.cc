@@ -1,0 +1,188 @@
+// The functional-equivalence cache's LRU map (azjax/zero/fec.py) in C++, for the host-side evaluator: a batch
+// of fingerprint lookups is one call instead of a Python loop over programs x tasks. The semantics are those
+// of fec.FECCache's Python implementation: a hit moves the entry to the front and counts; an entry that has
+// served `forget_every` hits is dropped; inserting a key (new or present) puts it at the front with count 1;
+// the back is evicted beyond `cache_size` entries.
+
+#include <cstdint>
+#include <cstring>
+#include <list>
+#include <unordered_map>
+
+namespace {
+
+struct Key {
+  uint64_t a, b;
+  bool operator==(const Key& o) const { return a == o.a && b == o.b; }
+};
+struct KeyHash {
+  size_t operator()(const Key& k) const { return static_cast<size_t>(k.a ^ (k.b * 0x9E3779B97F4A7C15ull)); }
+};
+struct Entry {
+  Key key;
+  double fitness;
+  int64_t count;
+};
+
+struct Cache {
+  int64_t cache_size, forget_every;
+  int64_t hits = 0, misses = 0;
+  std::list<Entry> order;  // front: most recent
+  std::unordered_map<Key, std::list<Entry>::iterator, KeyHash> index;
+
+  bool lookup(const Key& k, double* fitness) {
+    auto it = index.find(k);
+    if (it == index.end()) {
+      ++misses;
+      return false;
+    }
+    ++hits;
+    order.splice(order.begin(), order, it->second);
+    Entry& e = *it->second;
+    e.count += 1;
+    *fitness = e.fitness;
+    if (e.count >= forget_every) {
+      order.erase(it->second);
+      index.erase(it);
+    }
+    return true;
+  }
+
+  void insert(const Key& k, double fitness) {
+    auto it = index.find(k);
+    if (it != index.end()) {
+      it->second->fitness = fitness;
+      it->second->count = 1;
+      order.splice(order.begin(), order, it->second);
+    } else {
+      order.push_front(Entry{k, fitness, 1});
+      index.emplace(k, order.begin());
+    }
+    while (static_cast<int64_t>(order.size()) > cache_size) {
+      index.erase(order.back().key);
+      order.pop_back();
+    }
+  }
+};
+
+}  // namespace
+
+extern "C" {
+
+void* azjax_fec_new(int64_t cache_size, int64_t forget_every) {
+  Cache* c = new Cache();
+  c->cache_size = cache_size;
+  c->forget_every = forget_every;
+  return c;
+}
+
+void azjax_fec_free(void* cache) { delete static_cast<Cache*>(cache); }
+
+int64_t azjax_fec_size(void* cache) { return static_cast<int64_t>(static_cast<Cache*>(cache)->order.size()); }
+
+void azjax_fec_stats(void* cache, int64_t* out) {
+  out[0] = static_cast<Cache*>(cache)->hits;
+  out[1] = static_cast<Cache*>(cache)->misses;
+}
+
+// For each program u with need[u]: looks up its T keys in order (each a hit or a miss); found[u] = 1 and
+// fitness[u, :] filled when all were found.
+void azjax_fec_lookup_all(void* cache, const uint64_t* keys, int64_t num_programs, int64_t num_tasks,
+                          const uint8_t* need, double* fitness, uint8_t* found) {
+  Cache* c = static_cast<Cache*>(cache);
+  for (int64_t u = 0; u < num_programs; ++u) {
+    found[u] = 0;
+    if (!need[u]) continue;
+    bool all = true;
+    for (int64_t t = 0; t < num_tasks; ++t) {
+      const uint64_t* k = keys + 2 * (u * num_tasks + t);
+      double f = 0.0;
+      if (c->lookup(Key{k[0], k[1]}, &f)) {
+        fitness[u * num_tasks + t] = f;
+      } else {
+        all = false;
+      }
+    }
+    found[u] = all ? 1 : 0;
+  }
+}
+
+void azjax_fec_insert(void* cache, const uint64_t* keys, const double* fitness, int64_t n) {
+  Cache* c = static_cast<Cache*>(cache);
+  for (int64_t i = 0; i < n; ++i) c->insert(Key{keys[2 * i], keys[2 * i + 1]}, fitness[i]);
+}
+
+// Entries, most recent first: keys [n, 2], fitness [n], count [n]; returns n (at most capacity).
+int64_t azjax_fec_export(void* cache, uint64_t* keys, double* fitness, int64_t* count, int64_t capacity) {
+  Cache* c = static_cast<Cache*>(cache);
+  int64_t i = 0;
+  for (const Entry& e : c->order) {
+    if (i >= capacity) break;
+    keys[2 * i] = e.key.a;
+    keys[2 * i + 1] = e.key.b;
+    fitness[i] = e.fitness;
+    count[i] = e.count;
+    ++i;
+  }
+  return i;
+}
+
+// Replaces the contents by n entries given most recent first, and the hit / miss counters.
+void azjax_fec_import(void* cache, const uint64_t* keys, const double* fitness, const int64_t* count, int64_t n,
+                      int64_t hits, int64_t misses) {
+  Cache* c = static_cast<Cache*>(cache);
+  c->order.clear();
+  c->index.clear();
+  for (int64_t i = 0; i < n; ++i) {
+    const Key k{keys[2 * i], keys[2 * i + 1]};
+    if (c->index.count(k)) continue;
+    c->order.push_back(Entry{k, fitness[i], count[i]});
+    c->index.emplace(k, std::prev(c->order.end()));
+  }
+  c->hits = hits;
+  c->misses = misses;
+}
+
+}  // extern "C"
+
+namespace {
+inline uint64_t mix64(uint64_t x) {
+  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+  return x ^ (x >> 31);
+}
+}  // namespace
+
+extern "C" {
+
+// fec.fingerprints: two position-dependent 64-bit mixes of the errors' bit patterns, the task index and the
+// number of training steps, summed (the same formula as the NumPy implementation; a test compares them).
+void azjax_fec_fingerprints(const double* train_err, const double* valid_err, int64_t num_programs,
+                            int64_t num_tasks, int64_t n_train, int64_t n_valid, int64_t num_train_steps,
+                            uint64_t* out) {
+  const uint64_t kGolden = 0x9E3779B97F4A7C15ull, kM2 = 0x94D049BB133111EBull;
+  const int64_t n = n_train + n_valid;
+  for (int64_t p = 0; p < num_programs; ++p) {
+    for (int64_t t = 0; t < num_tasks; ++t) {
+      uint64_t h1 = 0, h2 = 0;
+      const int64_t pt = p * num_tasks + t;
+      for (int64_t i = 0; i < n + 2; ++i) {
+        uint64_t w;
+        if (i < n_train) {
+          std::memcpy(&w, train_err + pt * n_train + i, 8);
+        } else if (i < n) {
+          std::memcpy(&w, valid_err + pt * n_valid + (i - n_train), 8);
+        } else {
+          w = (i == n) ? static_cast<uint64_t>(t) : static_cast<uint64_t>(num_train_steps);
+        }
+        const uint64_t pos = static_cast<uint64_t>(i + 1) * kGolden;
+        h1 += mix64(w + pos);
+        h2 += mix64((w ^ mix64(pos)) * kM2 + pos);
+      }
+      out[2 * pt] = h1;
+      out[2 * pt + 1] = h2;
+    }
+  }
+}
+
+}  // extern "C"

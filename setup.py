@@ -43,7 +43,7 @@ native = Extension(
     sources=["azjax/zero/backends/native_kernel.cc", "azjax/zero/backends/fec_cache.cc"],
     language="c++",
     # -ffp-contract=off: no fused multiply-adds, so float arithmetic rounds as written (docs/backends.md).
-    extra_compile_args=["-std=c++17", "-O2", "-ffp-contract=off", "-fno-fast-math"]
+    extra_compile_args=["-std=c++17", "-O3", "-ffp-contract=off", "-fno-fast-math"]
     if sys.platform != "win32" else ["/std:c++17", "/O2", "/fp:precise"],
     extra_link_args=["-lpthread"] if sys.platform != "win32" else [],
 )

@@ -308,7 +308,7 @@ struct Machine {
   }
 
   // Runs n decoded instructions; `counter0` is the random-op counter base of this run.
-  void run(const Instr<T>* ins, int n, uint32_t counter0) {
+  __attribute__((always_inline)) inline void run(const Instr<T>* ins, int n, uint32_t counter0) {
     const int F = this->F();
     const int FF = F * F;
     for (int k = 0; k < n; ++k) {

@@ -46,14 +46,19 @@ __all__ = ["ChildTrainer", "SharedWeightsTrainer", "Leaderboard", "CombinedState
            "make_supernet", "prepare_data"]
 
 
-def make_supernet(space: CellSpace, config: nas_train.TrainConfig) -> SuperNet:
-    """The :class:`SuperNet` for ``space`` with the child sizes of ``config`` (CIFAR stem)."""
+def make_supernet(space: CellSpace, config: nas_train.TrainConfig,
+                  output_bn: bool = False) -> SuperNet:
+    """The :class:`SuperNet` for ``space`` with the child sizes of ``config`` (CIFAR stem).
+
+    ``output_bn``: batch-normalize the last cell's output before the classifier (shared weights:
+    the output scale otherwise changes with the genotype, as ENAS's per-cell ``final_conv`` + BN
+    avoids)."""
     if config.stem != "cifar":
         raise ValueError(f"stem: the supernet has the CIFAR stem only, got {config.stem!r}")
     return SuperNet(num_cells=config.num_cells, filters=config.filters, ops=space.ops,
                     num_blocks=space.num_blocks, allow_concat="concat" in space.combiners,
                     num_classes=config.num_classes, stem_multiplier=config.stem_multiplier,
-                    depthwise_impl=config.depthwise_impl)
+                    depthwise_impl=config.depthwise_impl, output_bn=output_bn)
 
 
 def prepare_data(data: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -86,9 +91,9 @@ class _Program:
     """
 
     def __init__(self, space: CellSpace, config: nas_train.TrainConfig, total_steps: int,
-                 image_shape: tuple[int, ...]):
+                 image_shape: tuple[int, ...], output_bn: bool = False):
         self.space, self.config = space, config
-        self.net = make_supernet(space, config)
+        self.net = make_supernet(space, config, output_bn)
         self.optimizer = nas_train.make_optimizer(config, total_steps)
         n0, r0 = space.cell_arrays(space.sample(jax.random.key(0)))
         self.shapes = variable_shapes(self.net, jnp.zeros((1, *image_shape), jnp.float32), n0, r0)
@@ -192,16 +197,16 @@ class _Program:
 
 
 def _program(space: CellSpace, config: nas_train.TrainConfig, total_steps: int,
-             image_shape: tuple[int, ...]) -> _Program:
+             image_shape: tuple[int, ...], output_bn: bool = False) -> _Program:
     # The device count does not change the single-child program: share its cache entry.
     return _cached_program(space, dataclasses.replace(config, num_devices=None), total_steps,
-                           image_shape)
+                           image_shape, output_bn)
 
 
 @functools.lru_cache(maxsize=8)
 def _cached_program(space: CellSpace, config: nas_train.TrainConfig, total_steps: int,
-                    image_shape: tuple[int, ...]) -> _Program:
-    return _Program(space, config, total_steps, image_shape)
+                    image_shape: tuple[int, ...], output_bn: bool) -> _Program:
+    return _Program(space, config, total_steps, image_shape, output_bn)
 
 
 def _batches(images: jnp.ndarray, labels: jnp.ndarray, size: int):
@@ -338,17 +343,24 @@ class SharedWeightsTrainer:
         total_steps: the length of the cosine lr schedule (e.g. the expected calls times
             ``steps_per_call``).
         seed: initial weights.
+        output_bn: batch-normalize the last cell's output before the classifier (default on:
+            without it the logits' scale changes with every sampled genotype and the shared
+            weights barely learn; ``False`` gives the NASNet-mode child network).
+
+    The supernet's cells emit their loose ends in per-block channel slots (``SuperCell``'s
+    ``output_layout="slots"``), so a channel keeps its meaning across sampled genotypes.
     """
 
     def __init__(self, space: CellSpace, config: Any, data: Mapping[str, np.ndarray],
-                 steps_per_call: int = 20, total_steps: int = 10_000, seed: int = 0):
+                 steps_per_call: int = 20, total_steps: int = 10_000, seed: int = 0,
+                 output_bn: bool = True):
         if steps_per_call < 1:
             raise ValueError(f"steps_per_call: must be >= 1, got {steps_per_call}")
         self.space, self.config = space, _config(config)
         self.steps_per_call = int(steps_per_call)
         self.data = prepare_data(data)
         self._program = _program(space, self.config, int(total_steps),
-                                 tuple(self.data["train_images"].shape[1:]))
+                                 tuple(self.data["train_images"].shape[1:]), bool(output_bn))
         self._data = _device_data(self.data, self.config.batch_size)
         self.params, self.batch_stats, self.opt_state = self._program.fresh(seed)
         # A static-size marker (its length is the reward minibatch size).

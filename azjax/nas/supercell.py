@@ -18,10 +18,14 @@ into the supercell's. How the data-dependent shapes are made static:
   variants and select with the traced width.
 * In a Reduction Cell an op reading a cell input runs at stride 2 and one reading a block output
   at stride 1: the switch has both variants (``2 x len(ops)`` branches) with shared weights.
-* The output concatenates the loose ends (a mask computed from the genotype in the graph) packed
-  in index order, exactly as the static cell lays them out, then zero-padded to the widest
-  possible output ``B x Wblock``; the real width is returned alongside. States narrower than the
-  last block go through a factorized reduction to its width first (both widths are built).
+* The output holds the loose ends (a mask computed from the genotype in the graph) in one slot
+  of ``Wblock`` channels per block (``B x Wblock`` in all; other slots zero), so a channel means
+  the same block under every genotype and the next cell's 1x1 convs keep one weight slice per
+  block (ENAS's per-block ``final_conv``). The static cell packs the loose ends in index order
+  instead; that layout is ``output_layout="packed"`` (or :func:`pack_loose_ends`), and the
+  mapped weights (:func:`embed_static_params`) make the slot layout compute the static
+  network's function. The real width is returned alongside. States narrower than the last block
+  go through a factorized reduction to its width first (both widths are built).
 
 Drop-path is not implemented here (search-time children train without it).
 """
@@ -40,7 +44,8 @@ from azjax.nas.network import reduction_indices
 from azjax.nas.ops import (FactorizedReduction, ReLUConvBN, batch_norm, conv, depthwise_conv,
                            depthwise_init)
 
-__all__ = ["SuperCell", "SuperNet", "embed_static_params", "loose_end_mask"]
+__all__ = ["SuperCell", "SuperNet", "embed_static_params", "loose_end_mask", "pack_loose_ends",
+           "slot_channels"]
 
 
 def _pad_channels(x: jax.Array, width: int) -> jax.Array:
@@ -57,6 +62,37 @@ def loose_end_mask(cell: jax.Array) -> jax.Array:
     states = 2 + jnp.arange(b)
     used = jnp.any((cell[:, 0, None] == states) | (cell[:, 1, None] == states), axis=0)
     return ~used
+
+
+def pack_loose_ends(out: jax.Array, cell: jax.Array, width: jax.Array | int) -> jax.Array:
+    """A slot-layout cell output -> the static cell's layout; jittable.
+
+    ``out`` has ``B`` slots of ``out.shape[-1] // B`` channels, block ``k``'s loose end in the
+    leading ``width / n`` channels of slot ``k`` (``n`` loose ends). The result packs the loose
+    ends in index order in the leading ``width`` channels and zero-pads to the same size.
+    """
+    cell = jnp.asarray(cell)
+    b = cell.shape[0]
+    wb = out.shape[-1] // b
+    mask = loose_end_mask(cell)
+    n_sel = jnp.sum(mask).astype(jnp.int32)
+    final_width = jnp.asarray(width, jnp.int32) // jnp.maximum(n_sel, 1)
+    order = jnp.argsort(~mask, stable=True)  # selected block indices first, in order
+    c = jnp.arange(b * wb)
+    slot_k = c // final_width
+    src = order[jnp.minimum(slot_k, b - 1)] * wb + c % final_width
+    return jnp.where(slot_k < n_sel, jnp.take(out, src, axis=-1), 0.0)
+
+
+def slot_channels(cell, width: int, block_width: int) -> np.ndarray:
+    """For a concrete cell: the slot-layout channel of each packed output channel (host-side).
+
+    ``width`` is the packed (real) output width, ``block_width`` the slot size.
+    """
+    ends = np.flatnonzero(np.asarray(loose_end_mask(jnp.asarray(cell, jnp.int32))))
+    fw = width // len(ends)
+    p = np.arange(width)
+    return ends[p // fw] * block_width + p % fw
 
 
 class _Depthwise(nn.Module):
@@ -190,6 +226,13 @@ class SuperCell(nn.Module):
       num_blocks: ``B``.
       allow_concat: whether a block may concatenate (width ``2F``); ``False`` for add-only spaces
         saves memory and compute.
+      output_layout: ``"slots"`` (default): block ``k``'s loose end sits in slot ``k`` (channels
+        ``k * block_width ...``), other slots are zero, so a channel always carries the same
+        block whichever genotype runs; the next cell's 1x1 convs then hold one weight slice per
+        block, as ENAS's per-block ``final_conv`` does, and shared weights see a fixed meaning
+        per channel. ``"packed"``: the static cell's layout (loose ends packed in index order),
+        whose channel meaning changes with the genotype. :func:`pack_loose_ends` maps the first
+        to the second.
     """
 
     features: int
@@ -200,6 +243,7 @@ class SuperCell(nn.Module):
     depthwise_impl: str = "auto"
     bn_momentum: float = 0.9
     bn_epsilon: float = 1e-5
+    output_layout: str = "slots"
 
     @property
     def block_width(self) -> int:
@@ -213,8 +257,8 @@ class SuperCell(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, prev: jax.Array | None, cell: jax.Array,
-                 train: bool = False, prev_width: jax.Array | int | None = None
-                 ) -> tuple[jax.Array, jax.Array]:
+                 train: bool = False, prev_width: jax.Array | int | None = None,
+                 prev_cell: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
         """Apply the cell.
 
         Args:
@@ -224,12 +268,18 @@ class SuperCell(nn.Module):
           cell: int32 ``[B, 5]``, global op and combiner ids.
           train: batch-statistics BN.
           prev_width: the real width of ``prev`` (traced ok); default ``prev.shape[-1]``.
+          prev_cell: the cell array of the supercell that produced ``prev`` when ``prev`` is in
+            the ``"slots"`` layout (``None``: ``prev`` is packed or a plain tensor). Needed where
+            ``prev`` is used without a projection (its real width is ``F``).
 
         Returns:
           ``(output, width)``: the output zero-padded to :attr:`max_output_width` channels, and
           its real width (int32 scalar).
         """
         f, b = self.features, self.num_blocks
+        if self.output_layout not in ("slots", "packed"):
+            raise ValueError(f"output_layout: expected 'slots' or 'packed', got "
+                             f"{self.output_layout!r}")
         bn = dict(bn_momentum=self.bn_momentum, bn_epsilon=self.bn_epsilon)
         cell = jnp.asarray(cell, jnp.int32)
         if cell.shape != (b, 5):
@@ -245,7 +295,8 @@ class SuperCell(nn.Module):
         else:
             pw = jnp.asarray(prev.shape[-1] if prev_width is None else prev_width, jnp.int32)
             projected = ReLUConvBN(f, **bn, name="prev_1x1")(prev, train)
-            s1 = jnp.where(pw != f, projected, prev[..., :f])
+            plain = prev if prev_cell is None else pack_loose_ends(prev, prev_cell, pw)
+            s1 = jnp.where(pw != f, projected, plain[..., :f])
             w1 = jnp.asarray(f, jnp.int32)
         s0 = ReLUConvBN(f, **bn, name="beginning")(x, train)
         wmax = max(self.block_width, s1.shape[-1], f)
@@ -278,16 +329,13 @@ class SuperCell(nn.Module):
                 s = jnp.where(block_widths[k] == final_width, s, reduced)
             outs.append(s)
         stacked = jnp.stack(outs, axis=-2)  # [N, H, W, B, wb]
-        flat = stacked.reshape(stacked.shape[:-2] + (b * wb,))
         mask = loose_end_mask(cell)
-        n_sel = jnp.sum(mask).astype(jnp.int32)
-        order = jnp.argsort(~mask, stable=True)  # selected block indices first, in order
-        c = jnp.arange(b * wb)
-        slot_k = c // final_width
-        src = order[jnp.minimum(slot_k, b - 1)] * wb + c % final_width
-        valid = slot_k < n_sel
-        out = jnp.where(valid, jnp.take(flat, src, axis=-1), 0.0)
-        return out, n_sel * final_width
+        width = jnp.sum(mask).astype(jnp.int32) * final_width
+        if self.output_layout == "slots":
+            out = jnp.where(mask[:, None], stacked, 0.0).reshape(stacked.shape[:-2] + (b * wb,))
+        else:
+            out = pack_loose_ends(stacked.reshape(stacked.shape[:-2] + (b * wb,)), cell, width)
+        return out, width
 
 
 class _Block(nn.Module):
@@ -387,7 +435,8 @@ class SuperNet(nn.Module):
     The layout is :class:`~azjax.nas.network.NASNet`'s: stem -> N normal -> reduction -> ... ->
     ReLU -> global average pool -> dense, ``num_cells = 3N`` normal cells. The normal and
     reduction cells are arguments of ``__call__`` (int32 ``[B, 5]`` each), so one compile serves
-    every genotype.
+    every genotype. ``cell_output_layout`` is :class:`SuperCell`'s ``output_layout`` (``"slots"``
+    for weights shared across genotypes).
     """
 
     num_cells: int = 3
@@ -402,6 +451,8 @@ class SuperNet(nn.Module):
     depthwise_impl: str = "auto"
     bn_momentum: float = 0.9
     bn_epsilon: float = 1e-5
+    cell_output_layout: str = "slots"
+    output_bn: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array, normal: jax.Array, reduce: jax.Array,
@@ -411,25 +462,29 @@ class SuperNet(nn.Module):
             raise ValueError(f"x: expected NHWC images [B, H, W, C], got shape {x.shape}")
         kw = dict(ops=tuple(self.ops), num_blocks=self.num_blocks,
                   allow_concat=self.allow_concat, depthwise_impl=self.depthwise_impl,
-                  bn_momentum=self.bn_momentum, bn_epsilon=self.bn_epsilon)
+                  bn_momentum=self.bn_momentum, bn_epsilon=self.bn_epsilon,
+                  output_layout=self.cell_output_layout)
+        slots = self.cell_output_layout == "slots"
         net = conv(int(self.stem_multiplier * self.filters), 3, name="stem_conv")(x)
         net = batch_norm(net, train, self.bn_momentum, self.bn_epsilon, name="stem_bn")
         width = jnp.asarray(net.shape[-1], jnp.int32)
-        outputs = [(None, None), (net, width)]
+        outputs = [(None, None, None), (net, width, None)]  # (output, real width, its cell)
         reductions = reduction_indices(self.num_cells, self.num_reduction_layers)
         scaling = 1.0
         for i in range(self.num_cells):
             if i in reductions:
                 scaling *= self.filter_scaling_rate
-                prev, prev_w = outputs[-2]
+                prev, prev_w, prev_cell = outputs[-2]
                 net, width = SuperCell(int(self.filters * scaling), 2, **kw,
                                        name=f"reduction_cell_{reductions.index(i)}")(
-                    net, prev, reduce, train, prev_w)
-                outputs.append((net, width))
-            prev, prev_w = outputs[-2]
+                    net, prev, reduce, train, prev_w, prev_cell)
+                outputs.append((net, width, reduce if slots else None))
+            prev, prev_w, prev_cell = outputs[-2]
             net, width = SuperCell(int(self.filters * scaling), 1, **kw, name=f"cell_{i}")(
-                net, prev, normal, train, prev_w)
-            outputs.append((net, width))
+                net, prev, normal, train, prev_w, prev_cell)
+            outputs.append((net, width, normal if slots else None))
+        if self.output_bn:
+            net = batch_norm(net, train, self.bn_momentum, self.bn_epsilon, name="output_bn")
         net = nn.relu(net)
         net = jnp.mean(net, axis=(1, 2))
         return nn.Dense(self.num_classes, kernel_init=nn.initializers.variance_scaling(
@@ -502,7 +557,7 @@ def embed_static_params(static: Any, super_: Any, genotype: Genotype,
         if "beginning" in static:
             return _embed_cell(static, super_, blocks, cell)
         return {c: _embed_cell(static[c], super_[c], blocks, f"{cell}/{c}") for c in static}
-    if "stem_conv" not in static:  # a variables dict: one level of collections
+    if set(static) <= {"params", "batch_stats"}:  # a variables dict: one level of collections
         return {c: embed_static_params(static[c], super_[c], genotype) for c in static}
     out = dict(super_)
     for k, v in static.items():
@@ -512,7 +567,70 @@ def embed_static_params(static: Any, super_: Any, genotype: Genotype,
             out[k] = _embed_cell(v, super_[k], genotype.reduce, k)
         else:
             out[k] = _embed_tree(v, super_[k], k)
+    if "logits" in super_ and "kernel" in super_["logits"]:  # params: re-lay consumer rows
+        _embed_consumers(static, super_, out, genotype)
+    # (The SuperNet must use the default "slots" layout for these weights.)
     return out
+
+
+def _set_rows(src, dst, rows, axis):
+    """``dst`` with ``src``'s input-channel rows written at ``rows`` along ``axis``."""
+    src, dst = jnp.asarray(src), jnp.asarray(dst)
+    index = [slice(0, n) for n in src.shape]
+    index[axis] = rows
+    return dst.at[tuple(index)].set(src.astype(dst.dtype))
+
+
+def _embed_consumers(static, super_, out, genotype: Genotype) -> None:
+    """Where a layer reads a cell output, the static kernel's input rows (packed loose ends)
+    go to the slot-layout channels (in place on ``out``)."""
+    num_cells = sum(1 for k in static if k.startswith("cell_"))
+    reductions = reduction_indices(num_cells, 2)
+    # producers: (name, blocks) of each output in order; None for the stem / missing input.
+    producers: list[Any] = [None, None]
+    order = []
+    for i in range(num_cells):
+        if i in reductions:
+            name = f"reduction_cell_{reductions.index(i)}"
+            order.append((name, producers[-1], producers[-2]))
+            producers.append((name, genotype.reduce))
+        name = f"cell_{i}"
+        order.append((name, producers[-1], producers[-2]))
+        producers.append((name, genotype.normal))
+
+    def put(producer, src, dst, axis):
+        # The consumer's input axis holds the producer's B slots.
+        blocks = producer[1]
+        return _set_rows(src, dst, slot_channels(blocks, src.shape[axis],
+                                                 dst.shape[axis] // len(blocks)), axis)
+
+    for name, px, pp in order:
+        cell = dict(out[name])
+        if px is not None:
+            cell["beginning"] = _replace(cell["beginning"], ("conv0", "kernel"), put(
+                px, static[name]["beginning"]["conv0"]["kernel"],
+                super_[name]["beginning"]["conv0"]["kernel"], 2))
+        if pp is not None:
+            for layer, convs in (("prev_1x1", ("conv0",)),
+                                 ("prev_reduction", ("path1_conv", "path2_conv"))):
+                if layer not in static[name]:
+                    continue
+                for c in convs:
+                    cell[layer] = _replace(cell[layer], (c, "kernel"), put(
+                        pp, static[name][layer][c]["kernel"], super_[name][layer][c]["kernel"],
+                        2))
+        out[name] = cell
+    out["logits"] = {**out["logits"], "kernel": put(
+        producers[-1], static["logits"]["kernel"], super_["logits"]["kernel"], 0)}
+
+
+def _replace(tree, path, value):
+    tree = dict(tree)
+    if len(path) == 1:
+        tree[path[0]] = value
+        return tree
+    tree[path[0]] = _replace(tree[path[0]], path[1:], value)
+    return tree
 
 
 # --- cheap initialisation --------------------------------------------------------------------

@@ -9,8 +9,8 @@ import pytest
 from azjax import nas
 from azjax.nas.cell import Cell
 from azjax.nas.space import CellSpace
-from azjax.nas.supercell import (SuperCell, embed_static_params, init_variables,
-                                 loose_end_mask, variable_shapes)
+from azjax.nas.supercell import (SuperCell, SuperNet, embed_static_params, init_variables,
+                                 loose_end_mask, pack_loose_ends, variable_shapes)
 
 OPS = ("identity", "sep_conv_3x3", "max_pool_3x3")
 SPACE = CellSpace(ops=OPS, num_blocks=2)  # add and concat combiners
@@ -33,13 +33,14 @@ def _random_stats(variables, seed):
     return {**variables, "batch_stats": stats}
 
 
+@pytest.mark.parametrize("layout", ["slots", "packed"])
 @pytest.mark.parametrize("kind", ["normal", "reduce"])
-def test_supercell_equals_static_cell_and_compiles_once(kind):
+def test_supercell_equals_static_cell_and_compiles_once(kind, layout):
     chex.clear_trace_counter()  # chex counts per definition site, across parametrized runs
     stride = 1 if kind == "normal" else 2
     x = jax.random.normal(jax.random.key(1), (4, 8, 8, 6))
     prev = jax.random.normal(jax.random.key(2), (4, 8, 8, 6))
-    sc = SuperCell(F, stride, OPS, num_blocks=2, depthwise_impl="dense")
+    sc = SuperCell(F, stride, OPS, num_blocks=2, depthwise_impl="dense", output_layout=layout)
     cell0 = jnp.zeros((2, 5), jnp.int32)
     super_vars = init_variables(variable_shapes(sc, x, prev, cell0), 0)
 
@@ -63,6 +64,13 @@ def test_supercell_equals_static_cell_and_compiles_once(kind):
             got = super_apply(mapped, arr, train)
             width = want.shape[-1]
             chex.assert_shape(got, (4, 8 // stride, 8 // stride, sc.max_output_width))
+            if layout == "slots":
+                # Block k's loose end sits in slot k; every other slot is zero.
+                slots = np.asarray(got).reshape(got.shape[:-1] + (2, -1))
+                ends = np.asarray(loose_end_mask(arr))
+                assert np.all(slots[..., ~ends, :] == 0.0)
+                assert np.all(np.any(slots[..., ends, :] != 0.0, axis=(0, 1, 2, 4)))
+                got = pack_loose_ends(got, arr, width)
             np.testing.assert_allclose(np.asarray(got[..., :width]), np.asarray(want),
                                        atol=2e-5, rtol=1e-4)
             assert np.all(np.asarray(got[..., width:]) == 0.0)  # padding stays zero
@@ -82,3 +90,25 @@ def test_supercell_width_output():
                                                                                jnp.int32)), 0),
                          x, None, jnp.asarray(NORMAL)))
     chex.assert_shape(out_shapes[0], (1, 4, 4, 2 * 2 * F))
+
+
+@pytest.mark.slow
+def test_supernet_slots_equal_static_network():
+    """The whole SuperNet (slot layout) with mapped weights computes the static NASNet's logits:
+    consumer 1x1 convs and the classifier take the packed rows at the slot channels."""
+    normal = ((0, 1, S, I, ADD), (2, 0, M, S, ADD))  # one loose end (width F): no prev_1x1
+    reduce = ((0, 1, S, M, ADD), (0, 1, I, S, ADD))  # two loose ends
+    genotype = nas.Genotype(normal, reduce, nas.loose_ends(normal), nas.loose_ends(reduce))
+    x = jax.random.normal(jax.random.key(1), (4, 8, 8, 1))
+    static = nas.NASNet(genotype=genotype, num_cells=3, filters=F, stem="cifar",
+                        num_classes=10, aux_head=False, depthwise_impl="dense")
+    static_vars = _random_stats(jax.jit(static.init)(jax.random.key(3), x), 4)
+    net = SuperNet(num_cells=3, filters=F, ops=OPS, num_blocks=2, allow_concat=False,
+                   depthwise_impl="dense")
+    arr_n, arr_r = jnp.asarray(normal, jnp.int32), jnp.asarray(reduce, jnp.int32)
+    super_vars = init_variables(variable_shapes(net, x, arr_n, arr_r), 0)
+    mapped = embed_static_params(static_vars, super_vars, genotype)
+    for train in (False, True):
+        want = static.apply(static_vars, x, train, mutable=["batch_stats"])[0]
+        got = net.apply(mapped, x, arr_n, arr_r, train, mutable=["batch_stats"])[0]
+        np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-4, rtol=1e-4)

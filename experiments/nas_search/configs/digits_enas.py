@@ -8,8 +8,10 @@ def get_config():
     c.mode = "enas"
     c.strategy = "reinforce"  # ENAS trains its controller with REINFORCE
     c.batch_children = 10  # architectures rewarded per call
-    c.shared_steps_per_call = 20  # shared-weight SGD steps per call (one sample per minibatch)
-    c.max_children = 400
+    # Shared-weight SGD steps per call (one sample per minibatch). Shared weights need far more
+    # steps than one child: 60 calls x 50 = 3,000 steps (about 80 epochs of the 1,200 images).
+    c.shared_steps_per_call = 50
+    c.max_children = 600
     c.controller_lr = 3.5e-3  # the released ENAS script's lr (paper text: 3.5e-4)
     c.child.learning_rate = 0.05
     c.child.eval_batch_size = 100

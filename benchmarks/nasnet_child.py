@@ -1,30 +1,177 @@
-"""Compile seconds and training images/s of NASNet-A children.
+"""Compile seconds and training images/s of NASNet-A children, three implementations side by side.
 
     python benchmarks/nasnet_child.py [--impl=auto|shift|grouped|dense] [--steps=5]
+        [--backends=static,supernet,handwritten]
 
-CPU: N=2 (num_cells 6), F=16, 32x32x3, batch 64. With a GPU also CIFAR 6@768 (num_cells 18,
-F=32, aux head, drop-path 0.6) at batch 128. Compile time (first step) is reported apart from
-steady-state throughput.
+CPU: N=2 (num_cells 6), F=16, 32x32x3, batch 64, NASNet-A's cells under the loose-ends rule
+(``nas.NASNET_A_LOOSE_ENDS``: normal 5F, reduction 3F; the supercell always concatenates the
+loose ends):
+
+* ``static``: ``nas.NASNet`` built from the genotype (the ``experiments.nasnet`` path).
+* ``supernet``: ``nas.SuperNet`` over NASNet-A's six ops with the genotype passed as data (the
+  NAS search's child; one compile serves every genotype).
+* ``handwritten``: the same two cells written out as straight-line Flax code (no genotype
+  machinery), the reference for what the generic code costs.
+
+All three train with the same jitted step (cross-entropy, ``nas.make_optimizer``). With a GPU
+also CIFAR 6@768 (num_cells 18, F=32, aux head, drop-path 0.6) at batch 128 (static backend).
+Compile time (first step) is reported apart from steady-state throughput.
 """
 import argparse
 import time
 
+import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
 
 from azjax import nas
+from azjax.nas.network import reduction_indices
+from azjax.nas.ops import FactorizedReduction, ReLUConvBN, batch_norm, conv, make_op
+
+GENOTYPE = nas.NASNET_A_LOOSE_ENDS
+NASNET_A_OPS = ("sep_conv_3x3", "sep_conv_5x5", "sep_conv_7x7", "avg_pool_3x3",
+                "max_pool_3x3", "identity")
 
 
-def bench(name, num_cells, filters, batch, steps, impl, aux=False, keep=1.0):
-    cfg = nas.TrainConfig(num_cells=num_cells, filters=filters, batch_size=batch,
-                          num_steps=1000, aux_head=aux, drop_path_keep_prob=keep,
-                          depthwise_impl=impl)
+class _HandCell(nn.Module):
+    """NASNet-A's normal or reduction cell, block by block (loose-end outputs)."""
+
+    features: int
+    reduction: bool
+    impl: str = "auto"
+
+    @nn.compact
+    def __call__(self, x, prev, train):
+        f = self.features
+        if prev is None:
+            prev = x
+        elif prev.shape[1:3] != x.shape[1:3]:
+            prev = FactorizedReduction(f, 2, name="prev_reduction")(nn.relu(prev), train)
+        elif prev.shape[-1] != f:
+            prev = ReLUConvBN(f, name="prev_1x1")(prev, train)
+        h0 = ReLUConvBN(f, name="beginning")(x, train)
+        h1 = prev
+
+        def op(name, inp, stride, tag):
+            return make_op(name, f, stride, depthwise_impl=self.impl, module_name=tag)(inp, train)
+
+        if not self.reduction:
+            b0 = op("sep_conv_5x5", h0, 1, "b0l") + op("sep_conv_3x3", h1, 1, "b0r")
+            b1 = op("sep_conv_5x5", h1, 1, "b1l") + op("sep_conv_3x3", h1, 1, "b1r")
+            b2 = op("avg_pool_3x3", h0, 1, "b2l") + op("identity", h1, 1, "b2r")
+            b3 = op("avg_pool_3x3", h1, 1, "b3l") + op("avg_pool_3x3", h1, 1, "b3r")
+            b4 = op("sep_conv_3x3", h0, 1, "b4l") + op("identity", h0, 1, "b4r")
+            return jnp.concatenate([b0, b1, b2, b3, b4], axis=-1)
+        b0 = op("sep_conv_5x5", h0, 2, "b0l") + op("sep_conv_7x7", h1, 2, "b0r")
+        b1 = op("max_pool_3x3", h0, 2, "b1l") + op("sep_conv_7x7", h1, 2, "b1r")
+        b2 = op("avg_pool_3x3", h0, 2, "b2l") + op("sep_conv_5x5", h1, 2, "b2r")
+        b3 = op("identity", b1, 1, "b3l") + op("avg_pool_3x3", b0, 1, "b3r")
+        b4 = op("sep_conv_3x3", b0, 1, "b4l") + op("max_pool_3x3", h0, 2, "b4r")
+        return jnp.concatenate([b2, b3, b4], axis=-1)
+
+
+class HandNASNetA(nn.Module):
+    """CIFAR-stem NASNet-A (loose ends) with the cells above; same layout as ``nas.NASNet``."""
+
+    num_cells: int = 6
+    filters: int = 16
+    impl: str = "auto"
+
+    @nn.compact
+    def __call__(self, x, train):
+        net = conv(3 * self.filters, 3, name="stem_conv")(x)
+        net = batch_norm(net, train, name="stem_bn")
+        outputs = [None, net]
+        reductions = reduction_indices(self.num_cells)
+        scaling = 1
+        for i in range(self.num_cells):
+            if i in reductions:
+                scaling *= 2
+                net = _HandCell(self.filters * scaling, True, self.impl,
+                                name=f"reduction_cell_{reductions.index(i)}")(
+                    net, outputs[-2], train)
+                outputs.append(net)
+            net = _HandCell(self.filters * scaling, False, self.impl, name=f"cell_{i}")(
+                net, outputs[-2], train)
+            outputs.append(net)
+        net = jnp.mean(nn.relu(net), axis=(1, 2))
+        return nn.Dense(10, name="logits")(net)
+
+
+def _models(num_cells, filters, impl):
+    """name -> (init_fn(key, x), apply_fn(variables, x, train) -> (logits, new batch_stats))."""
+    static = nas.NASNet(genotype=GENOTYPE, num_cells=num_cells, filters=filters, stem="cifar",
+                        num_classes=10, aux_head=False, depthwise_impl=impl)
+    space = nas.CellSpace(ops=NASNET_A_OPS, combiners=("add",))
+    sup = nas.SuperNet(num_cells=num_cells, filters=filters, ops=space.ops,
+                       allow_concat=False, depthwise_impl=impl)
+    normal, reduce = space.cell_arrays(jnp.asarray(space.from_genotype(GENOTYPE)))
+    hand = HandNASNetA(num_cells, filters, impl)
+
+    def plain(model):
+        return (lambda k, x: model.init(k, x, False),
+                lambda v, x, train, cells: model.apply(v, x, train, mutable=["batch_stats"]))
+
+    def supernet_init(k, x):
+        shapes = nas.supercell.variable_shapes(sup, x, normal, reduce)
+        return jax.tree_util.tree_map(jnp.asarray, nas.supercell.init_variables(shapes, 0))
+
+    return {
+        "static": (*plain(static), None),
+        # The genotype is an argument of the jitted step (data), as in the NAS search.
+        "supernet": (supernet_init,
+                     lambda v, x, train, cells: sup.apply(v, x, cells[0], cells[1], train,
+                                                          mutable=["batch_stats"]),
+                     (normal, reduce)),
+        "handwritten": (*plain(hand), None),
+    }
+
+
+def bench(name, init_fn, apply_fn, cells, batch, steps, filters):
+    cfg = nas.TrainConfig(num_cells=6, filters=filters, batch_size=batch, num_steps=1000)
+    opt = nas.make_optimizer(cfg, cfg.num_steps)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(batch, 32, 32, 3)).astype(np.float32)
+    y = rng.integers(0, 10, batch).astype(np.int32)
+    t = time.perf_counter()
+    variables = init_fn(jax.random.key(0), jnp.asarray(x[:1]))
+    params, batch_stats = variables["params"], variables["batch_stats"]
+    opt_state = opt.init(params)
+    jax.block_until_ready(params)
+    init_s = time.perf_counter() - t
+
+    @jax.jit
+    def step(params, batch_stats, opt_state, x, y, cells):
+        def loss_fn(p):
+            logits, upd = apply_fn({"params": p, "batch_stats": batch_stats}, x, True, cells)
+            return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), upd
+        (loss, upd), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+        updates, opt_state = opt.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), upd["batch_stats"], opt_state, loss
+
+    t = time.perf_counter()
+    params, batch_stats, opt_state, loss = step(params, batch_stats, opt_state, x, y, cells)
+    jax.block_until_ready(loss)
+    compile_s = time.perf_counter() - t
+    t = time.perf_counter()
+    for _ in range(steps):
+        params, batch_stats, opt_state, loss = step(params, batch_stats, opt_state, x, y, cells)
+    jax.block_until_ready(loss)
+    dt = (time.perf_counter() - t) / steps
+    n = sum(int(np.prod(a.shape)) for a in jax.tree_util.tree_leaves(params))
+    print(f"{name:<12} params={n:>9,} init {init_s:5.1f}s  compile+first step {compile_s:6.1f}s  "
+          f"steady {dt * 1000:7.0f} ms/step  {batch / dt:7.1f} images/s", flush=True)
+    return batch / dt
+
+
+def bench_static_large(batch, steps, impl):
+    cfg = nas.TrainConfig(num_cells=18, filters=32, batch_size=batch, num_steps=1000,
+                          aux_head=True, drop_path_keep_prob=0.6, depthwise_impl=impl)
     model = nas.make_model(nas.NASNET_A, cfg)
     opt = nas.make_optimizer(cfg, cfg.num_steps)
-    t = time.perf_counter()
     state = nas.create_train_state(model, opt, jax.random.key(0), (32, 32, 3))
-    jax.block_until_ready(state.params)
-    init_s = time.perf_counter() - t
     step = nas.make_train_step(model, opt, cfg, cfg.num_steps)
     rng = np.random.default_rng(0)
     x = rng.normal(size=(batch, 32, 32, 3)).astype(np.float32)
@@ -38,23 +185,29 @@ def bench(name, num_cells, filters, batch, steps, impl, aux=False, keep=1.0):
         state, m = step(state, x, y, jax.random.key(i + 1))
     jax.block_until_ready(m["loss"])
     dt = (time.perf_counter() - t) / steps
-    print(f"{name}: backend={jax.default_backend()} impl={impl} "
-          f"params={nas.count_params(state.params):,} init {init_s:.1f}s, "
-          f"compile+first step {compile_s:.1f}s, steady {dt * 1000:.0f} ms/step, "
-          f"{batch / dt:.1f} images/s (batch {batch}, {steps} steps)", flush=True)
+    print(f"NASNet-A CIFAR 6@768 (aux, drop-path), static: compile+first step {compile_s:.1f}s, "
+          f"{batch / dt:.1f} images/s (batch {batch})", flush=True)
 
 
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--impl", default="auto")
     p.add_argument("--steps", type=int, default=5)
-    p.add_argument("--skip_small", action="store_true")
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--backends", default="static,supernet,handwritten")
     a = p.parse_args()
-    if not a.skip_small:
-        bench("NASNet-A N=2 F=16 32x32", 6, 16, 64, a.steps, a.impl)
+    print(f"NASNet-A (loose ends) N=2 F=16 32x32, batch {a.batch}, backend "
+          f"{jax.default_backend()}, depthwise impl {a.impl}, {a.steps} timed steps")
+    models = _models(6, 16, a.impl)
+    speed = {}
+    for name in a.backends.split(","):
+        speed[name] = bench(name, *models[name], a.batch, a.steps, 16)
+    if "handwritten" in speed:
+        for name, s in speed.items():
+            if name != "handwritten":
+                print(f"{name} is {speed['handwritten'] / s:.2f}x slower than handwritten")
     if jax.default_backend() == "gpu":
-        bench("NASNet-A CIFAR 6@768 (aux, drop-path)", 18, 32, 128, max(a.steps, 20), a.impl,
-              aux=True, keep=0.6)
+        bench_static_large(128, 20, a.impl)
 
 
 if __name__ == "__main__":

@@ -177,6 +177,11 @@ static inline T standard_normal(Key key, uint32_t i) {
   }
 }
 
+template <typename V>
+static inline void grow(V& v, size_t n) {
+  if (v.size() < n) v.resize(n);
+}
+
 // ----------------------------------------------------------------------------------------------------------
 // Decoded instructions: memory offsets instead of bank addresses.
 template <typename T>
@@ -214,7 +219,7 @@ struct Liveness {
     }
   }
   // Walks one component backwards; updates `live` in place and marks live instructions.
-  void backward(const int32_t* ins, int n, std::vector<char>& live, char* flags) const {
+  void backward(const int32_t* ins, int n, char* live, char* flags) const {
     for (int k = n - 1; k >= 0; --k) {
       const int32_t* x = ins + 4 * k;
       const int op = x[0];
@@ -236,13 +241,13 @@ struct Liveness {
 
 template <typename T>
 struct DecodedProgram {
-  std::vector<Instr<T>> setup, predict, learn;
+  const Instr<T>* code[3];  // setup, predict, learn: the live instructions in order
+  int size[3];
 };
 
 template <typename T>
-static void decode(const int32_t* ins, const T* data, int n, const char* flags, const Layout& L,
-                   std::vector<Instr<T>>& out) {
-  out.clear();
+static int decode(const int32_t* ins, const T* data, int n, const char* flags, const Layout& L, Instr<T>* out) {
+  int count = 0;
   for (int k = 0; k < n; ++k) {
     if (flags && !flags[k]) continue;
     const int32_t* x = ins + 4 * k;
@@ -267,8 +272,9 @@ static void decode(const int32_t* ins, const T* data, int n, const char* flags, 
     };
     I.i0 = (op == VECTOR_CONST_SET || op == MATRIX_CONST_SET) ? index(d[0]) : 0;
     I.i1 = (op == MATRIX_CONST_SET) ? index(d[1]) : 0;
-    out.push_back(I);
+    out[count++] = I;
   }
+  return count;
 }
 
 // ----------------------------------------------------------------------------------------------------------
@@ -489,7 +495,7 @@ static T evaluate_pair(const DecodedProgram<T>& prog, const TaskView<T>& task, c
   if (!active) return T(0);
   std::fill(mem, mem + L.total(), T(0));
   Machine<T, FS> m{L.F, mem, scratch, key};
-  m.run(prog.setup.data(), static_cast<int>(prog.setup.size()), 0u);
+  m.run(prog.code[0], prog.size[0], 0u);
   T* s0 = mem;
   T* s1 = mem + 1;
   T* v0 = mem + L.S;
@@ -504,7 +510,7 @@ static T evaluate_pair(const DecodedProgram<T>& prog, const TaskView<T>& task, c
       std::memcpy(v0, x, sizeof(T) * F);
       *s0 = T(0);
       const uint32_t counter = static_cast<uint32_t>(step * stride);
-      m.run(prog.predict.data(), static_cast<int>(prog.predict.size()), counter);
+      m.run(prog.code[1], prog.size[1], counter);
       T p = *s1;
       if (accuracy) {
         p = sigmoid(p);
@@ -515,7 +521,7 @@ static T evaluate_pair(const DecodedProgram<T>& prog, const TaskView<T>& task, c
       if (std::isnan(err) || err > max_abs) return best;  // the first epoch's best is 0
       std::memcpy(v0, x, sizeof(T) * F);
       *s0 = y;
-      m.run(prog.learn.data(), static_cast<int>(prog.learn.size()), counter + static_cast<uint32_t>(cfg.la));
+      m.run(prog.code[2], prog.size[2], counter + static_cast<uint32_t>(cfg.la));
     }
     T loss = T(0);
     bool bad = false;
@@ -526,7 +532,7 @@ static T evaluate_pair(const DecodedProgram<T>& prog, const TaskView<T>& task, c
       std::memcpy(v0, x, sizeof(T) * F);
       *s0 = T(0);
       const uint32_t counter = static_cast<uint32_t>(step * stride);
-      m.run(prog.predict.data(), static_cast<int>(prog.predict.size()), counter);
+      m.run(prog.code[1], prog.size[1], counter);
       const T p = *s1;
       if (preds) preds[static_cast<int64_t>(e) * (N + M) + N + j] = p;
       if (accuracy) {
@@ -622,66 +628,90 @@ static void evaluate_batch(const Config& cfg, int P, int T_, const int32_t* cons
                            int64_t valid_y_stride, int64_t order_stride, const uint32_t* keys,
                            const int32_t* active, T* fitness, T* preds, int64_t preds_per_pair) {
   const Layout& L = cfg.L;
-  std::vector<DecodedProgram<T>> progs(P);
-  {
-    Liveness live(L);
-    const int slots = L.S + L.V + L.M;
-    std::vector<char> flags[3];
-    for (int c = 0; c < 3; ++c) flags[c].assign(std::max(Ls[c], 1), 1);
-    std::vector<char> live_p(slots), live_l(slots), tmp(slots);
-    for (int p = 0; p < P; ++p) {
-      const int32_t* I[3];
-      int n[3];
-      for (int c = 0; c < 3; ++c) {
-        I[c] = ins[c] + static_cast<int64_t>(p) * Ls[c] * 4;
-        n[c] = std::max(0, std::min(sizes[c][p], Ls[c]));
-      }
-      if (prune) {
-        // Fixed point over the example loop: live_in(Predict) and live_in(Learn), harness slots s0 / v0
-        // removed at the component boundaries.
-        const int s0 = 0, v0 = L.S;
-        auto strip = [&](std::vector<char>& v) { v[s0] = 0; v[v0] = 0; };
-        std::fill(live_p.begin(), live_p.end(), 0);
-        std::fill(live_l.begin(), live_l.end(), 0);
-        for (;;) {
-          tmp = live_p;
-          strip(tmp);
-          live.backward(I[2], n[2], tmp, nullptr);
-          std::vector<char> new_l = tmp;
-          std::vector<char> out_p(slots, 0);
-          for (int s = 0; s < slots; ++s) out_p[s] = (new_l[s] || live_p[s]) ? 1 : 0;
-          strip(out_p);
-          out_p[1] = 1;  // s1
-          live.backward(I[1], n[1], out_p, nullptr);
-          const bool changed = out_p != live_p || new_l != live_l;
-          live_p = out_p;
-          live_l = new_l;
-          if (!changed) break;
-        }
-        tmp = live_p;
-        strip(tmp);
-        live.backward(I[2], n[2], tmp, flags[2].data());
-        std::vector<char> out_p(slots, 0);
-        for (int s = 0; s < slots; ++s) out_p[s] = (live_l[s] || live_p[s]) ? 1 : 0;
-        strip(out_p);
-        out_p[1] = 1;
-        live.backward(I[1], n[1], out_p, flags[1].data());
-        tmp = live_p;
-        strip(tmp);
-        live.backward(I[0], n[0], tmp, flags[0].data());
-      }
-      std::vector<Instr<T>>* dst[3] = {&progs[p].setup, &progs[p].predict, &progs[p].learn};
-      for (int c = 0; c < 3; ++c)
-        decode<T>(I[c], data[c] + static_cast<int64_t>(p) * Ls[c] * 3, n[c], prune ? flags[c].data() : nullptr,
-                  L, *dst[c]);
+  Pool& pool = Pool::get();
+  const int threads = pool.size();
+  const int total_len = Ls[0] + Ls[1] + Ls[2];
+  // Buffers persist per calling thread and only grow: a fresh multi-megabyte allocation per call costs page
+  // faults that rival the evaluation of a small batch.
+  static thread_local std::vector<Instr<T>> tl_arena;
+  auto& arena = tl_arena;  // lambdas run on worker threads: use the caller's buffers
+  static thread_local std::vector<DecodedProgram<T>> tl_progs;
+  auto& progs = tl_progs;  // lambdas run on worker threads: use the caller's buffers
+  grow(arena, static_cast<size_t>(P) * std::max(total_len, 1));
+  grow(progs, static_cast<size_t>(P));
+  const int slots = L.S + L.V + L.M;
+  // Per-thread scratch of the liveness analysis: live sets and per-instruction flags.
+  static thread_local std::vector<std::vector<char>> tl_scratch_live;
+  auto& scratch_live = tl_scratch_live;  // lambdas run on worker threads: use the caller's buffers
+  grow(scratch_live, static_cast<size_t>(threads));
+  for (auto& v : scratch_live) grow(v, static_cast<size_t>(5 * slots + 3 * (total_len + 3)));
+  Liveness live(L);
+  auto decode_program = [&](int64_t pi, int thread) {
+    const int p = static_cast<int>(pi);
+    DecodedProgram<T>& dp = progs[p];
+    Instr<T>* out = arena.data() + static_cast<int64_t>(p) * total_len;
+    if (!active[p]) {  // batch padding: nothing runs
+      for (int c = 0; c < 3; ++c) { dp.code[c] = out; dp.size[c] = 0; }
+      return;
     }
+    const int32_t* I[3];
+    int n[3];
+    for (int c = 0; c < 3; ++c) {
+      I[c] = ins[c] + static_cast<int64_t>(p) * Ls[c] * 4;
+      n[c] = std::max(0, std::min(sizes[c][p], Ls[c]));
+    }
+    char* buf = scratch_live[thread].data();
+    char *live_p = buf, *live_l = buf + slots, *tmp = buf + 2 * slots, *out_p = buf + 3 * slots,
+         *new_l = buf + 4 * slots;
+    char* flags[3] = {buf + 5 * slots, buf + 5 * slots + Ls[0] + 1, buf + 5 * slots + Ls[0] + Ls[1] + 2};
+    const int s0 = 0, v0 = L.S;
+    if (prune) {
+      // Fixed point over the example loop (as azjax/zero/liveness.py): live_in(Predict) and live_in(Learn),
+      // with the harness slots s0 / v0 removed at the component boundaries and s1 read after Predict.
+      std::fill(live_p, live_p + slots, 0);
+      std::fill(live_l, live_l + slots, 0);
+      for (;;) {
+        std::copy(live_p, live_p + slots, new_l);
+        new_l[s0] = new_l[v0] = 0;
+        live.backward(I[2], n[2], new_l, nullptr);
+        for (int q = 0; q < slots; ++q) out_p[q] = (new_l[q] || live_p[q]) ? 1 : 0;
+        out_p[s0] = out_p[v0] = 0;
+        out_p[1] = 1;
+        live.backward(I[1], n[1], out_p, nullptr);
+        const bool changed = !std::equal(out_p, out_p + slots, live_p) || !std::equal(new_l, new_l + slots, live_l);
+        std::copy(out_p, out_p + slots, live_p);
+        std::copy(new_l, new_l + slots, live_l);
+        if (!changed) break;
+      }
+      std::copy(live_p, live_p + slots, tmp);
+      tmp[s0] = tmp[v0] = 0;
+      live.backward(I[2], n[2], tmp, flags[2]);
+      for (int q = 0; q < slots; ++q) tmp[q] = (live_l[q] || live_p[q]) ? 1 : 0;
+      tmp[s0] = tmp[v0] = 0;
+      tmp[1] = 1;
+      live.backward(I[1], n[1], tmp, flags[1]);
+      std::copy(live_p, live_p + slots, tmp);
+      tmp[s0] = tmp[v0] = 0;
+      live.backward(I[0], n[0], tmp, flags[0]);
+    }
+    for (int c = 0; c < 3; ++c) {
+      dp.code[c] = out;
+      dp.size[c] = decode<T>(I[c], data[c] + static_cast<int64_t>(p) * Ls[c] * 3, n[c], prune ? flags[c] : nullptr,
+                             L, out);
+      out += dp.size[c];
+    }
+  };
+  std::function<void(int64_t, int)> decode_fn = decode_program;
+  if (P < 64 || threads == 1 || !pool.try_parallel_for(P, decode_fn)) {
+    for (int64_t p = 0; p < P; ++p) decode_program(p, 0);
   }
   const int64_t pairs = static_cast<int64_t>(P) * T_;
   const int mem_size = L.total();
   const int scratch_size = L.F * L.F;
-  Pool& pool = Pool::get();
-  const int threads = pool.size();
-  std::vector<std::vector<T>> mems(threads, std::vector<T>(mem_size + scratch_size + 1));
+  static thread_local std::vector<std::vector<T>> tl_mems;
+  auto& mems = tl_mems;  // lambdas run on worker threads: use the caller's buffers
+  grow(mems, static_cast<size_t>(threads));
+  for (auto& v : mems) grow(v, static_cast<size_t>(mem_size + scratch_size + 1));
   auto job = [&](int64_t i, int thread) {
     const int p = static_cast<int>(i / T_), t = static_cast<int>(i % T_);
     TaskView<T> task = task0;
@@ -748,10 +778,11 @@ static ffi::Error dispatch(const Config& cfg, ffi::AnyBuffer si, ffi::AnyBuffer 
   if (preds_ptr && per_pair != static_cast<int64_t>(cfg.num_epochs) * (N + M))
     return ffi::Error::InvalidArgument("azjax native: predictions buffer has the wrong size");
   const uint32_t* k = static_cast<const uint32_t*>(keys.untyped_data());
-  std::vector<uint32_t> lanes;
+  static thread_local std::vector<uint32_t> tl_lanes;
+  auto& lanes = tl_lanes;  // lambdas run on worker threads: use the caller's buffers
   if (keys.dimensions().size() == 1) {
     // A base key: derive the key rule's lane keys here (one XLA argument instead of [P, T, 2]).
-    lanes.resize(2 * static_cast<size_t>(P) * T_);
+    grow(lanes, 2 * static_cast<size_t>(P) * T_);
     azjax_native_lane_keys_impl(k[0], k[1], P, T_, lanes.data());
     k = lanes.data();
   }

@@ -36,14 +36,14 @@ flags.DEFINE_list("populations", [], "Programs per batch (default: 1000 on CPU; 
                   "on GPU).")
 flags.DEFINE_integer("repeats", 3, "Timed calls per measurement (median reported).")
 flags.DEFINE_integer("num_tasks", 10, "Search tasks (100 train / 100 valid examples each).")
-flags.DEFINE_string("strategy", "", "Interpreter strategy: '' (by backend), 'cond' or 'select'.")
+flags.DEFINE_string("backend", "", "Interpreter backend: '' (the platform default), 'native', 'select' or 'cond'.")
 flags.DEFINE_integer("child_devices", 0, "Internal: measure in this process with N devices.")
 
 _GPU_POPULATIONS = (1000, 10_000, 100_000)
 _CPU_POPULATIONS = (1000,)
 
 
-def measure(num_devices: int, populations, repeats: int, num_tasks: int, strategy: str):
+def measure(num_devices: int, populations, repeats: int, num_tasks: int, backend: str):
     """One row per population: compile seconds, median seconds per batch, programs/s."""
     import jax
     import numpy as np
@@ -61,7 +61,7 @@ def measure(num_devices: int, populations, repeats: int, num_tasks: int, strateg
                                          spec.num_train, spec.num_valid)
     rows = []
     for population in populations:
-        evaluator = ProgramEvaluator(cfg, tasks, fec=None, strategy=strategy or None,
+        evaluator = ProgramEvaluator(cfg, tasks, fec=None, backend=backend or None,
                                      num_devices=num_devices)
         programs = random_programs.random_programs(jax.random.key(1), cfg, population)
         programs = jax.tree_util.tree_map(np.asarray, programs)
@@ -74,7 +74,7 @@ def measure(num_devices: int, populations, repeats: int, num_tasks: int, strateg
             evaluator(jax.random.key(3 + i), programs)  # returns host numpy: synchronised
             times.append(time.perf_counter() - t0)
         run = float(np.median(times))
-        rows.append(dict(devices=num_devices, population=population, strategy=evaluator.strategy,
+        rows.append(dict(devices=num_devices, population=population, backend=evaluator.backend.name,
                          evaluated=int(info["evaluated"]), compile_s=max(first - run, 0.0),
                          run_s=run, programs_per_s=population / run,
                          backend=jax.default_backend(), mean_fitness=float(np.mean(fitness))))
@@ -87,7 +87,7 @@ def child(num_devices: int) -> None:
     if len(jax.devices()) < num_devices:
         raise ValueError(f"devices: {num_devices} requested, {len(jax.devices())} present")
     for row in measure(num_devices, [int(p) for p in FLAGS.populations], FLAGS.repeats,
-                       FLAGS.num_tasks, FLAGS.strategy):
+                       FLAGS.num_tasks, FLAGS.backend):
         print("ROW " + json.dumps(row), flush=True)
 
 
@@ -109,7 +109,7 @@ def main(argv):
     if backend == "cpu":
         print("note: fake CPU devices share the same cores: this shows the mechanism, "
               "not a speedup")
-    print(f"{'devices':>7s} {'population':>10s} {'strategy':>8s} {'compile_s':>9s} {'run_s':>8s} "
+    print(f"{'devices':>7s} {'population':>10s} {'backend':>8s} {'compile_s':>9s} {'run_s':>8s} "
           f"{'programs/s':>11s} {'mean_fitness':>12s}", flush=True)
     for n in (int(d) for d in FLAGS.devices):
         env = dict(os.environ)
@@ -121,7 +121,7 @@ def main(argv):
             continue
         cmd = [sys.executable, os.path.abspath(__file__), f"--child_devices={n}",
                f"--populations={','.join(map(str, populations))}", f"--repeats={FLAGS.repeats}",
-               f"--num_tasks={FLAGS.num_tasks}", f"--strategy={FLAGS.strategy}"]
+               f"--num_tasks={FLAGS.num_tasks}", f"--backend={FLAGS.backend}"]
         out = subprocess.run(cmd, env=env, cwd=_ROOT, capture_output=True, text=True)
         if out.returncode != 0:
             print(f"{n:7d}  failed:\n{out.stderr[-3000:]}", flush=True)
@@ -130,7 +130,7 @@ def main(argv):
             if not line.startswith("ROW "):
                 continue
             r = json.loads(line[4:])
-            print(f"{r['devices']:7d} {r['population']:10d} {r['strategy']:>8s} "
+            print(f"{r['devices']:7d} {r['population']:10d} {r['backend']:>8s} "
                   f"{r['compile_s']:9.2f} {r['run_s']:8.3f} {r['programs_per_s']:11.0f} "
                   f"{r['mean_fitness']:12.6f}", flush=True)
 

@@ -20,7 +20,6 @@ import dataclasses
 from typing import Dict, Optional, Tuple, Union
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from azjax.search import sharding

@@ -21,8 +21,9 @@ def tiny_config():
     c.max_train_steps = 6000
     c.max_experiments = 1
     c.stop_search_at_fitness = None
-    c.strategy = "select"
+    c.backend = "select"
     c.log_every_seconds = 0.0
+    c.metrics_every = 1
     return c
 
 
@@ -131,3 +132,20 @@ def test_main_module_runs(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     assert "Best program" in out.stdout and "def Predict():" in out.stdout
     assert json.loads((tmp_path / "summary.json").read_text())["experiments"] == 1
+
+
+@pytest.mark.parametrize("backend", ["native", pytest.param("select", marks=pytest.mark.slow),
+                                     pytest.param("cond", marks=pytest.mark.slow)])
+def test_launcher_runs_in_float64_on_every_backend(tmp_path, backend):
+    from azjax.zero.backends import native
+    if backend == "native" and not native.available():
+        pytest.skip(f"native kernel not built: {native.reason()}")
+    c = tiny_config()
+    c.program.dtype = "float64"
+    c.backend = backend
+    c.max_train_steps = 2000
+    summary = search.run_experiments(c, str(tmp_path))
+    assert summary["experiments"] == 1 and 0.0 <= summary["final_fitness"] <= 1.0
+    cfg = search.program_config(c)
+    assert cfg.dtype == "float64"
+    zero.parse_program((tmp_path / "best_program.txt").read_text(), cfg)

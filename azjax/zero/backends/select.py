@@ -20,8 +20,7 @@ from azjax.zero.program import ZeroConfig
 
 def select_chunk(num_tasks: int) -> int:
     """Programs per vmapped chunk: work is done in whole chunks (batches are padded to a multiple of it),
-    so the chunk trades per-lane efficiency against padding for the ~20 FEC misses of a typical search batch
-    (docs/backends.md)."""
+    so the chunk trades per-lane efficiency against the padding of the few FEC misses of a search batch."""
     return max(8, min(32, 256 // num_tasks))
 
 

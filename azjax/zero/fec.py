@@ -1,4 +1,4 @@
-"""Functional-equivalence cache (FEC, spec §6.5).
+"""Functional-equivalence cache (FEC; docs/automl_zero.md).
 
 Two programs that make the same errors on a short probe (the first `num_train` training steps of epoch 0
 and the first `num_valid` validation examples of each task, random ops drawn from a fixed key) are taken to

@@ -76,7 +76,7 @@ class ProgramEvaluator:
       fec: FEC settings, or None to disable the cache.
       backend: interpreter backend ("native", "select", "cond" or a Backend; default: native on CPU, select
         on accelerators).
-      train_budget_factor: if set, the reference's op-cost train budget (spec §6.6): programs costlier than
+      train_budget_factor: if set, the reference's op-cost train budget (docs/automl_zero.md): programs costlier than
         this factor times the hand-written network get fitness 0 without being evaluated.
       hurdle: if set, hurdles (paper §3.2, see HurdleConfig).
       num_devices: local devices the batch is sharded over (default: all). Keys are split per (program,
@@ -286,14 +286,14 @@ class ProgramEvaluator:
             lambda x: np.concatenate([x, np.repeat(x[:1], size - n, axis=0)]), programs)
 
 
-# Per-op relative costs (spec §3 / §6.6) and the reference NN's component costs.
+# Per-op relative costs (the reference's) and the reference NN's component costs.
 _OP_COST = np.asarray([op.cost for op in ops_lib.OPS], np.float64)
 _NN_SETUP_COST = 358_864_510.0
 _NN_STEP_COST = 81_904_713.0
 
 
 def component_costs(programs: Program) -> Tuple[np.ndarray, np.ndarray]:
-    """(setup cost, per-example predict + learn cost) of each program in a batch (spec §6.6)."""
+    """(setup cost, per-example predict + learn cost) of each program in a batch."""
     def cost(comp):
         ops = np.asarray(comp.instructions)[..., 0]
         used = np.arange(ops.shape[-1]) < np.asarray(comp.size)[..., None]

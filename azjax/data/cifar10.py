@@ -1,4 +1,4 @@
-"""CIFAR-10 from a local python-pickle directory (spec/nasnet.md §7.4), with a fake-directory writer.
+"""CIFAR-10 from a local python-pickle directory, with a fake-directory writer.
 
 The real archive ``cifar-10-python.tar.gz`` extracts to ``cifar-10-batches-py/`` holding
 ``data_batch_1`` … ``data_batch_5``, ``test_batch`` and ``batches.meta``. Each batch is a

@@ -1,4 +1,4 @@
-"""scikit-learn's bundled 8×8 digits as a tiny real image set (no download; spec/nasnet.md §7.3)."""
+"""scikit-learn's bundled 8×8 digits as a tiny real image set (no download)."""
 from __future__ import annotations
 
 import jax

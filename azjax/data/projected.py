@@ -1,4 +1,4 @@
-"""Projected binary classification datasets (AutoML-Zero spec §5.4), built from local images.
+"""Projected binary classification datasets, built from local images.
 
 For a class pair (positive, negative) and a data seed: take the images of both classes, label the positive
 class 1 and the negative 0, draw a balanced train/valid split, project the raw pixels to F dimensions with a

@@ -66,7 +66,7 @@ __all__ = [
     "train_and_evaluate", "train_step_fn", "validate_cell", "weight_decay_mask",
 ]
 
-# NAS search (issue 5): the cell space, the genotype-as-data supercell, child evaluators.
+# NAS search: the cell space, the genotype-as-data supercell, child evaluators.
 from azjax.nas.search import (  # noqa: E402
     ChildTrainer,
     CombinedState,

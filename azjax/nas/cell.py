@@ -1,4 +1,4 @@
-"""A static NASNet cell built from a genotype (exact TF-slim behaviour; spec/nasnet.md §1.3-§1.6)."""
+"""A static NASNet cell built from a genotype (exact TF-slim behaviour)."""
 from __future__ import annotations
 
 import flax.linen as nn
@@ -42,7 +42,7 @@ class Cell(nn.Module):
         """
         f = self.features
         bn = dict(bn_momentum=self.bn_momentum, bn_epsilon=self.bn_epsilon)
-        # Align h_{i-1} to h_i (spec §1.4.2). Without one, the raw input is used unchanged.
+        # Align h_{i-1} to h_i. Without one, the raw input is used unchanged.
         if prev is None:
             prev = x
         elif prev.shape[1:3] != x.shape[1:3]:

@@ -1,6 +1,6 @@
 """Genotypes: both NASNet cells as integer arrays plus explicit output-concat lists.
 
-A cell is ``B`` blocks; each block is five integers (spec/nasnet.md §1.1)::
+A cell is ``B`` blocks; each block is five integers::
 
     (input 1, input 2, op 1, op 2, combine)
 
@@ -22,7 +22,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-# The 13 candidate ops, in the paper's order (spec §1.2).
+# The 13 candidate ops, in the paper's order.
 OP_NAMES: tuple[str, ...] = (
     "identity",
     "conv_1x3_3x1",
@@ -215,7 +215,7 @@ def _cell(inputs: Sequence[int], ops: Sequence[str]) -> np.ndarray:
     return np.asarray(rows, np.int64)
 
 
-# NASNet-A exactly as TF-slim builds it (spec §1.7). Output concat lists follow the slim
+# NASNet-A exactly as TF-slim builds it. Output concat lists follow the slim
 # `used_hiddenstates` masks: normal concatenates h_{i-1} and all blocks (6F), reduction b1..b4 (4F).
 NASNET_A = Genotype(
     normal=_cell(

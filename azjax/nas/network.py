@@ -1,4 +1,4 @@
-"""NASNet macro-architecture: stems, stacks of cells, reductions, drop-path, aux head (spec §1.8)."""
+"""NASNet macro-architecture: stems, stacks of cells, reductions, drop-path, aux head."""
 from __future__ import annotations
 
 import math
@@ -21,7 +21,7 @@ def reduction_indices(num_cells: int, num_reduction_layers: int = 2) -> tuple[in
 
 
 def drop_path_keep_prob(cell_index, total_cells: int, progress, base_keep: float):
-    """ScheduledDropPath keep probability (spec §1.10).
+    """ScheduledDropPath keep probability.
 
     ``1 - (c + 1) / C_total * min(1, progress) * (1 - base_keep)`` where ``progress`` is
     ``step / total_training_steps``; works on traced arrays.

@@ -1,4 +1,4 @@
-"""The 13 NASNet candidate ops as Flax modules, following TF-slim (spec/nasnet.md §1.2-§1.5).
+"""The 13 NASNet candidate ops as Flax modules, following TF-slim.
 
 Conventions (all reference behaviour unless noted):
 
@@ -14,7 +14,7 @@ Conventions (all reference behaviour unless noted):
 
 Depthwise convolution has three implementations with identical results: XLA's grouped
 convolution (``feature_group_count``); a sum of k*k shifted element-wise products, which is
-several times faster on XLA CPU (spec §7.2); and a dense conv with a diagonal kernel (C times the
+several times faster on XLA CPU; and a dense conv with a diagonal kernel (C times the
 FLOPs, but compiles about twice as fast as shift-and-sum and runs as fast at <= 16 channels).
 ``impl="auto"`` picks grouped on GPU/TPU and dense/shift on CPU by width.
 """
@@ -237,7 +237,7 @@ def make_op(name: str, features: int, stride: int, *, depthwise_impl: str = "aut
 
 
 class FactorizedReduction(nn.Module):
-    """Reduce to ``features`` channels; stride 2 keeps both pixel offsets (spec §1.4.3).
+    """Reduce to ``features`` channels; stride 2 keeps both pixel offsets.
 
     Stride 2: path A subsamples from (0, 0), path B from (1, 1) (zero-padded at bottom/right),
     each through a 1x1 conv to ``features / 2``; concat; BN. Stride 1: 1x1 conv and BN.

@@ -1,6 +1,6 @@
 """Child evaluators for NAS on the shared harness (``search.run``), plus a leaderboard.
 
-Two search modes (spec/nasnet.md §2.3, §4.1), each an ``evaluator(key, genomes) -> (fitness,
+Two search modes, each an ``evaluator(key, genomes) -> (fitness,
 info)`` for :func:`azjax.search.run` over a :class:`~azjax.nas.space.CellSpace`:
 
 * :class:`ChildTrainer` (NASNet-style): every child is trained from scratch for a few epochs on
@@ -10,7 +10,7 @@ info)`` for :func:`azjax.search.run` over a :class:`~azjax.nas.space.CellSpace`:
   ``backend="static"`` calls :func:`azjax.nas.train.train_and_evaluate` on the static network
   (exactly the final-training code path, but one XLA compile per distinct child, about a minute
   on CPU). On one device the children of a batch run one after another: ``vmap`` over children
-  would batch the ``lax.switch`` index and run every op (spec jax_practice §2). With
+  would batch the ``lax.switch`` index and run every op. With
   ``config.num_devices > 1`` the supernet backend trains the children of a batch at once, the
   children axis sharded over devices (each device trains its share one after another, so the
   switch stays a real conditional); the static backend cannot (one compile per genotype) and
@@ -157,7 +157,7 @@ class _Program:
         Why ``shard_map`` + ``lax.map`` rather than ``vmap``: each device trains its slice of
         children one after another, so each child's genome is unbatched and ``nn.switch`` stays a
         real conditional that runs only the chosen op. A ``vmap`` over children would batch the
-        switch index and run every candidate op of every slot (spec jax_practice §2). With as many
+        switch index and run every candidate op of every slot. With as many
         children as devices each device trains exactly one child: one child's wall time.
         """
         cache_key = (tuple(d.id for d in mesh.devices.flat), int(steps))

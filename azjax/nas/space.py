@@ -1,7 +1,7 @@
-"""CellSpace: the NASNet search space (spec/nasnet.md §1.1, §2.1) as a :class:`SearchSpace`.
+"""CellSpace: the NASNet search space as a :class:`SearchSpace`.
 
 A genome is a flat int32 vector of ``2 * 5B`` decisions: the Normal Cell's ``B`` blocks, then the
-Reduction Cell's, each block five genes in the controller's order (spec §1.1)::
+Reduction Cell's, each block five genes in the controller's order::
 
     (input 1, input 2, op 1, op 2, combine)
 
@@ -14,10 +14,10 @@ only read earlier states, so no genome has a cycle.
 
 The cell output concatenates the paper's "loose ends" (block outputs no other block reads; see
 :func:`~azjax.nas.genotype.loose_ends`). The last block is never read, so the list is never empty.
-NASNET_A's hand-written TF-slim lists cannot be derived from the blocks (spec §1.6), so a searched
+NASNET_A's hand-written TF-slim lists cannot be derived from the blocks, so a searched
 cell uses the paper rule, as NNI's ``merge_op='loose_end'`` does.
 
-Mutations follow AmoebaNet (spec §4.3): exactly one input (hidden-state mutation) or one op (op
+Mutations follow AmoebaNet: exactly one input (hidden-state mutation) or one op (op
 mutation) of one block of one cell is redrawn to a different value; with ``identity_prob`` the
 genome is returned unchanged. Combine genes mutate too when there are two combiners.
 """
@@ -36,7 +36,7 @@ __all__ = ["CellSpace", "ENAS_OPS", "AMOEBA_OPS"]
 
 FIELDS_PER_BLOCK = 5
 
-# ENAS's micro-search op set (spec §4.1) and AmoebaNet's 8 ops (spec §4.3, minus the dilated
+# ENAS's micro-search op set and AmoebaNet's 8 ops (minus the dilated
 # *separable* conv, which the 13-op list does not have; its dense dilated conv stands in).
 ENAS_OPS: tuple[str, ...] = ("sep_conv_3x3", "sep_conv_5x5", "avg_pool_3x3", "max_pool_3x3",
                              "identity")
@@ -122,7 +122,7 @@ class CellSpace:
             == (other.ops, other.combiners, other.num_blocks, other.identity_prob))
 
     def log10_size(self) -> float:
-        """log10 of the number of distinct genomes (spec §1.12 counts the 13-op, 2-combiner
+        """log10 of the number of distinct genomes (the paper counts the 13-op, 2-combiner
         space)."""
         return float(np.sum(np.log10(self._choices.astype(np.float64))))
 

@@ -3,7 +3,7 @@
 :class:`SuperCell` takes the cell as an int32 ``[B, 5]`` array (global op / combiner ids, as
 :meth:`CellSpace.cell_arrays` returns them) instead of a static tuple. Each op slot holds one
 parameter set per candidate op and runs the chosen one with ``nn.switch`` (a real conditional when
-the index is not batched), so sampling a new architecture never recompiles (spec §4.1, §7.2), and
+the index is not batched), so sampling a new architecture never recompiles, and
 the weights can be shared across children (ENAS) or re-initialised per child (NASNet-style).
 
 It computes the same function as the static :class:`~azjax.nas.cell.Cell` for the same genotype
@@ -286,7 +286,7 @@ class SuperCell(nn.Module):
             raise ValueError(f"cell: expected shape ({b}, 5), got {cell.shape}")
         ops = tuple(self.ops)
 
-        # Cell inputs (spec §1.4), as the static cell aligns them.
+        # Cell inputs, as the static cell aligns them.
         if prev is None:
             s1, w1 = x, jnp.asarray(x.shape[-1], jnp.int32)
         elif prev.shape[1:3] != x.shape[1:3]:

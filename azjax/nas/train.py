@@ -1,4 +1,4 @@
-"""Child training and evaluation for NASNet (spec/nasnet.md §1.11): the NAS reward lives here.
+"""Child training and evaluation for NASNet: the NAS reward lives here.
 
 Pieces, each usable alone: :class:`TrainConfig`, :class:`TrainState` (a pytree), the optimizer
 (momentum SGD, cosine decay, L2 on conv/dense kernels only via an optax mask, global-norm

@@ -60,7 +60,7 @@ __all__ = [
     "tree_where",
 ]
 
-# RNN controller strategy (issue 5).
+# RNN controller strategy.
 from azjax.search.controller import Controller, ControllerState, PolicyNetwork  # noqa: E402
 
 __all__ += ["Controller", "ControllerState", "PolicyNetwork"]

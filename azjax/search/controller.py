@@ -1,6 +1,6 @@
 """An RNN controller over any :class:`~azjax.search.space.GenomeSpec`, trained by policy gradients.
 
-The policy (spec/nasnet.md §2.1, §2.6) is a one-layer Flax LSTM (100 units by default) that emits
+The policy is a one-layer Flax LSTM (100 units by default) that emits
 the categorical genes position by position. The input at step ``t`` is the embedding of the gene
 chosen at ``t - 1`` (a learned start embedding at ``t = 0``); every position has its own embedding
 rows and its own output head, padded to the widest choice count and masked to ``-inf`` beyond the
@@ -19,8 +19,8 @@ Updates (``tell``):
   first batch's mean at the first tell.
 * ``"ppo"``: ``ppo_epochs`` full-batch Adam steps on the clipped surrogate
   ``-mean(min(r A, clip(r, 1-eps, 1+eps) A))`` with ``r = p_new / p_old`` over the whole genome
-  and the same EMA-baseline advantage. NASNet leaves clip, epochs and value head unstated
-  (spec §8); we use eps 0.2, 4 epochs, no value head.
+  and the same EMA-baseline advantage. NASNet leaves clip, epochs and value head unstated;
+  we use eps 0.2, 4 epochs, no value head.
 
 The strategy follows the harness interface (:mod:`azjax.search.base`): ``batch_size``, pure
 jitted ``init / ask / tell`` with ``self`` static, and a ``flax.struct.dataclass`` state holding

@@ -1,4 +1,4 @@
-"""Hand-written algorithms of the reference (spec §6.4) as program texts and programs.
+"""Hand-written algorithms of the reference as program texts and programs.
 
 * Linear regression by SGD (LINEAR_ALGORITHM): learning rate in s2, weights in v1.
 * A 2-layer ReLU network trained by backprop (NEURAL_NET_ALGORITHM): first layer m0, bias v1, output

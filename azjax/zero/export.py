@@ -5,13 +5,13 @@ code base. It defines the memory layout (`Memory`: typed banks `s`, `v`, `m`), t
 `setup(mem, rng=None)`, `predict(mem, rng=None)`, `learn(mem, rng=None)` as straight-line code (one line per
 live instruction; instructions that cannot affect the prediction are kept as comments), and
 `evaluate(train_x, train_y, valid_x, valid_y, eval_type, num_epochs, ...)`, the evaluation loop of
-spec/automl_zero.md §4.1 as `zero.evaluate` runs it.
+the reference executor as `zero.evaluate` runs it.
 
 Why NumPy rather than jax.numpy: the exported code is meant to be read and run anywhere (a notebook without
 accelerators, a paper's supplement); NumPy is everywhere, executes eagerly line by line, and in float64 gives
 the same fitness as `zero.evaluate` up to last-bit rounding of a few transcendental functions and sums.
 
-Exact op semantics are kept where the reference is unusual (spec §3.1): scalar heaviside is `>= 0` but
+Exact op semantics are kept where the reference is unusual: scalar heaviside is `>= 0` but
 vector/matrix heaviside `> 0`; the standard deviations use the one-pass formula; scalar min/max follow C++
 `std::min`/`std::max` and matrix (and vector, as azjax does) min/max the hand loops' NaN rules; uniform sets
 with low >= high write low (resolved at export time, since the constants are known). Dot products and
@@ -87,7 +87,7 @@ def _numpy_line(op: ops_lib.OpSpec, ins, data, cfg: ZeroConfig) -> Tuple[str, Tu
     if kind == "SCALAR" and rest in ("SIN", "COS", "TAN", "ARCSIN", "ARCCOS", "ARCTAN", "EXP", "LOG"):
         return f"{o} = np.{rest.lower()}({a})", ()
     table = {
-        # Scalar heaviside is >= 0, vector/matrix heaviside > 0 (spec §3.1); NaN gives 0 in all three.
+        # Scalar heaviside is >= 0, vector/matrix heaviside > 0; NaN gives 0 in all three.
         "SCALAR_HEAVYSIDE": f"{o} = 1.0 if {a} >= 0 else 0.0",
         "VECTOR_HEAVYSIDE": f"{o} = np.where({a} > 0, 1.0, 0.0)",
         "MATRIX_HEAVYSIDE": f"{o} = np.where({a} > 0, 1.0, 0.0)",
@@ -105,7 +105,7 @@ def _numpy_line(op: ops_lib.OpSpec, ins, data, cfg: ZeroConfig) -> Tuple[str, Tu
         "MATRIX_ROW_NORM": f"{o} = np.sqrt(np.sum({a} * {a}, axis=1))",
         "MATRIX_TRANSPOSE": f"{o} = {a}.T.copy()",
         "MATRIX_MATRIX_PRODUCT": f"{o} = np.sum({a}[:, :, None] * {b}[None, :, :], axis=1)",
-        # C++ comparison semantics with NaN (spec §3.1).
+        # C++ comparison semantics with NaN.
         "SCALAR_MIN": f"{o} = {b} if {b} < {a} else {a}",
         "SCALAR_MAX": f"{o} = {b} if {a} < {b} else {a}",
         "VECTOR_MIN": f"{o} = np.where({a} < {b}, {a}, {b})",
@@ -129,7 +129,7 @@ def _numpy_line(op: ops_lib.OpSpec, ins, data, cfg: ZeroConfig) -> Tuple[str, Tu
     shape = {"s": "", "v": ", FEATURES", "m": ", (FEATURES, FEATURES)"}[op.out]
     if rest.endswith("UNIFORM_SET"):
         if not float(data[0]) < float(data[1]):
-            # abseil's Uniform returns low for an empty or inverted interval (spec §3.1).
+            # abseil's Uniform returns low for an empty or inverted interval.
             return f"{o} = {x}", ()
         return f"{o} = rng.uniform({x}, {y}{shape})", ()
     if rest.endswith("GAUSSIAN_SET"):
@@ -139,7 +139,7 @@ def _numpy_line(op: ops_lib.OpSpec, ins, data, cfg: ZeroConfig) -> Tuple[str, Tu
 
 
 def _text_line(op: ops_lib.OpSpec, ins, data, cfg: ZeroConfig) -> str:
-    """The instruction in the program text format (spec/program_text.md)."""
+    """The instruction in the program text format."""
     subs = {}
     if op.in1:
         subs["a"] = f"{op.in1}{ins[1]}"

@@ -87,7 +87,7 @@ _TYPE_ID = {name: i for i, name in enumerate(MUTATION_TYPES)}
 # The reference's HardcodedAlgorithmID for initial programs.
 INITIAL_KINDS = ("NO_OP", "RANDOM", "LINEAR", "NEURAL_NET", "DAMAGED_NEURAL_NET")
 
-# The reference demo's list (spec §7.1), used when `types` is not given.
+# The reference demo's list, used when `types` is not given.
 DEFAULT_TYPES = ("ALTER_PARAM", "RANDOMIZE_INSTRUCTION", "RANDOMIZE_COMPONENT_FUNCTION")
 # Paper S3: three classes with probability 1/3 each; inside "insert or remove", removal is twice as
 # likely.
@@ -672,7 +672,7 @@ def mutate(key: jax.Array, program: Program, cfg: ZeroConfig, mcfg: MutationConf
 
 
 # --------------------------------------------------------------------------------------------------
-# Initial programs (spec §6.4).
+# Initial programs.
 
 
 def _check_sizes(cfg: ZeroConfig, sizes, field: str = "sizes") -> Tuple[int, int, int]:

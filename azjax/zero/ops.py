@@ -2,13 +2,13 @@
 
 Each op is an `OpSpec`: its id and name (the reference enum name without `_OP`), operand and result types
 ('s' scalar, 'v' F-vector, 'm' F×F matrix, or None), which float constants it uses, its relative cost
-(train budget, spec §6.6), and its kernel. A kernel is a pure jnp function
+(train budget), and its kernel. A kernel is a pure jnp function
 
     kernel(a, b, c, d, key) -> result
 
 of the two operands `a`, `b`, the current value `c` of the output address (only the single-element const
 sets read it), the float constants `d = (f0, f1, f2)` and a PRNG key (only the random ops use it). It returns
-the new value of the output address. Kernels follow the C++ reference exactly (spec §3, §3.1): IEEE inf/NaN
+the new value of the output address. Kernels follow the C++ reference exactly: IEEE inf/NaN
 flow through unguarded; comparison-based ops reproduce the C++ NaN behaviour.
 """
 from __future__ import annotations
@@ -154,7 +154,7 @@ def _build_table():
     add("MATRIX_MATRIX_PRODUCT", "m", "m", "m",
         _k(lambda a, b: jnp.sum(a[:, :, None] * b[None, :, :], axis=1)), "{o} = matmul({a}, {b})",
         14516296)
-    # C++ comparison semantics with NaN (spec §3.1): std::min(x, y) = y < x ? y : x, etc.
+    # C++ comparison semantics with NaN: std::min(x, y) = y < x ? y : x, etc.
     add("SCALAR_MIN", "s", "s", "s", _k(lambda a, b: jnp.where(b < a, b, a)), "{o} = minimum({a}, {b})",
         3677265)
     # Vector min/max go through Eigen in the reference, whose NaN handling is platform dependent; we use

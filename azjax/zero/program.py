@@ -308,7 +308,7 @@ def validate_program(prog: Program, cfg: ZeroConfig) -> None:
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Text format (spec/program_text.md).
+# Text format.
 
 _FLOAT = r"([-+]?(?:\d+\.?\d*(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?|inf|nan))"
 _ADDR = r"([svm]\d+)"
@@ -358,7 +358,7 @@ def _parse_float(text: str, dtype, fail) -> float:
 
 
 def format_program(prog: Program, cfg: ZeroConfig) -> str:
-    """The program's canonical text (spec/program_text.md). `prog` must be a single (unbatched) program."""
+    """The program's canonical text. `prog` must be a single (unbatched) program."""
     validate_program(prog, cfg)
     if np.asarray(prog.setup.size).ndim != 0:
         raise ValueError("format_program: expected one program, got a batch (use unstack_programs)")

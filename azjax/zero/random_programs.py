@@ -1,4 +1,4 @@
-"""Random instructions and programs with the reference's parameter distributions (spec §6.3).
+"""Random instructions and programs with the reference's parameter distributions.
 
 Jittable and vmappable: a random instruction is drawn for a component by choosing the op uniformly among the
 component's allowed ops, addresses uniformly over their banks (outputs never s0 or v0), and constants as

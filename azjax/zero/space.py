@@ -4,8 +4,8 @@
     space = ProgramSpace(cfg, MutationConfig(), initial="RANDOM")
     strategy = search.RegularizedEvolution(space, population_size=1000, tournament_size=10)
 
-`sample` draws an initial program of the configured kind (spec §6.4), `mutate` applies exactly one
-mutation (spec §6.3), `validate` checks a program against the config. The space is a frozen
+`sample` draws an initial program of the configured kind, `mutate` applies exactly one
+mutation, `validate` checks a program against the config. The space is a frozen
 dataclass of hashable, immutable fields, so it can be the static part of jitted strategies.
 
 There is no `genome_spec`: a program is not a fixed vector of categorical genes with fixed choice

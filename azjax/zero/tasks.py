@@ -1,4 +1,4 @@
-"""Task collections: the datasets a program is evaluated on (spec §5).
+"""Task collections: the datasets a program is evaluated on.
 
 `Tasks` holds T tasks of equal shapes as dense arrays, so evaluation vmaps over them. Generators here build
 the reference's synthetic tasks (linear, affine, teacher 2-layer network, unit tasks) from an explicit key;
@@ -152,7 +152,7 @@ def _regression_tasks(key, num_tasks, features, num_train, num_valid, num_epochs
 
 def linear_regression_tasks(key: jax.Array, num_tasks: int, features: int, num_train: int,
                             num_valid: int, num_epochs: int = 1, dtype: str = "float32") -> Tasks:
-    """Scalar linear regression (spec §5.2): x ~ N(0, I), w ~ N(0, I) per task, label = w·x."""
+    """Scalar linear regression: x ~ N(0, I), w ~ N(0, I) per task, label = w·x."""
 
     def label(k, x):
         w = jax.random.normal(k, (x.shape[-1],), x.dtype)
@@ -174,7 +174,7 @@ def affine_regression_tasks(key: jax.Array, num_tasks: int, features: int, num_t
 
 def teacher_network_tasks(key: jax.Array, num_tasks: int, features: int, num_train: int,
                           num_valid: int, num_epochs: int = 1, dtype: str = "float32") -> Tasks:
-    """Teacher 2-layer ReLU network (spec §5.3): label = u·ReLU(M x), M rows 0, 2 and u entries 0, 2 zeroed."""
+    """Teacher 2-layer ReLU network: label = u·ReLU(M x), M rows 0, 2 and u entries 0, 2 zeroed."""
 
     def label(k, x):
         km, ku = jax.random.split(k)
@@ -189,7 +189,7 @@ def teacher_network_tasks(key: jax.Array, num_tasks: int, features: int, num_tra
 
 def unit_tasks(kind: str, features: int, num_train: int = 10, num_valid: int = 10,
                increment: float = 1.0, num_epochs: int = 1, dtype: str = "float32") -> Tasks:
-    """The reference's unit-test tasks (spec §5.5): "zeros", "ones" or "increment" (one task)."""
+    """The reference's unit-test tasks: "zeros", "ones" or "increment" (one task)."""
     _check_sizes(1, features, num_train, num_valid)
     dt = np.float64 if dtype == "float64" else np.float32
 
@@ -222,7 +222,7 @@ def projected_binary_tasks(key: jax.Array, num_tasks: int, features: int, num_tr
                            positive_class: Optional[int] = None, negative_class: Optional[int] = None,
                            use_held_out_pairs: bool = False, max_data_seed: int = 100, num_epochs: int = 1,
                            dtype: str = "float32") -> Tasks:
-    """Projected binary classification tasks (spec §5.4) from local images: "digits" or "cifar10".
+    """Projected binary classification tasks from local images: "digits" or "cifar10".
 
     Without an explicit class pair, each task draws a pair uniformly among the 36 search pairs (or among the
     9 held-out pairs with `use_held_out_pairs`) and a data seed in [0, max_data_seed); the seed fixes the

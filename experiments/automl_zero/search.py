@@ -1,4 +1,4 @@
-"""The AutoML-Zero experiment protocol (spec §6.1) on the shared search harness.
+"""The AutoML-Zero experiment protocol on the shared search harness.
 
     repeat:  T_search tasks (re-seeded per experiment if randomize_task_seeds)
              regularized evolution until max_train_steps (or stop_search_at_fitness)

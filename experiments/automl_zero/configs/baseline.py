@@ -1,4 +1,4 @@
-"""The reference baseline (run_baseline.sh, spec §7.2, paper S10 "Basic"): projected binary CIFAR-10
+"""The reference baseline (run_baseline.sh, paper S10 "Basic"): projected binary CIFAR-10
 (needs `--config.search_tasks.data_dir=DIR` etc., or `--config.data_dir=DIR` for all three), banks 5/9/2,
 F=16, 8000/1000 examples, empty (NO_OP) initial programs of sizes 1/1/1 growing up to 7/11/23, no FEC,
 P=100, T=10, budget 1e11 train steps."""

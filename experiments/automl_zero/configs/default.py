@@ -1,4 +1,4 @@
-"""Defaults shared by the AutoML-Zero configs (the reference demo, spec §7.1).
+"""Defaults shared by the AutoML-Zero configs (the reference demo).
 
 Every field can be overridden on the command line, e.g. `--config.population_size=100`.
 """

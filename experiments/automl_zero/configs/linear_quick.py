@@ -1,4 +1,4 @@
-"""The restricted linear-regressor space (spec §7.3): setup {SCALAR_CONST_SET}, predict
+"""The restricted linear-regressor space: setup {SCALAR_CONST_SET}, predict
 {VECTOR_INNER_PRODUCT}, learn {SCALAR_DIFF, SCALAR_PRODUCT, SCALAR_VECTOR_PRODUCT, VECTOR_SUM}, sizes 5/1/4.
 Search tasks: D=3 tasks of 100/100 examples (the paper's Fig. 4 setting; cheaper per evaluation than the
 demo's 10). Searching stops as soon as the search fitness passes 0.9999 (then the candidate is checked on

@@ -1,4 +1,4 @@
-"""Rediscovering backprop on teacher-network tasks (paper Fig. 5, spec §7.4): banks 4/8/2, F=8, sizes
+"""Rediscovering backprop on teacher-network tasks (paper Fig. 5): banks 4/8/2, F=8, sizes
 21/3/9, setup {SCALAR_CONST_SET, VECTOR_GAUSSIAN_SET, MATRIX_GAUSSIAN_SET}, predict {VECTOR_INNER_PRODUCT,
 MATRIX_VECTOR_PRODUCT, VECTOR_MAX}, learn {SCALAR_DIFF, SCALAR_PRODUCT, VECTOR_HEAVYSIDE,
 SCALAR_VECTOR_PRODUCT, VECTOR_SUM, VECTOR_PRODUCT, VECTOR_OUTER_PRODUCT, MATRIX_DIFF}; P=1000, T=10, FEC."""

@@ -1,4 +1,4 @@
-"""Projected binary classification (spec §5.4) from scikit-learn's digits by default, or CIFAR-10 with
+"""Projected binary classification from scikit-learn's digits by default, or CIFAR-10 with
 `--config.search_tasks.source=cifar10 --config.search_tasks.data_dir=DIR` (and the same for select/final).
 Starts from the hand-written 2-layer network and evolves its initialisation and learning rules (the
 reference's projected-binary integration test, widened): banks 5/9/2, F=16."""

@@ -1,4 +1,4 @@
-"""ENAS micro search on CIFAR-10 (spec §4.1): 5 ops, add combiner, shared weights of an N=2,
+"""ENAS micro search on CIFAR-10: 5 ops, add combiner, shared weights of an N=2,
 20-filter supernet, the last 5k training images as the validation set, REINFORCE controller.
 
 ENAS trains 150 epochs of shared weights (batch 160) and 300 controller samples per epoch; here

@@ -1,4 +1,4 @@
-"""The NASNet paper's proxy search on CIFAR-10 (spec §2.1, §2.3): PPO controller, batches of 20,
+"""The NASNet paper's proxy search on CIFAR-10: PPO controller, batches of 20,
 children N=2 (num_cells 6) trained 20 epochs with cosine decay on a random 45k/5k split,
 reward = validation accuracy, 13 ops and add/concat combiners. An accelerator (many) job.
 

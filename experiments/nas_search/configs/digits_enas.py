@@ -1,5 +1,5 @@
 """ENAS-style search on digits: shared supernet weights trained with a fresh controller sample per
-minibatch, controller rewarded on validation minibatches (spec §4.1). CPU: a few minutes."""
+minibatch, controller rewarded on validation minibatches. CPU: a few minutes."""
 from experiments.nas_search.configs import digits_smoke
 
 

@@ -1,4 +1,4 @@
-"""NASNet-A CIFAR 6@768 with the paper's recipe (spec/nasnet.md §1.11): an accelerator run.
+"""NASNet-A CIFAR 6@768 with the paper's recipe: an accelerator run.
 
 Needs the extracted ``cifar-10-batches-py`` directory: pass ``--config.data_dir=...``.
 """

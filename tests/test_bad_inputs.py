@@ -15,20 +15,9 @@ from azjax.nas.train import CHECKPOINT_NAME
 from experiments import common
 from experiments.automl_zero import search as zero_search
 from experiments.automl_zero.configs import linear_quick
+from tests.experiments.test_automl_zero_launcher import tiny_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def tiny_config():
-    c = linear_quick.get_config()
-    c.population_size, c.tournament_size, c.batch_size = 20, 4, 10
-    for t in (c.search_tasks, c.select_tasks, c.final_tasks):
-        t.num_tasks, t.num_train, t.num_valid = 2, 20, 10
-    c.max_train_steps = 6000
-    c.max_experiments = 1
-    c.stop_search_at_fitness = None
-    c.strategy = "select"
-    return c
 
 
 @pytest.fixture

@@ -137,9 +137,6 @@ def test_main_module_runs(tmp_path):
 @pytest.mark.parametrize("backend", ["native", pytest.param("select", marks=pytest.mark.slow),
                                      pytest.param("cond", marks=pytest.mark.slow)])
 def test_launcher_runs_in_float64_on_every_backend(tmp_path, backend):
-    from azjax.zero.backends import native
-    if backend == "native" and not native.available():
-        pytest.skip(f"native kernel not built: {native.reason()}")
     c = tiny_config()
     c.program.dtype = "float64"
     c.backend = backend

@@ -2,7 +2,8 @@
 
 * `native` - a C++ XLA FFI custom call, threaded over (program, task) pairs: the CPU default;
 * `select` - every program and task a vmapped lane under XLA: the GPU/TPU default;
-* `cond`   - `lax.map` over programs with a real conditional per instruction (XLA).
+* `cond`   - `lax.map` over programs with a real conditional per instruction (XLA);
+* `pallas` - one Pallas kernel per batch, a program's tasks as lanes (GPU; interpret mode on CPU).
 
 `get_backend(name)` returns the backend object; `default_backend(cfg, num_tasks)` picks one for the current
 JAX platform. See docs/backends.md.
@@ -17,15 +18,17 @@ import jax
 from azjax.zero.backends.base import Backend, KeyRule
 from azjax.zero.backends.cond import CondBackend
 from azjax.zero.backends.native import NativeBackend
+from azjax.zero.backends.pallas import PallasBackend
 from azjax.zero.backends.select import SelectBackend, select_chunk
 
-_BACKENDS = {"native": NativeBackend(), "select": SelectBackend(), "cond": CondBackend()}
+_BACKENDS = {"native": NativeBackend(), "select": SelectBackend(), "cond": CondBackend(),
+             "pallas": PallasBackend()}
 BACKENDS = tuple(_BACKENDS)
 _warned = set()
 
 
 def get_backend(backend: Union[str, Backend]) -> Backend:
-    """The backend named `backend` ("native", "select" or "cond"); a Backend object is returned as is.
+    """The backend named `backend` (one of `BACKENDS`); a Backend object is returned as is.
 
     Raises ValueError for an unknown name and RuntimeError (with the reason) for one that cannot run here.
     """
@@ -71,4 +74,4 @@ def resolve(backend: Union[None, str, Backend], cfg=None, num_tasks: int = 10,
 
 
 __all__ = ["Backend", "KeyRule", "BACKENDS", "get_backend", "default_backend", "resolve", "select_chunk",
-           "NativeBackend", "SelectBackend", "CondBackend"]
+           "NativeBackend", "SelectBackend", "CondBackend", "PallasBackend"]

@@ -2,8 +2,11 @@
 convnets; AutoML-Zero and NAS plug their spaces and evaluators into it.
 
 * :mod:`~azjax.search.space`: the ``SearchSpace`` protocol, ``GenomeSpec``, toy spaces.
-* :mod:`~azjax.search.evolution`, :mod:`~azjax.search.random_search`: evosax-style strategies with
-  pure, jitted ``init / ask / tell`` over explicit state.
+* :mod:`~azjax.search.base`: the :class:`Strategy` base class (evosax-style: it owns the pure,
+  jitted ``init / ask / tell`` over explicit state, ``hparams`` and ``__repr__``; subclasses write
+  ``_init / _ask / _tell``).
+* :mod:`~azjax.search.evolution`, :mod:`~azjax.search.islands`,
+  :mod:`~azjax.search.random_search`, :mod:`~azjax.search.controller`: the strategies.
 * :mod:`~azjax.search.loop`: ``run(space, strategy, evaluator, key, ...)`` with stop rules,
   metrics callbacks and resumable checkpoints (:mod:`~azjax.search.checkpoint`).
 """

@@ -2,18 +2,22 @@
 
 Strategies follow evosax: static structure (sizes, probabilities, the space) lives on the object,
 everything that changes lives in an explicit ``flax.struct.dataclass`` state, keys are passed in,
-and the public ``init / ask / tell`` are pure functions jitted with ``self`` static::
+and the public ``init / ask / tell`` (owned by the :class:`Strategy` base class) are pure functions
+jitted with ``self`` static::
 
     state = strategy.init(key)
     genomes, state = strategy.ask(key, state)      # a batch of strategy.batch_size genomes
     state = strategy.tell(genomes, fitness, state)  # fitness: float [batch_size], higher is better
 
 Every state has ``best_genome``, ``best_fitness`` (the best ever told; ``-inf`` before any tell)
-and ``count`` (the number of genomes told so far), which the run loop reads.
+and ``count`` (the number of genomes told so far), which the run loop reads. The run loop
+accepts any object with this interface; subclassing :class:`Strategy` is the easy way to get it.
 """
 from __future__ import annotations
 
-from typing import Any, Protocol, runtime_checkable
+import abc
+import functools
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -32,19 +36,72 @@ __all__ = [
 ]
 
 
-@runtime_checkable
-class Strategy(Protocol):
-    """A pure ask/tell searcher over the genomes of a :class:`~azjax.search.space.SearchSpace`."""
+class Strategy(abc.ABC):
+    """Base class of the ask/tell searchers over the genomes of a
+    :class:`~azjax.search.space.SearchSpace` (the evosax layout).
 
+    The base owns the public API: ``init / ask / tell`` are pure functions jitted with ``self``
+    static (the object is hashed by identity, so each instance compiles once per shape), and
+    ``hparams`` / ``__repr__`` are built from ONE declaration, the class attribute
+    ``hparam_names``: the constructor arguments that change the trajectory. :func:`~azjax.search.run`
+    stores ``hparams`` in every checkpoint and refuses to resume when any of them differs, so every
+    such argument must be listed there.
+
+    A subclass sets ``space`` and ``batch_size`` in its constructor and writes ``_init / _ask /
+    _tell`` (plain methods, so tests can wrap them, e.g. with ``chex.assert_max_traces``), and
+    optionally ``metrics``.
+    """
+
+    #: Attribute names of the hyperparameters that change the trajectory, in ``__repr__`` order.
+    hparam_names: ClassVar[tuple[str, ...]] = ()
+    space: Any
     batch_size: int
 
+    def hparam_value(self, name: str) -> Any:
+        """The value stored for hyperparameter ``name`` (default: the attribute of that name)."""
+        return getattr(self, name)
+
+    @property
+    def hparams(self) -> dict[str, Any]:
+        """Hyperparameters, stored in checkpoints so a resumed run can check it is the same run."""
+        return {"strategy": type(self).__name__,
+                **{name: self.hparam_value(name) for name in self.hparam_names}}
+
+    def __repr__(self) -> str:
+        args = "".join(f", {name}={self.hparam_value(name)!r}" for name in self.hparam_names)
+        return f"{type(self).__name__}(space={self.space!r}{args})"
+
+    @functools.partial(jax.jit, static_argnames=("self",))
     def init(self, key: jax.Array) -> Any:
-        ...
+        """A fresh state; ``key`` fixes the genome structure (and whatever the strategy draws)."""
+        return self._init(key)
 
+    @functools.partial(jax.jit, static_argnames=("self",))
     def ask(self, key: jax.Array, state: Any) -> tuple[PyTree, Any]:
+        """``batch_size`` genomes to evaluate, and the state to pass to :meth:`tell`."""
+        return self._ask(key, state)
+
+    @functools.partial(jax.jit, static_argnames=("self",))
+    def tell(self, genomes: PyTree, fitness: jax.Array, state: Any) -> Any:
+        """The state after the asked ``genomes`` were evaluated (``fitness`` float
+        [batch_size], higher is better, NaN counts as the worst)."""
+        return self._tell(genomes, fitness, state)
+
+    def metrics(self, state: Any) -> dict[str, jax.Array]:
+        """Strategy statistics for the run loop's callbacks (none by default)."""
+        del state
+        return {}
+
+    @abc.abstractmethod
+    def _init(self, key: jax.Array) -> Any:
         ...
 
-    def tell(self, genomes: PyTree, fitness: jax.Array, state: Any) -> Any:
+    @abc.abstractmethod
+    def _ask(self, key: jax.Array, state: Any) -> tuple[PyTree, Any]:
+        ...
+
+    @abc.abstractmethod
+    def _tell(self, genomes: PyTree, fitness: jax.Array, state: Any) -> Any:
         ...
 
 

@@ -158,7 +158,7 @@ class ControllerState:
     last_loss: jax.Array
 
 
-class Controller:
+class Controller(base.Strategy):
     """RNN-controller search strategy (NASNet's RL searcher) with the harness's ask/tell API.
 
     Args:
@@ -180,6 +180,10 @@ class Controller:
     Raises:
         ValueError: naming the bad argument, before anything is traced.
     """
+
+    hparam_names = ("algorithm", "batch_size", "learning_rate", "hidden", "embed",
+                    "entropy_weight", "baseline_decay", "ppo_epochs", "ppo_clip", "init_scale",
+                    "non_finite_reward")
 
     def __init__(self, space: Any, algorithm: str = "ppo", batch_size: int = 20,
                  learning_rate: float = 3.5e-4, hidden: int = 100, embed: int = 32,
@@ -221,39 +225,6 @@ class Controller:
                                      self.embed, self.init_scale)
         self.optimizer = optax.adam(self.learning_rate)
 
-    def __repr__(self) -> str:
-        return (f"Controller(space={self.space!r}, algorithm={self.algorithm!r}, "
-                f"batch_size={self.batch_size}, learning_rate={self.learning_rate})")
-
-    @property
-    def hparams(self) -> dict[str, Any]:
-        """Hyperparameters, stored in checkpoints so a resumed run can check it is the same run."""
-        return {
-            "strategy": "Controller", "algorithm": self.algorithm,
-            "batch_size": self.batch_size, "learning_rate": self.learning_rate,
-            "hidden": self.hidden, "embed": self.embed, "entropy_weight": self.entropy_weight,
-            "baseline_decay": self.baseline_decay, "ppo_epochs": self.ppo_epochs,
-            "ppo_clip": self.ppo_clip, "init_scale": self.init_scale,
-        }
-
-    # --- public, jitted ---------------------------------------------------------------------
-
-    @functools.partial(jax.jit, static_argnames=("self",))
-    def init(self, key: jax.Array) -> ControllerState:
-        """Fresh policy parameters (U(-0.1, 0.1)), Adam state and zero baseline."""
-        return self._init(key)
-
-    @functools.partial(jax.jit, static_argnames=("self",))
-    def ask(self, key: jax.Array, state: ControllerState) -> tuple[PyTree, ControllerState]:
-        """``batch_size`` genomes sampled from the current policy."""
-        return self._ask(key, state)
-
-    @functools.partial(jax.jit, static_argnames=("self",))
-    def tell(self, genomes: PyTree, fitness: jax.Array,
-             state: ControllerState) -> ControllerState:
-        """One REINFORCE step or ``ppo_epochs`` PPO steps on the batch; EMA baseline update."""
-        return self._tell(genomes, fitness, state)
-
     @functools.partial(jax.jit, static_argnames=("self",))
     def log_prob(self, params: PyTree, genomes: PyTree) -> tuple[jax.Array, jax.Array]:
         """``(log_prob [B], entropy [B])`` of a batch of genomes under ``params``."""
@@ -264,9 +235,8 @@ class Controller:
         return {"policy_entropy": state.last_entropy, "reward_baseline": state.baseline,
                 "policy_loss": state.last_loss, "policy_updates": state.updates}
 
-    # --- implementations ----------------------------------------------------------------------
-
     def _init(self, key: jax.Array) -> ControllerState:
+        """Fresh policy parameters (U(-init_scale, init_scale)), Adam state and zero baseline."""
         k_params, k_template = jax.random.split(key)
         params = self.network.init(k_params, jax.random.key(0))["params"]
         template = base.zeros_genome(self.space, k_template)
@@ -288,6 +258,7 @@ class Controller:
         return self.space.decode(ints, floats)
 
     def _ask(self, key: jax.Array, state: ControllerState) -> tuple[PyTree, ControllerState]:
+        """``batch_size`` genomes sampled from the current policy."""
         keys = jax.random.split(key, self.batch_size)
         genomes = jax.vmap(lambda k: self._sample_one(state.params, k))(keys)
         return genomes, state
@@ -309,6 +280,7 @@ class Controller:
 
     def _tell(self, genomes: PyTree, fitness: jax.Array,
               state: ControllerState) -> ControllerState:
+        """One REINFORCE step or ``ppo_epochs`` PPO steps on the batch; EMA baseline update."""
         base.check_fitness_shape(fitness, self.batch_size)
         fitness = base.sanitize_fitness(fitness)
         reward = jnp.where(jnp.isfinite(fitness), fitness, self.non_finite_reward)

@@ -1,6 +1,6 @@
 """Regularized (aging) evolution with batched ask/tell.
 
-With ``batch_size=1`` this is exactly the reference AutoML-Zero loop (spec automl_zero.md §6.2):
+With ``batch_size=1`` this is exactly the reference AutoML-Zero loop (docs/automl_zero.md):
 a population of ``P`` slots is filled in order by initial samples; afterwards every child comes from
 a tournament of ``T`` indices drawn uniformly *with replacement*, whose parent is the first drawn
 member with the strictly highest fitness; the child is a mutation of the parent with probability
@@ -18,7 +18,6 @@ oldest initial members, so aging order is preserved.
 """
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import flax.struct
@@ -54,7 +53,7 @@ class EvolutionState:
     best_fitness: jax.Array
 
 
-class RegularizedEvolution:
+class RegularizedEvolution(base.Strategy):
     """Regularized evolution (Real et al. 2019) as used by AutoML-Zero.
 
     Args:
@@ -67,6 +66,8 @@ class RegularizedEvolution:
     Raises:
         ValueError: naming the bad argument, before anything is traced or compiled.
     """
+
+    hparam_names = ("population_size", "tournament_size", "mutate_prob", "batch_size")
 
     def __init__(self, space: Any, population_size: int, tournament_size: int,
                  mutate_prob: float = 0.9, batch_size: int = 1):
@@ -91,46 +92,12 @@ class RegularizedEvolution:
                 f"batch_size ({self.batch_size}) must be <= population_size "
                 f"({self.population_size}): one tell may not overwrite a slot twice")
 
-    def __repr__(self) -> str:
-        return (f"RegularizedEvolution(space={self.space!r}, population_size="
-                f"{self.population_size}, tournament_size={self.tournament_size}, "
-                f"mutate_prob={self.mutate_prob}, batch_size={self.batch_size})")
-
-    @property
-    def hparams(self) -> dict[str, Any]:
-        """Hyperparameters, stored in checkpoints so a resumed run can check it is the same run."""
-        return {
-            "strategy": "RegularizedEvolution",
-            "population_size": self.population_size,
-            "tournament_size": self.tournament_size,
-            "mutate_prob": self.mutate_prob,
-            "batch_size": self.batch_size,
-        }
-
-    # Public API: pure functions, jitted with the (hashable, immutable in practice) object static.
-
-    @functools.partial(jax.jit, static_argnames=("self",))
-    def init(self, key: jax.Array) -> EvolutionState:
-        """An empty population; ``key`` only fixes the genome structure (nothing is drawn)."""
-        return self._init(key)
-
-    @functools.partial(jax.jit, static_argnames=("self",))
-    def ask(self, key: jax.Array, state: EvolutionState) -> tuple[PyTree, EvolutionState]:
-        """``batch_size`` genomes to evaluate: initial samples, then tournament children."""
-        return self._ask(key, state)
-
-    @functools.partial(jax.jit, static_argnames=("self",))
-    def tell(self, genomes: PyTree, fitness: jax.Array, state: EvolutionState) -> EvolutionState:
-        """Writes the evaluated genomes over the oldest members (NaN fitness counts as worst)."""
-        return self._tell(genomes, fitness, state)
-
     def metrics(self, state: EvolutionState) -> dict[str, jax.Array]:
         """Population statistics over filled slots with finite fitness (NaN when there are none)."""
         return self._metrics_fn(state.fitness, state.birth)
 
-    # Implementations (plain methods so tests can wrap them, e.g. with chex.assert_max_traces).
-
     def _init(self, key: jax.Array) -> EvolutionState:
+        """An empty population; ``key`` only fixes the genome structure (nothing is drawn)."""
         template = base.zeros_genome(self.space, key)
         p = self.population_size
         population = jax.tree_util.tree_map(
@@ -145,6 +112,7 @@ class RegularizedEvolution:
         )
 
     def _ask(self, key: jax.Array, state: EvolutionState) -> tuple[PyTree, EvolutionState]:
+        """``batch_size`` genomes to evaluate: initial samples, then tournament children."""
         keys = jax.random.split(key, self.batch_size)
         genomes = jax.lax.cond(
             state.count < self.population_size,
@@ -177,6 +145,7 @@ class RegularizedEvolution:
         return base.tree_where(do_mutate, mutated, parent)
 
     def _tell(self, genomes: PyTree, fitness: jax.Array, state: EvolutionState) -> EvolutionState:
+        """Writes the evaluated genomes over the oldest members (NaN fitness counts as worst)."""
         base.check_fitness_shape(fitness, self.batch_size)
         fitness = base.sanitize_fitness(fitness)
         offsets = jnp.arange(self.batch_size, dtype=jnp.int32)

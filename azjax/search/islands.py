@@ -1,5 +1,5 @@
-"""Island model: K regularized-evolution populations with periodic migration (paper §4.2 / spec
-automl_zero.md §6.7).
+"""Island model: K regularized-evolution populations with periodic migration (paper §4.2;
+docs/automl_zero.md, section 5).
 
 The K islands are ONE state pytree: an :class:`~azjax.search.evolution.EvolutionState` whose every
 leaf has a leading island axis, advanced by ``vmap`` of :class:`RegularizedEvolution`'s own
@@ -38,7 +38,6 @@ an exact resume needs.
 """
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import flax.struct
@@ -99,7 +98,7 @@ class IslandState:
         return _flatten_islands(self.islands.birth)
 
 
-class IslandEvolution:
+class IslandEvolution(base.Strategy):
     """``num_islands`` regularized-evolution populations with periodic migration.
 
     Args:
@@ -119,6 +118,9 @@ class IslandEvolution:
     Raises:
         ValueError: naming the bad argument, before anything is traced or compiled.
     """
+
+    hparam_names = ("num_islands", "population_size", "tournament_size", "mutate_prob",
+                    "batch_size", "migrate_every", "num_migrants", "migration_topology")
 
     def __init__(self, space: Any, num_islands: int, population_size: int, tournament_size: int,
                  mutate_prob: float = 0.9, batch_size: int = 1, migrate_every: int = 1000,
@@ -142,51 +144,19 @@ class IslandEvolution:
                 f"migration_topology must be one of {TOPOLOGIES}, got {migration_topology!r}")
         self.migration_topology = migration_topology
 
-    def __repr__(self) -> str:
-        return (f"IslandEvolution(space={self.space!r}, num_islands={self.num_islands}, "
-                f"population_size={self.population_size}, "
-                f"tournament_size={self.island.tournament_size}, "
-                f"mutate_prob={self.island.mutate_prob}, batch_size={self.island_batch_size}, "
-                f"migrate_every={self.migrate_every}, num_migrants={self.num_migrants}, "
-                f"migration_topology={self.migration_topology!r})")
-
     @property
     def migrates(self) -> bool:
         """Whether migration can ever happen (more than one island and at least one migrant)."""
         return self.num_islands > 1 and self.num_migrants > 0
 
-    @property
-    def hparams(self) -> dict[str, Any]:
-        """Hyperparameters, stored in checkpoints so a resumed run can check it is the same run."""
-        return {
-            "strategy": "IslandEvolution",
-            "num_islands": self.num_islands,
-            "population_size": self.population_size,
-            "tournament_size": self.island.tournament_size,
-            "mutate_prob": self.island.mutate_prob,
-            "batch_size": self.island_batch_size,
-            "migrate_every": self.migrate_every,
-            "num_migrants": self.num_migrants,
-            "migration_topology": self.migration_topology,
-        }
-
-    # Public API: pure functions, jitted with the object static (as RegularizedEvolution).
-
-    @functools.partial(jax.jit, static_argnames=("self",))
-    def init(self, key: jax.Array) -> IslandState:
-        """``num_islands`` empty populations; ``key`` fixes the genome structure and seeds the
-        (unused until the first ``ask``) migration key."""
-        return self._init(key)
-
-    @functools.partial(jax.jit, static_argnames=("self",))
-    def ask(self, key: jax.Array, state: IslandState) -> tuple[PyTree, IslandState]:
-        """``num_islands * batch_size`` genomes, island-major; stores the next migration key."""
-        return self._ask(key, state)
-
-    @functools.partial(jax.jit, static_argnames=("self",))
-    def tell(self, genomes: PyTree, fitness: jax.Array, state: IslandState) -> IslandState:
-        """Routes each island's ``B`` results back to it, then migrates if it is due."""
-        return self._tell(genomes, fitness, state)
+    def hparam_value(self, name: str) -> Any:
+        """``batch_size`` is stored per island (the constructor argument), as are the tournament
+        size and the mutation probability of the per-island strategy."""
+        if name == "batch_size":
+            return self.island_batch_size
+        if name in ("tournament_size", "mutate_prob"):
+            return getattr(self.island, name)
+        return getattr(self, name)
 
     def metrics(self, state: IslandState) -> dict[str, jax.Array]:
         """Statistics over all islands' members, ``island_max_fitness_min`` (the weakest
@@ -197,9 +167,9 @@ class IslandEvolution:
         out["migrations"] = state.migrations
         return out
 
-    # Implementations.
-
     def _init(self, key: jax.Array) -> IslandState:
+        """``num_islands`` empty populations; ``key`` fixes the genome structure and seeds the
+        (unused until the first ``ask``) migration key."""
         one = self.island._init(key)
         k = self.num_islands
         islands = jax.tree_util.tree_map(
@@ -215,6 +185,7 @@ class IslandEvolution:
         )
 
     def _ask(self, key: jax.Array, state: IslandState) -> tuple[PyTree, IslandState]:
+        """``num_islands * batch_size`` genomes, island-major; stores the next migration key."""
         if self.num_islands == 1:
             # The key goes to the single island untouched: RegularizedEvolution's trajectory.
             genomes, _ = self.island._ask(key, base.tree_index(state.islands, 0))
@@ -227,6 +198,7 @@ class IslandEvolution:
         return genomes, state.replace(migration_key=keys[-1])
 
     def _tell(self, genomes: PyTree, fitness: jax.Array, state: IslandState) -> IslandState:
+        """Routes each island's ``B`` results back to it, then migrates if it is due."""
         base.check_fitness_shape(fitness, self.batch_size)
         k, b = self.num_islands, self.island_batch_size
         per_island = jax.tree_util.tree_map(

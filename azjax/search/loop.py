@@ -221,7 +221,79 @@ def run(
             ``CheckpointError`` (a ``ValueError``) naming a corrupt or mismatched checkpoint file.
         KeyboardInterrupt: re-raised after a checkpoint of the last completed iteration is saved.
     """
-    # ---- argument checks: all before anything is traced ----
+    settings = _check_arguments(
+        space, strategy, evaluator, key, max_evaluations=max_evaluations,
+        max_seconds=max_seconds, sufficient_fitness=sufficient_fitness, max_counter=max_counter,
+        callbacks=callbacks, metrics_every=metrics_every, workdir=workdir,
+        checkpoint_every_seconds=checkpoint_every_seconds, keep_checkpoints=keep_checkpoints,
+        config=config, extra_state=extra_state, validate_every=validate_every,
+        on_start=on_start)
+    init_key, run_key = jax.random.split(key)
+    start = _restore(settings, strategy, key, _Carry(strategy.init(init_key), 0, 0, {}))
+    clock = _Clock(start.elapsed_seconds)
+    saver = _Saver(settings, key, start)
+    emit = _Metrics(settings, strategy, start.carry.evaluations)
+    if on_start is not None:
+        on_start({"iteration": start.carry.iteration, "evaluations": start.carry.evaluations,
+                  "resumed_from": start.resumed_from, "checkpoint": saver.last_path})
+    carry, reason, fitness = start.carry, None, None
+    try:
+        while (reason := _stop_reason(settings, carry, clock)) is None:
+            carry, fitness = _iterate(settings, space, strategy, evaluator, run_key, carry)
+            if settings.callbacks and carry.iteration % settings.metrics_every == 0:
+                emit(carry, fitness, clock)
+            if saver.due():
+                saver.save(carry, clock)
+    except KeyboardInterrupt:
+        # `carry` is the last completed iteration (it is replaced in one assignment).
+        saver.save(carry, clock)
+        if settings.workdir is not None and settings.writer:
+            _log.warning("interrupted: saved checkpoint %s (iteration %d)", saver.last_path,
+                         carry.iteration)
+        raise
+    if settings.callbacks and fitness is not None and carry.iteration % settings.metrics_every:
+        emit(carry, fitness, clock)
+    saver.save(carry, clock)
+    return RunResult(
+        best_genome=carry.state.best_genome,
+        best_fitness=float(carry.state.best_fitness),
+        state=carry.state,
+        iterations=carry.iteration,
+        evaluations=carry.evaluations,
+        counters=dict(carry.counters),
+        elapsed_seconds=clock(),
+        stop_reason=reason,
+        resumed_from=start.resumed_from,
+        checkpoint=saver.last_path,
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class _Settings:
+    """The checked arguments of :func:`run` that the steps below read."""
+
+    batch_size: int
+    max_evaluations: int | None
+    max_seconds: float | None
+    sufficient_fitness: float | None
+    counter_limits: dict[str, float]
+    callbacks: tuple[Callback, ...]
+    metrics_every: int
+    validate_every: int
+    workdir: pathlib.Path | None
+    checkpoint_every_seconds: float
+    keep_checkpoints: int
+    config: dict[str, Any]
+    hparams: dict[str, Any]
+    extra_state: ExtraState | None
+    writer: bool  # multi-host: process 0 alone writes
+
+
+def _check_arguments(space: Any, strategy: Any, evaluator: Any, key: Any, *,
+                     max_evaluations, max_seconds, sufficient_fitness, max_counter, callbacks,
+                     metrics_every, workdir, checkpoint_every_seconds, keep_checkpoints, config,
+                     extra_state, validate_every, on_start) -> _Settings:
+    """Every argument check of :func:`run`, all before anything is traced."""
     base.check_space(space)
     for method in ("init", "ask", "tell"):
         if not callable(getattr(strategy, method, None)):
@@ -261,186 +333,203 @@ def run(
     if extra_state is not None and not (callable(getattr(extra_state, "get_state", None))
                                         and callable(getattr(extra_state, "set_state", None))):
         raise ValueError("extra_state must have get_state() and set_state(tree) methods")
-    workdir = pathlib.Path(workdir) if workdir is not None else None
-    writer = jax.process_index() == 0  # multi-host: one writer
+    return _Settings(
+        batch_size=batch_size, max_evaluations=max_evaluations, max_seconds=max_seconds,
+        sufficient_fitness=sufficient_fitness, counter_limits=counter_limits,
+        callbacks=callbacks, metrics_every=metrics_every, validate_every=validate_every,
+        workdir=pathlib.Path(workdir) if workdir is not None else None,
+        checkpoint_every_seconds=checkpoint_every_seconds, keep_checkpoints=keep_checkpoints,
+        config=config_dict, hparams=hparams, extra_state=extra_state,
+        writer=jax.process_index() == 0)
 
-    # ---- initial state, or the newest checkpoint ----
-    init_key, run_key = jax.random.split(key)
-    key_data = jax.random.key_data(key)
-    carry = _Carry(strategy.init(init_key), 0, 0, {})
-    elapsed_before = 0.0
-    resumed_from = None
-    last_path = None
-    if workdir is not None:
-        template = {"strategy": carry.state, "key_data": key_data,
-                    "extra": extra_state.get_state() if extra_state is not None else None}
 
-        def check_metadata(meta: dict[str, Any], path: pathlib.Path) -> None:
-            for field, fresh in (("config", config_dict), ("strategy", hparams)):
-                stored = meta.get(field)
-                if stored != json.loads(json.dumps(fresh, sort_keys=True)):
-                    keys = sorted(set(stored or {}) | set(fresh))
-                    diff = [k for k in keys if (stored or {}).get(k) != fresh.get(k)]
-                    raise ckpt.CheckpointError(
-                        f"checkpoint file {path} belongs to a different run: its {field} differs "
-                        f"in {diff}; use another workdir or the original {field}")
+class _Start(NamedTuple):
+    """Where a session starts: a fresh state, or the newest checkpoint's."""
 
-        corrupt: list[tuple[pathlib.Path, ckpt.CheckpointError]] = []
-        restored = ckpt.restore_checkpoint(
-            workdir, template, check_metadata=check_metadata,
-            check_shapes=lambda p: not p.startswith("['extra']"),
-            on_corrupt=lambda path, error: corrupt.append((path, error)))
-        if restored is not None:
-            tree, meta = restored
-            resumed_from = int(meta["iteration"])
-            last_path = ckpt.checkpoint_path(workdir, resumed_from)
-            if not np.array_equal(np.asarray(tree["key_data"]), np.asarray(key_data)):
+    carry: _Carry
+    elapsed_seconds: float = 0.0
+    resumed_from: int | None = None
+    checkpoint: pathlib.Path | None = None
+
+
+def _checkpoint_tree(settings: _Settings, strategy_state: Any, key: jax.Array) -> dict[str, Any]:
+    extra = settings.extra_state
+    return {"strategy": strategy_state, "key_data": jax.random.key_data(key),
+            "extra": extra.get_state() if extra is not None else None}
+
+
+def _check_same_run(settings: _Settings, meta: dict[str, Any], path: pathlib.Path) -> None:
+    """A checkpoint of another run (its config or strategy hyperparameters differ) is an error."""
+    for field, fresh in (("config", settings.config), ("strategy", settings.hparams)):
+        stored = meta.get(field)
+        if stored != json.loads(json.dumps(fresh, sort_keys=True)):
+            keys = sorted(set(stored or {}) | set(fresh))
+            diff = [k for k in keys if (stored or {}).get(k) != fresh.get(k)]
+            raise ckpt.CheckpointError(
+                f"checkpoint file {path} belongs to a different run: its {field} differs "
+                f"in {diff}; use another workdir or the original {field}")
+
+
+def _move_aside(settings: _Settings,
+                corrupt: list[tuple[pathlib.Path, ckpt.CheckpointError]]) -> None:
+    """Corrupt newer files are moved aside (never deleted) only once an older file has restored,
+    so their steps are free for this run to write again and a rerun does not meet them twice."""
+    for path, error in corrupt:
+        aside = path.with_name(path.name + ".corrupt")
+        if settings.writer:
+            try:
+                path.replace(aside)
+            except OSError as e:
                 raise ckpt.CheckpointError(
-                    f"checkpoint file {last_path} was written by a run with a different key; "
-                    "use another workdir or the original key")
-            carry = _Carry(tree["strategy"], int(meta["iteration"]), int(meta["evaluations"]),
-                           {k: float(v) for k, v in meta["counters"].items()})
-            elapsed_before = float(meta["elapsed_seconds"])
-            if extra_state is not None:
-                extra_state.set_state(tree["extra"])
-            for path, error in corrupt:
-                # Moved aside (never deleted) only once an older file has restored, so its step is
-                # free for this run to write again and a rerun does not meet it a second time.
-                aside = path.with_name(path.name + ".corrupt")
-                if writer:
-                    try:
-                        path.replace(aside)
-                    except OSError as e:
-                        raise ckpt.CheckpointError(
-                            f"{error}; moving it aside to {aside} failed ({e})") from None
-                _log.warning("%s; moved it to %s and resuming from the previous checkpoint", error,
-                             aside)
-            _log.info("resuming from checkpoint %s (iteration %d, %d evaluations)", last_path,
-                      carry.iteration, carry.evaluations)
-    last_saved_iteration = carry.iteration if resumed_from is not None else None
+                    f"{error}; moving it aside to {aside} failed ({e})") from None
+        _log.warning("%s; moved it to %s and resuming from the previous checkpoint", error, aside)
 
-    session_start = time.monotonic()
-    last_save_time = session_start
 
-    def elapsed() -> float:
-        return elapsed_before + (time.monotonic() - session_start)
+def _restore(settings: _Settings, strategy: Any, key: jax.Array, fresh: _Carry) -> _Start:
+    """The newest usable checkpoint in ``settings.workdir`` (restoring ``extra_state`` too), or
+    ``fresh`` when there is none."""
+    if settings.workdir is None:
+        return _Start(fresh)
+    corrupt: list[tuple[pathlib.Path, ckpt.CheckpointError]] = []
+    restored = ckpt.restore_checkpoint(
+        settings.workdir, _checkpoint_tree(settings, fresh.state, key),
+        check_metadata=functools.partial(_check_same_run, settings),
+        check_shapes=lambda p: not p.startswith("['extra']"),
+        on_corrupt=lambda path, error: corrupt.append((path, error)))
+    if restored is None:
+        return _Start(fresh)
+    tree, meta = restored
+    iteration = int(meta["iteration"])
+    path = ckpt.checkpoint_path(settings.workdir, iteration)
+    if not np.array_equal(np.asarray(tree["key_data"]), np.asarray(jax.random.key_data(key))):
+        raise ckpt.CheckpointError(
+            f"checkpoint file {path} was written by a run with a different key; "
+            "use another workdir or the original key")
+    carry = _Carry(tree["strategy"], iteration, int(meta["evaluations"]),
+                   {k: float(v) for k, v in meta["counters"].items()})
+    if settings.extra_state is not None:
+        settings.extra_state.set_state(tree["extra"])
+    _move_aside(settings, corrupt)
+    _log.info("resuming from checkpoint %s (iteration %d, %d evaluations)", path,
+              carry.iteration, carry.evaluations)
+    return _Start(carry, float(meta["elapsed_seconds"]), iteration, path)
 
-    def save(c: _Carry) -> None:
-        nonlocal last_saved_iteration, last_path, last_save_time
-        if workdir is None or not writer or last_saved_iteration == c.iteration:
+
+class _Clock:
+    """Wall time over all sessions of a run: the restored total plus this session's."""
+
+    def __init__(self, elapsed_before: float):
+        self.elapsed_before = elapsed_before
+        self.session_start = time.monotonic()
+
+    def __call__(self) -> float:
+        return self.elapsed_before + (time.monotonic() - self.session_start)
+
+
+class _Saver:
+    """Writes checkpoints of the whole run state (at most one per iteration, process 0 only)."""
+
+    def __init__(self, settings: _Settings, key: jax.Array, start: _Start):
+        self.settings = settings
+        self.key = key
+        self.last_path = start.checkpoint
+        self.last_saved_iteration = start.carry.iteration if start.resumed_from is not None \
+            else None
+        self.last_save_time = time.monotonic()
+
+    def due(self) -> bool:
+        """Whether the periodic checkpoint interval has passed."""
+        return self.settings.workdir is not None and (
+            time.monotonic() - self.last_save_time >= self.settings.checkpoint_every_seconds)
+
+    def save(self, carry: _Carry, clock: _Clock) -> None:
+        s = self.settings
+        if s.workdir is None or not s.writer or self.last_saved_iteration == carry.iteration:
             return
-        if ckpt.checkpoint_path(workdir, c.iteration).exists():
+        if ckpt.checkpoint_path(s.workdir, carry.iteration).exists():
             # Only this session can have written it (a run resumes from the newest step and only
             # moves forward): a Ctrl-C landed between the atomic replace and the bookkeeping.
-            last_saved_iteration = c.iteration
+            self.last_saved_iteration = carry.iteration
             return
-        tree = {"strategy": c.state, "key_data": key_data,
-                "extra": extra_state.get_state() if extra_state is not None else None}
         meta = {
-            "config": config_dict,
-            "strategy": hparams,
-            "iteration": c.iteration,
-            "evaluations": c.evaluations,
-            "counters": c.counters,
-            "elapsed_seconds": elapsed(),
-            "best_fitness": float(c.state.best_fitness),
+            "config": s.config,
+            "strategy": s.hparams,
+            "iteration": carry.iteration,
+            "evaluations": carry.evaluations,
+            "counters": carry.counters,
+            "elapsed_seconds": clock(),
+            "best_fitness": float(carry.state.best_fitness),
         }
-        last_path = ckpt.save_checkpoint(workdir, c.iteration, tree, meta,
-                                         keep=keep_checkpoints)
-        last_saved_iteration = c.iteration
-        last_save_time = time.monotonic()
+        self.last_path = ckpt.save_checkpoint(
+            s.workdir, carry.iteration, _checkpoint_tree(s, carry.state, self.key), meta,
+            keep=s.keep_checkpoints)
+        self.last_saved_iteration = carry.iteration
+        self.last_save_time = time.monotonic()
 
-    def stop_reason(c: _Carry) -> str | None:
-        if max_evaluations is not None and c.evaluations >= max_evaluations:
-            return "max_evaluations"
-        for name, limit in counter_limits.items():
-            if c.counters.get(name, 0.0) >= limit:
-                return f"max_counter:{name}"
-        if sufficient_fitness is not None and c.iteration > 0 and (
-                float(c.state.best_fitness) > sufficient_fitness):
-            return "sufficient_fitness"
-        if max_seconds is not None and elapsed() >= max_seconds:
-            return "max_seconds"
-        return None
 
-    metrics_mark = (time.monotonic(), carry.evaluations)
-    strategy_metrics = getattr(strategy, "metrics", None)
+def _stop_reason(settings: _Settings, carry: _Carry, clock: _Clock) -> str | None:
+    """The first stop rule that fires, or ``None``."""
+    if settings.max_evaluations is not None and carry.evaluations >= settings.max_evaluations:
+        return "max_evaluations"
+    for name, limit in settings.counter_limits.items():
+        if carry.counters.get(name, 0.0) >= limit:
+            return f"max_counter:{name}"
+    if settings.sufficient_fitness is not None and carry.iteration > 0 and (
+            float(carry.state.best_fitness) > settings.sufficient_fitness):
+        return "sufficient_fitness"
+    if settings.max_seconds is not None and clock() >= settings.max_seconds:
+        return "max_seconds"
+    return None
 
-    def emit(c: _Carry, fitness: Any) -> None:
-        nonlocal metrics_mark
+
+def _iterate(settings: _Settings, space: Any, strategy: Any, evaluator: Evaluator,
+             run_key: jax.Array, carry: _Carry) -> tuple[_Carry, Any]:
+    """One ask -> evaluate -> tell; returns the next carry and the batch's fitness."""
+    genomes, state, eval_key = _ask_step(strategy, run_key, carry.iteration, carry.state)
+    if settings.validate_every and carry.iteration % settings.validate_every == 0:
+        for i in range(settings.batch_size):
+            space.validate(jax.device_get(base.tree_index(genomes, i)))
+    out = evaluator(eval_key, genomes)
+    fitness, info = out if isinstance(out, tuple) else (out, {})
+    if not isinstance(fitness, jax.Array):
+        fitness = np.asarray(fitness, dtype=np.float32)  # lists, float64 numpy, ...
+    state = strategy.tell(genomes, fitness, state)
+    return _Carry(state, carry.iteration + 1, carry.evaluations + settings.batch_size,
+                  _accumulate(carry.counters, info or {})), fitness
+
+
+class _Metrics:
+    """Builds the metrics dict of :func:`run`'s docstring and hands it to every callback."""
+
+    def __init__(self, settings: _Settings, strategy: Any, evaluations: int):
+        self.callbacks = settings.callbacks
+        self.strategy_metrics = getattr(strategy, "metrics", None)
+        self.mark = (time.monotonic(), evaluations)  # for evals_per_second
+
+    def __call__(self, carry: _Carry, fitness: Any, clock: _Clock) -> None:
         now = time.monotonic()
-        rate = (c.evaluations - metrics_mark[1]) / max(now - metrics_mark[0], 1e-9)
-        metrics_mark = (now, c.evaluations)
+        rate = (carry.evaluations - self.mark[1]) / max(now - self.mark[0], 1e-9)
+        self.mark = (now, carry.evaluations)
         f = np.asarray(fitness, dtype=np.float64)
         finite = f[np.isfinite(f)]
         m: dict[str, Any] = {
-            "iteration": c.iteration,
-            "evaluations": c.evaluations,
+            "iteration": carry.iteration,
+            "evaluations": carry.evaluations,
             "evals_per_second": rate,
-            "elapsed_seconds": elapsed(),
-            "best_fitness": float(c.state.best_fitness),
+            "elapsed_seconds": clock(),
+            "best_fitness": float(carry.state.best_fitness),
             "batch_mean_fitness": float(finite.mean()) if finite.size else float("nan"),
             "batch_max_fitness": float(finite.max()) if finite.size else float("nan"),
         }
-        if callable(strategy_metrics):
-            for k, v in strategy_metrics(c.state).items():
+        if callable(self.strategy_metrics):
+            for k, v in self.strategy_metrics(carry.state).items():
                 arr = np.asarray(v)
                 m[k] = arr.item() if arr.ndim == 0 else arr
         m["mean_fitness"] = m.get("population_mean_fitness", m["batch_mean_fitness"])
-        for k, v in c.counters.items():
+        for k, v in carry.counters.items():
             m.setdefault(k, v)  # never let an info name shadow a loop metric
-        for cb in callbacks:
+        for cb in self.callbacks:
             cb(m)
-
-    if on_start is not None:
-        on_start({"iteration": carry.iteration, "evaluations": carry.evaluations,
-                  "resumed_from": resumed_from, "checkpoint": last_path})
-    reason = None
-    fitness = None
-    try:
-        while True:
-            reason = stop_reason(carry)
-            if reason is not None:
-                break
-            genomes, state, eval_key = _ask_step(strategy, run_key, carry.iteration,
-                                                 carry.state)
-            if validate_every and carry.iteration % validate_every == 0:
-                for i in range(batch_size):
-                    space.validate(jax.device_get(base.tree_index(genomes, i)))
-            out = evaluator(eval_key, genomes)
-            fitness, info = out if isinstance(out, tuple) else (out, {})
-            if not isinstance(fitness, jax.Array):
-                fitness = np.asarray(fitness, dtype=np.float32)  # lists, float64 numpy, ...
-            state = strategy.tell(genomes, fitness, state)
-            carry = _Carry(state, carry.iteration + 1, carry.evaluations + batch_size,
-                           _accumulate(carry.counters, info or {}))
-            if callbacks and carry.iteration % metrics_every == 0:
-                emit(carry, fitness)
-            if workdir is not None and (
-                    time.monotonic() - last_save_time >= checkpoint_every_seconds):
-                save(carry)
-    except KeyboardInterrupt:
-        # `carry` is the last completed iteration (it is replaced in one assignment).
-        save(carry)
-        if workdir is not None and writer:
-            _log.warning("interrupted: saved checkpoint %s (iteration %d)", last_path,
-                         carry.iteration)
-        raise
-    if callbacks and fitness is not None and carry.iteration % metrics_every != 0:
-        emit(carry, fitness)
-    save(carry)
-    return RunResult(
-        best_genome=carry.state.best_genome,
-        best_fitness=float(carry.state.best_fitness),
-        state=carry.state,
-        iterations=carry.iteration,
-        evaluations=carry.evaluations,
-        counters=dict(carry.counters),
-        elapsed_seconds=elapsed(),
-        stop_reason=reason,
-        resumed_from=resumed_from,
-        checkpoint=last_path,
-    )
 
 
 @functools.partial(jax.jit, static_argnums=0)

@@ -31,15 +31,6 @@ def is_main_process() -> bool:
     return jax.process_index() == 0
 
 
-def num_devices(value: int | None) -> int:
-    """The device count a config's ``num_devices`` stands for: 0 or None -> all local devices."""
-    if value is None or value == 0:
-        return jax.local_device_count()
-    if value < 0:
-        raise ValueError(f"num_devices: must be >= 0, got {value}")
-    return int(value)
-
-
 _NONE_OVERRIDE = re.compile(r"^--(config\.[A-Za-z_][\w.]*)=(?:None|none|null)$")
 
 

@@ -199,7 +199,7 @@ class _Program:
 def _program(space: CellSpace, config: nas_train.TrainConfig, total_steps: int,
              image_shape: tuple[int, ...], output_bn: bool = False) -> _Program:
     # The device count does not change the single-child program: share its cache entry.
-    return _cached_program(space, dataclasses.replace(config, num_devices=None), total_steps,
+    return _cached_program(space, dataclasses.replace(config, num_devices=1), total_steps,
                            image_shape, output_bn)
 
 
@@ -239,7 +239,7 @@ class ChildTrainer:
         backend: ``"supernet"`` (one compile for all children) or ``"static"``
             (``train.train_and_evaluate``; one compile per child).
 
-    ``config.num_devices`` (None/1: one device, 0: all local devices, k: k devices): with more
+    ``config.num_devices`` (1: one device, None or 0: all local devices, k: k devices): with more
     than one, the supernet backend trains the children of a call in parallel, the children
     axis sharded over the devices (:meth:`_Program.train_children`; the batch is padded to a
     multiple of the device count with copies of its first child, whose results are dropped), so

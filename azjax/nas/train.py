@@ -10,8 +10,9 @@ Data parallelism (``TrainConfig.num_devices > 1``): the batch is split over a 1-
 devices (axis ``"data"``), parameters, BN statistics and optimizer state are replicated, and the
 step is ``jax.jit`` with those in/out shardings (see :func:`make_train_step` for why not
 ``shard_map``). Batch statistics are those of the global batch, so training does not depend on
-the device count up to float rounding. With one device (``num_devices`` None or 1) nothing
-changes.
+the device count up to float rounding. With one device (``num_devices=1``, the default) nothing
+changes; ``None`` or 0 means all local devices
+(:func:`azjax.search.sharding.resolve_num_devices`).
 """
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from azjax.nas.genotype import Genotype
 from azjax.nas.network import NASNet, count_params
-from azjax.search.sharding import make_mesh
+from azjax.search.sharding import make_mesh, resolve_num_devices
 
 DATA_AXIS = "data"
 
@@ -68,10 +69,11 @@ class TrainConfig:
     eval_batch_size: int = 256
     log_every: int = 50
     checkpoint_every: int = 0  # steps; 0 means once per epoch
-    # None or 1: one device (the plain jit path); 0: all local devices; k > 1: the first k local
-    # devices. More than one: data-parallel child training (train_and_evaluate), or several
-    # children at once in the NAS ChildTrainer (supernet backend).
-    num_devices: int | None = None
+    # 1: one device (the plain jit path); None or 0: all local devices; k > 1: the first k local
+    # devices (azjax.search.sharding.resolve_num_devices). More than one: data-parallel child
+    # training (train_and_evaluate), or several children at once in the NAS ChildTrainer
+    # (supernet backend).
+    num_devices: int | None = 1
 
     def __post_init__(self):
         if self.num_devices is not None and (
@@ -199,27 +201,16 @@ def augment(key: jax.Array, images: jax.Array, config: TrainConfig) -> jax.Array
 
 # --- devices --------------------------------------------------------------------------------
 
-def resolve_num_devices(num_devices: int | None) -> int:
-    """The device count ``num_devices`` stands for: None -> 1, 0 -> all local devices."""
-    if num_devices is None:
-        return 1
-    if num_devices == 0:
-        return jax.local_device_count()
-    if num_devices < 0:
-        raise ValueError(f"num_devices: must be None or >= 0, got {num_devices}")
-    return int(num_devices)
-
-
 def data_mesh(num_devices: int | None, batch_size: int | None = None) -> Mesh | None:
     """A 1-D ``"data"`` mesh over the first ``num_devices`` local devices, or ``None`` for one.
 
     Raises ``ValueError`` when there are not that many local devices or when ``batch_size``
     does not split evenly over them.
     """
-    n = resolve_num_devices(num_devices)
+    n = resolve_num_devices(num_devices)  # validates n against the local devices
     if n == 1:
         return None
-    devices = make_mesh(n).devices  # validates n against the local devices
+    devices = make_mesh(n).devices
     if batch_size is not None and batch_size % n:
         raise ValueError(f"batch_size: {batch_size} must be divisible by num_devices ({n})")
     return Mesh(devices, (DATA_AXIS,))

@@ -16,14 +16,29 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 POP_AXIS = "pop"
 
 
+def resolve_num_devices(num_devices: Optional[int] = None) -> int:
+    """The device count a ``num_devices`` setting stands for: ``None`` or 0 -> all local devices,
+    ``k`` -> ``k``. The one rule of every ``num_devices`` in azjax and its launchers.
+
+    Raises:
+        ValueError: naming ``num_devices``, unless it is None or an int in [0, local devices].
+    """
+    local = jax.local_device_count()
+    if num_devices is None or (not isinstance(num_devices, bool) and isinstance(
+            num_devices, (int, np.integer)) and num_devices == 0):
+        return local
+    if isinstance(num_devices, bool) or not isinstance(num_devices, (int, np.integer)) or not (
+            1 <= num_devices <= local):
+        raise ValueError(f"num_devices must be None, 0 (all local devices) or an integer in "
+                         f"[1, {local}] (local devices), got {num_devices!r}")
+    return int(num_devices)
+
+
 def make_mesh(num_devices: Optional[int] = None) -> Mesh:
-    """A 1-D Auto mesh over the first `num_devices` local devices (default: all of them)."""
-    devices = jax.local_devices()
-    n = len(devices) if num_devices is None else num_devices
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 1 <= n <= len(devices):
-        raise ValueError(f"num_devices must be an integer in [1, {len(devices)}] (local devices), got "
-                         f"{num_devices!r}")
-    return Mesh(np.array(devices[:n]), (POP_AXIS,))
+    """A 1-D Auto mesh over the first ``num_devices`` local devices (:func:`resolve_num_devices`:
+    None or 0 -> all of them)."""
+    n = resolve_num_devices(num_devices)
+    return Mesh(np.array(jax.local_devices()[:n]), (POP_AXIS,))
 
 
 def round_up(n: int, mesh: Mesh) -> int:

@@ -34,6 +34,7 @@ import numpy as np
 from absl import logging
 
 from azjax import search, zero
+from azjax.search import sharding
 from azjax.zero.fec import FECConfig
 from azjax.zero.mutations import MutationConfig
 from azjax.zero.search_evaluator import HurdleConfig, ProgramEvaluator
@@ -179,7 +180,7 @@ def validate_config(config) -> None:
             _fec_config(config)
         except ValueError as e:
             raise ValueError(f"config.fec: {e}") from None
-    common.num_devices(config.get("num_devices"))
+    sharding.resolve_num_devices(config.get("num_devices"))
     # op names, sizes, mutation types, initial kind; the island fields
     make_strategy(config, make_space(config))
 
@@ -432,7 +433,7 @@ def run_experiments(config: ml_collections.ConfigDict, workdir: str,
                                                           percentile=config.hurdle_percentile,
                                                           window=config.population_size)
                                              if config.get("hurdle_tasks", 0) > 0 else None),
-                                     num_devices=common.num_devices(config.get("num_devices")))
+                                     num_devices=sharding.resolve_num_devices(config.get("num_devices")))
         strategy = make_strategy(config, space)
         label = f"experiment {experiment}"
         experiment_dir = workdir / f"experiment_{experiment}"

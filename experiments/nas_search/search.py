@@ -29,6 +29,7 @@ import numpy as np
 from azjax import nas, search
 from azjax.nas import search as nas_search
 from azjax.nas.space import AMOEBA_OPS, ENAS_OPS, CellSpace
+from azjax.search import sharding
 from azjax.search.controller import Controller
 from experiments import common
 from experiments.nasnet.train import load_data
@@ -64,7 +65,7 @@ def make_strategy(config: Any, space: CellSpace):
 def child_config(config: Any) -> nas.TrainConfig:
     """The child's TrainConfig; ``config.num_devices`` (0: all local devices) rides along."""
     return nas.TrainConfig.from_config(
-        config.child, num_devices=common.num_devices(config.get("num_devices", 0)))
+        config.child, num_devices=sharding.resolve_num_devices(config.get("num_devices", 0)))
 
 
 def make_evaluator(config: Any, space: CellSpace, data: dict):

@@ -10,6 +10,7 @@ import jax
 from azjax import data as azdata
 from azjax import nas
 from azjax.nas.train import CHECKPOINT_NAME
+from azjax.search import sharding
 from experiments import common
 
 
@@ -67,7 +68,7 @@ def run(config: Any, workdir: str, genotype_json: str | None = None,
     datasets = load_data(config)
     config_dict = config.to_dict() if hasattr(config, "to_dict") else dict(config)
     config_dict["num_classes"] = config.num_classes
-    config_dict["num_devices"] = common.num_devices(config_dict.get("num_devices", 0))
+    config_dict["num_devices"] = sharding.resolve_num_devices(config_dict.get("num_devices", 0))
     metrics = nas.train_and_evaluate(genotype, config_dict, datasets,
                                      jax.random.fold_in(jax.random.key(config.seed), 1),
                                      workdir=workdir, log_fn=log_fn)

@@ -126,26 +126,32 @@ def test_parallel_children_match_sequential():
 
 
 def test_num_devices_field_and_helpers():
-    """In-process (one device here): validation, resolution and the one-writer helper."""
+    """In-process (one device here): validation, the one device-count rule and the one-writer
+    helper."""
     import jax
 
     from azjax import nas
     from azjax.nas import train as T
+    from azjax.search import sharding
     from experiments import common
 
     with pytest.raises(ValueError, match="num_devices"):
         nas.TrainConfig(num_devices=-1)
     with pytest.raises(ValueError, match="num_devices"):
         nas.TrainConfig(num_devices=2.0)
-    assert nas.TrainConfig().num_devices is None  # the one-device path by default
-    assert T.resolve_num_devices(None) == 1
-    assert T.resolve_num_devices(0) == jax.local_device_count()
-    assert T.data_mesh(None) is None and T.data_mesh(1, 7) is None
+    assert nas.TrainConfig().num_devices == 1  # the one-device path by default
+    # One rule everywhere: None and 0 mean all local devices.
+    assert T.resolve_num_devices is sharding.resolve_num_devices
+    local = jax.local_device_count()
+    assert sharding.resolve_num_devices(None) == sharding.resolve_num_devices(0) == local
+    assert sharding.make_mesh(None).size == sharding.make_mesh(0).size == local
+    assert sharding.resolve_num_devices(1) == 1
+    for bad in (-1, local + 1, 1.0, True):
+        with pytest.raises(ValueError, match="num_devices"):
+            sharding.resolve_num_devices(bad)
+    assert T.data_mesh(None) is None and T.data_mesh(1, 7) is None  # one local device here
     with pytest.raises(ValueError, match="num_devices"):
-        T.data_mesh(jax.local_device_count() + 1)
-    assert common.num_devices(0) == common.num_devices(None) == jax.local_device_count()
-    with pytest.raises(ValueError, match="num_devices"):
-        common.num_devices(-1)
+        T.data_mesh(local + 1)
     assert common.is_main_process()
     common.initialize(multihost=False)  # no distributed runtime; process 0 keeps its logs
 

@@ -1,37 +1,40 @@
 """The `pallas` backend: one `pallas_call` runs a program's whole evaluation on all its tasks.
 
-Lane layout (docs/backends.md, section `pallas`): one kernel instance (grid point) per program; its lanes
-are the program's tasks (padded to a power of two on GPU), and vector / matrix elements are the inner axes
-of the lane arrays, which Triton spreads over the threads. Every lane of an instance runs the same
-instruction, so the op dispatch is uniform: a `lax.switch` over the component's ops (lowered by Pallas to a
-chain of `scf.if`) runs only the chosen op, and each instruction and its constants are read once per
-instance, not once per lane. Memory is one register value per bank address (scalars [T], vectors [T, F],
-matrices [T, F, F]) carried through the loops, so it lives in registers; addresses are uniform too, so a
-read or write is a chain of selects with a scalar predicate. Examples are read per step from the task
+Layout (docs/backends.md, section `pallas`): one kernel instance (grid point) per program, whose lanes are
+the program's tasks (padded to a power of two on GPU). Every lane of an instance runs the same instruction,
+so the op dispatch is uniform: a `lax.switch` over the component's ops (lowered by Pallas to a chain of
+`scf.if`) runs only the chosen op, and each instruction and its constants are read once per instance, not
+once per lane. Memory is one lane array [lanes] per element of every bank address (a scalar is one, a
+vector F, a matrix F*F), carried through the loops: registers, not memory. Addresses are uniform too, so a
+read or a write is a chain of selects on a scalar predicate. Examples are read per step from the task
 arrays in global memory (gathered once per task into step order outside the kernel).
 
-Setup, every epoch's training steps (Predict, early-stop check, Learn) and validation steps (Predict,
-loss) and the fitness all run inside the kernel; the step loops are `while` loops that end when every task
-of the program has failed. Liveness pruning runs before the kernel (as in the XLA backends); the kernel's
-instruction loops have dynamic trip counts, so dead code costs nothing.
+Op math is the instruction-set table's (`azjax/zero/ops.py`): each op's kernel is traced once to a jaxpr
+and evaluated element by element on lane arrays (`scalarize`), so slices, reshapes and the table's summation
+order become static choices of registers and every emitted operation is elementwise on [lanes] - which is
+what Triton lowers. Two kinds of op are written here instead: the single-element const sets (a scatter at a
+data-dependent index in the table; a select per element here) and the random draws, whose threefry-2x32
+bits are computed with 32-bit integer ops, bit for bit those of `jax.random` under the key rule
+(`base.KeyRule`).
 
-Op math comes from the instruction-set table (`azjax/zero/ops.py`), vmapped over the lanes, except where
-Triton cannot lower the table's kernel: the single-element const sets (a scatter there; a select on an
-iota here) and the random ops, whose threefry-2x32 bits are computed here with 32-bit integer ops so that
-they lower, bit for bit the numbers of `jax.random` under the key rule (`base.KeyRule`).
+Setup, every epoch's training steps (Predict, early-stop check, Learn), validation steps (Predict, loss)
+and the fitness all run inside the kernel; the step loops are `while` loops that end when every task of the
+program has failed. Liveness pruning runs before the kernel, as in the XLA backends; the instruction loops
+have dynamic trip counts, so dead code costs nothing.
 
-On CPU the kernel runs in Pallas interpret mode (for tests: slow); on GPU it is lowered by Pallas' Triton
-backend.
+On CPU the kernel runs in Pallas interpret mode (tests; slow). On GPU it goes through Pallas' Triton
+lowering (`num_warps=1`: one warp per program).
 """
 from __future__ import annotations
 
 import functools
-from typing import Callable, Optional, Tuple
+from typing import Callable, Optional, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+from jax.extend import core as jax_core
 
 from azjax.zero import liveness
 from azjax.zero import ops as ops_lib
@@ -78,68 +81,169 @@ def threefry2x32(k0, k1, x0, x1):
 
 
 def fold_in(k0, k1, data):
-    """`jax.random.fold_in` on raw key words: threefry of the counter pair (0, data)."""
-    data = data.astype(jnp.uint32)
+    """`jax.random.fold_in` on raw key words (uint32 arrays): threefry of the counter pair (0, data)."""
+    data = jnp.broadcast_to(data, k0.shape).astype(jnp.uint32)
     return threefry2x32(k0, k1, jnp.zeros_like(data), data)
 
 
-def _lane_iota(shape, lanes: int):
-    """Row-major element index of an array of `shape`, broadcast to [lanes, *shape] (uint32)."""
-    if not shape:
-        return jnp.zeros((lanes,), jnp.uint32)
-    idx = jnp.zeros(shape, jnp.int32)
-    stride = 1
-    for axis in reversed(range(len(shape))):
-        idx = idx + lax.broadcasted_iota(jnp.int32, shape, axis) * stride
-        stride *= shape[axis]
-    return jnp.broadcast_to(idx.astype(jnp.uint32)[None], (lanes,) + tuple(shape))
-
-
-def _expand(x, ndim: int):
-    """[lanes] -> [lanes, 1, ...] with `ndim` trailing unit axes."""
-    return lax.broadcast_in_dim(x, x.shape + (1,) * ndim, (0,))
-
-
-def standard_uniform(k0, k1, shape, dtype):
-    """`jax.random.uniform(key, shape, dtype)` per lane (keys [lanes] uint32) with partitionable threefry:
-    element i's bits are threefry(key, (0, i)), xor-ed (32-bit) or concatenated (64-bit)."""
-    lanes = k0.shape[0]
-    counts = _lane_iota(shape, lanes)
-    kk0, kk1 = _expand(k0, len(shape)), _expand(k1, len(shape))
-    b0, b1 = threefry2x32(jnp.broadcast_to(kk0, counts.shape), jnp.broadcast_to(kk1, counts.shape),
-                          jnp.zeros_like(counts), counts)
+def standard_uniform(k0, k1, index: int, dtype):
+    """Element `index` (row-major) of `jax.random.uniform(key, shape, dtype)` per lane: partitionable
+    threefry gives element i the bits of threefry(key, (0, i)), xor-ed (32-bit) or concatenated (64-bit)."""
+    b0, b1 = threefry2x32(k0, k1, jnp.zeros_like(k0), jnp.full_like(k0, index))
     if jnp.dtype(dtype) == jnp.float64:
         bits = lax.shift_left(b0.astype(jnp.uint64), jnp.uint64(32)) | b1.astype(jnp.uint64)
-        one = np.array(1.0, np.float64).view(np.uint64)
-        floats = lax.bitcast_convert_type(lax.shift_right_logical(bits, jnp.uint64(12)) | jnp.uint64(one),
-                                          jnp.float64)
+        one = int(np.array(1.0, np.float64).view(np.uint64))
+        mantissa = lax.shift_right_logical(bits, jnp.uint64(12)) | jnp.uint64(one)
+        floats = lax.bitcast_convert_type(mantissa, jnp.float64)
     else:
-        bits = b0 ^ b1
-        one = np.array(1.0, np.float32).view(np.uint32)
-        floats = lax.bitcast_convert_type(lax.shift_right_logical(bits, jnp.uint32(9)) | jnp.uint32(one),
-                                          jnp.float32)
+        one = int(np.array(1.0, np.float32).view(np.uint32))
+        mantissa = lax.shift_right_logical(b0 ^ b1, jnp.uint32(9)) | jnp.uint32(one)
+        floats = lax.bitcast_convert_type(mantissa, jnp.float32)
     return floats - jnp.asarray(1.0, dtype)
 
 
-def _uniform_in(k0, k1, shape, dtype, lo, hi):
-    """`jax.random.uniform(key, shape, dtype, lo, hi)` (the same expression, in the same order)."""
-    floats = standard_uniform(k0, k1, shape, dtype)
-    lo = jnp.asarray(lo, dtype)
-    return jnp.maximum(lo, floats * (jnp.asarray(hi, dtype) - lo) + lo)
-
-
-def standard_normal(k0, k1, shape, dtype):
-    """`jax.random.normal(key, shape, dtype)` per lane: sqrt(2) * erfinv(uniform(nextafter(-1, 0), 1))."""
+def standard_normal(k0, k1, index: int, dtype):
+    """Element `index` of `jax.random.normal(key, shape, dtype)` per lane (the same expressions)."""
     lo = np.nextafter(np.array(-1.0, dtype), np.array(0.0, dtype), dtype=dtype)
-    u = _uniform_in(k0, k1, shape, dtype, lo, 1.0)
+    lo_ = jnp.asarray(lo, dtype)
+    u = jnp.maximum(lo_, standard_uniform(k0, k1, index, dtype) * (jnp.asarray(1.0, dtype) - lo_) + lo_)
     return jnp.asarray(np.sqrt(2), dtype) * lax.erf_inv(u)
 
 
 # ------------------------------------------------------------------------------------------------------
-# Op evaluation on lane arrays.
+# Evaluating a table kernel element by element on lane arrays.
+
+# Primitives that only move elements: evaluated on numpy object arrays of lane values at trace time.
+_STRUCTURAL = {
+    "broadcast_in_dim": lambda x, p: np.broadcast_to(
+        x.reshape([x.shape[p["broadcast_dimensions"].index(i)] if i in p["broadcast_dimensions"] else 1
+                   for i in range(len(p["shape"]))]), p["shape"]),
+    "reshape": lambda x, p: x.reshape(p["new_sizes"]),
+    "transpose": lambda x, p: np.transpose(x, p["permutation"]),
+    "slice": lambda x, p: x[tuple(slice(s, l, st) for s, l, st in
+                                  zip(p["start_indices"], p["limit_indices"],
+                                      p["strides"] or (1,) * x.ndim))],
+    "squeeze": lambda x, p: np.squeeze(x, axis=tuple(p["dimensions"])) if p["dimensions"] else x,
+    "rev": lambda x, p: np.flip(x, axis=tuple(p["dimensions"])),
+    "copy": lambda x, p: x,
+}
+_REDUCERS = {"reduce_sum": lax.add, "reduce_max": lax.max, "reduce_min": lax.min}
+
+
+def _objects(value) -> np.ndarray:
+    """A constant (numpy) as an object array of 0-d numpy elements."""
+    value = np.asarray(value)
+    out = np.empty(value.shape, object)
+    for idx in np.ndindex(*value.shape):
+        out[idx] = value[idx]
+    return out
+
+
+def _object_array(elements, shape) -> np.ndarray:
+    """An object array of `shape` holding the given (traced) elements in row-major order."""
+    arr = np.empty(len(elements), object)
+    for i, e in enumerate(elements):
+        arr[i] = e
+    return arr.reshape(shape)
+
+
+def _concrete(x: np.ndarray) -> np.ndarray:
+    """An object array of constants back to a numpy array (raises where an element is traced)."""
+    return np.array([np.asarray(e) for e in x.reshape(-1)]).reshape(x.shape)
+
+
+def _eval_jaxpr(jaxpr, consts, args, lanes: int):
+    """Evaluates `jaxpr` with every array value an object array of lane arrays [lanes] (or constants)."""
+    env = {}
+
+    def read(v):
+        if isinstance(v, jax_core.Literal):
+            return _objects(np.asarray(v.val, v.aval.dtype))
+        return env[v]
+
+    def lane(e, dtype):
+        return jnp.broadcast_to(jnp.asarray(e, dtype) if isinstance(e, (np.ndarray, np.generic)) else e,
+                                (lanes,))
+
+    for var, c in zip(jaxpr.constvars, consts):
+        env[var] = _objects(np.asarray(c))
+    for var, a in zip(jaxpr.invars, args):
+        env[var] = a
+    for eqn in jaxpr.eqns:
+        name = eqn.primitive.name
+        ins = [read(v) for v in eqn.invars]
+        p = eqn.params
+        if name in _STRUCTURAL:
+            out = _STRUCTURAL[name](ins[0], p)
+        elif name == "concatenate":
+            out = np.concatenate(ins, axis=p["dimension"])
+        elif name == "iota":
+            with jax.ensure_compile_time_eval():
+                out = _objects(np.asarray(lax.iota(p["dtype"], p["shape"][p["dimension"]])))
+            shape = p["shape"]
+            out = np.broadcast_to(out.reshape([-1 if i == p["dimension"] else 1 for i in range(len(shape))]),
+                                  shape)
+        elif name in ("gather", "dynamic_slice"):
+            # Static indices only (the table's `take` of a fixed element): the positions are computed
+            # concretely and the elements picked.
+            positions = np.arange(ins[0].size).reshape(ins[0].shape)
+            with jax.ensure_compile_time_eval():
+                picked = np.asarray(eqn.primitive.bind(jnp.asarray(positions, jnp.int32),
+                                                       *(jnp.asarray(_concrete(i)) for i in ins[1:]), **p))
+            out = ins[0].reshape(-1)[picked]
+        elif name in _REDUCERS:
+            x, axes = ins[0], tuple(p["axes"])
+            keep = [i for i in range(x.ndim) if i not in axes]
+            moved = np.transpose(x, keep + list(axes)).reshape([x.shape[i] for i in keep] + [-1])
+            dtype = eqn.outvars[0].aval.dtype
+            out = np.empty(moved.shape[:-1], object)
+            for idx in np.ndindex(*out.shape):
+                acc = lane(moved[idx][0], dtype)
+                for e in moved[idx][1:]:  # left to right
+                    acc = _REDUCERS[name](acc, lane(e, dtype))
+                out[idx] = acc
+        elif name in ("jit", "pjit", "closed_call", "core_call", "custom_jvp_call", "remat", "checkpoint"):
+            closed = p.get("jaxpr", p.get("call_jaxpr"))
+            inner = closed.jaxpr if hasattr(closed, "jaxpr") else closed
+            inner_consts = closed.consts if hasattr(closed, "consts") else ()
+            outs = _eval_jaxpr(inner, inner_consts, ins, lanes)
+            for var, val in zip(eqn.outvars, outs):
+                env[var] = val
+            continue
+        else:
+            shape = eqn.outvars[0].aval.shape
+            if len(eqn.outvars) != 1 or any(v.aval.shape not in ((), shape) for v in eqn.invars):
+                raise NotImplementedError(f"pallas backend: cannot evaluate primitive {name!r} element by element")
+            ins = [np.broadcast_to(x, shape) for x in ins]
+            out = np.empty(shape, object)
+            for idx in np.ndindex(*shape):
+                out[idx] = eqn.primitive.bind(*(lane(x[idx], v.aval.dtype) for x, v in zip(ins, eqn.invars)),
+                                              **p)
+        env[eqn.outvars[0]] = out
+    return [read(v) for v in jaxpr.outvars]
+
 
 def _shape(kind: str, F: int):
     return {"s": (), "v": (F,), "m": (F, F)}[kind]
+
+
+@functools.lru_cache(maxsize=None)
+def _op_jaxpr(op_id: int, F: int, dtype: str):
+    op = ops_lib.OPS[op_id]
+    spec = lambda kind: jax.ShapeDtypeStruct(_shape(kind, F), dtype) if kind else None  # noqa: E731
+    d = jax.ShapeDtypeStruct((), dtype)
+    return jax.make_jaxpr(lambda a, b, c, d0, d1, d2: op.kernel(a, b, c, (d0, d1, d2), None))(
+        spec(op.in1), spec(op.in2), spec(op.out), d, d, d)
+
+
+def scalarize(op: ops_lib.OpSpec, a, b, c, d: Sequence, lanes: int, F: int, dt) -> Tuple:
+    """The table kernel's result, element by element: a, b, c are tuples of lane arrays (row-major elements,
+    or None), d three scalars; returns the output's elements as a tuple of lane arrays."""
+    closed = _op_jaxpr(op.id, F, jnp.dtype(dt).name)
+    args = [_object_array(x, _shape(kind, F)) for kind, x in ((op.in1, a), (op.in2, b), (op.out, c)) if kind]
+    args += [_object_array((d[k],), ()) for k in range(3)]
+    (out,) = _eval_jaxpr(closed.jaxpr, closed.consts, args, lanes)
+    return tuple(jnp.broadcast_to(jnp.asarray(e, dt), (lanes,)).astype(dt) for e in out.reshape(-1))
 
 
 def _constant(op: ops_lib.OpSpec, d, k: int, dt):
@@ -151,40 +255,41 @@ def _constant(op: ops_lib.OpSpec, d, k: int, dt):
     return value.astype(dt)
 
 
-def _op_result(op: ops_lib.OpSpec, a, b, c, d, keys, counter, F: int, dt):
-    """The op's new output value on every lane (a, b, c lane arrays or None; d three scalars)."""
+def _op_result(op: ops_lib.OpSpec, a, b, c, d, keys, counter, lanes: int, F: int, dt) -> Tuple:
+    """The op's new output value (a tuple of lane arrays, one per element)."""
     name = op.name
     if op.is_random:
-        k0, k1 = fold_in(keys[0], keys[1], jnp.broadcast_to(counter, keys[0].shape))
-        shape = c.shape[1:]
+        k0, k1 = fold_in(keys[0], keys[1], counter)
         if "UNIFORM" in name:
-            u = standard_uniform(k0, k1, shape, dt)
             low, high = _constant(op, d, 0, dt), _constant(op, d, 1, dt)
-            # The table's `_uniform`: low + (high - low) * u, or low for an empty / inverted interval.
-            return jnp.where(low < high, low + (high - low) * u, jnp.broadcast_to(low, c.shape))
-        z = standard_normal(k0, k1, shape, dt)
-        return _constant(op, d, 0, dt) + _constant(op, d, 1, dt) * z  # the table's `_gaussian`
+            # The table's `_uniform`: low + (high - low) * u, or low for an empty or inverted interval.
+            return tuple(jnp.where(low < high, low + (high - low) * standard_uniform(k0, k1, i, dt),
+                                   jnp.broadcast_to(low, (lanes,)))
+                         for i in range(len(c)))
+        mean, sd = _constant(op, d, 0, dt), _constant(op, d, 1, dt)
+        return tuple(mean + sd * standard_normal(k0, k1, i, dt) for i in range(len(c)))  # the table's `_gaussian`
     if name == "VECTOR_CONST_SET":
-        hit = lax.broadcasted_iota(jnp.int32, c.shape, 1) == ops_lib._index(d[0], F)
-        return jnp.where(hit, _constant(op, d, 1, dt), c)
+        i = ops_lib._index(d[0], F)
+        value = _constant(op, d, 1, dt)
+        return tuple(jnp.where(i == e, value, c[e]) for e in range(F))
     if name == "MATRIX_CONST_SET":
-        hit = ((lax.broadcasted_iota(jnp.int32, c.shape, 1) == ops_lib._index(d[0], F))
-               & (lax.broadcasted_iota(jnp.int32, c.shape, 2) == ops_lib._index(d[1], F)))
-        return jnp.where(hit, _constant(op, d, 2, dt), c)
-    kernel = lambda a_, b_, c_: op.kernel(a_, b_, c_, d, None)  # noqa: E731
-    return jax.vmap(kernel)(a, b, c).astype(dt)
+        i, j = ops_lib._index(d[0], F), ops_lib._index(d[1], F)
+        value = _constant(op, d, 2, dt)
+        return tuple(jnp.where((i == e // F) & (j == e % F), value, c[e]) for e in range(F * F))
+    return scalarize(op, a, b, c, d, lanes, F, dt)
 
 
-def _read(regs, addr):
-    """The register `addr` of a bank (a tuple of lane arrays), addr a uniform scalar: a select chain."""
-    value = regs[0]
-    for k in range(1, len(regs)):
-        value = jnp.where(addr == k, regs[k], value)
+def _read(bank, addr):
+    """Register `addr` of a bank (a tuple of registers, each a tuple of lane arrays): a select chain per
+    element on the uniform address."""
+    value = bank[0]
+    for k in range(1, len(bank)):
+        value = tuple(jnp.where(addr == k, r, v) for r, v in zip(bank[k], value))
     return value
 
 
-def _write(regs, addr, value):
-    return tuple(jnp.where(addr == k, value, r) for k, r in enumerate(regs))
+def _write(bank, addr, value):
+    return tuple(tuple(jnp.where(addr == k, x, r) for x, r in zip(value, reg)) for k, reg in enumerate(bank))
 
 
 def component_branches(cfg: ZeroConfig, component: str) -> Tuple[int, ...]:
@@ -200,7 +305,7 @@ def _branch_table(cfg: ZeroConfig, component: str) -> np.ndarray:
     return table
 
 
-def _make_branch(op: ops_lib.OpSpec, F: int, dt):
+def _make_branch(op: ops_lib.OpSpec, lanes: int, F: int, dt):
     def branch(mem, i1, i2, o, d, keys, counter):
         if op.out is None:
             return mem
@@ -208,7 +313,7 @@ def _make_branch(op: ops_lib.OpSpec, F: int, dt):
         a = _read(banks[op.in1], i1) if op.in1 else None
         b = _read(banks[op.in2], i2) if op.in2 else None
         c = _read(banks[op.out], o)
-        result = _op_result(op, a, b, c, d, keys, counter, F, dt)
+        result = _op_result(op, a, b, c, d, keys, counter, lanes, F, dt)
         banks[op.out] = _write(banks[op.out], o, result)
         return tuple(banks[k] for k in _BANKS)
 
@@ -225,31 +330,23 @@ def make_pallas_evaluate_fn(cfg: ZeroConfig, eval_type: str, num_epochs: int, re
 
     Args:
       cfg, eval_type, num_epochs, return_predictions, prune: as `Backend.make_evaluate_fn`.
-      interpret: run the kernel in Pallas interpret mode (default: on CPU only, decided when the function
-        is traced).
+      interpret: run the kernel in Pallas interpret mode (default: when the default platform is CPU,
+        decided when the function is traced).
       num_warps: Triton warps per kernel instance (one program) on GPU.
     """
     pl = _pallas()
-    dt = cfg.jnp_dtype
-    F = cfg.features
     accuracy = eval_type == "accuracy"
-    max_abs = cfg.max_abs_error
-    rule = KeyRule.for_config(cfg)
     E = int(num_epochs)
-    sizes = (cfg.num_scalars, cfg.num_vectors, max(cfg.num_matrices, 1))
-    branches = {c: [_make_branch(ops_lib.OPS[i], F, dt) for i in component_branches(cfg, c)]
-                for c in COMPONENTS}
     tables = {c: _branch_table(cfg, c) for c in COMPONENTS}
 
     def fn(programs: Program, train_x, train_y, valid_x, valid_y, orders, keys, active):
+        dt = cfg.jnp_dtype
         use_interpret = (jax.default_backend() == "cpu") if interpret is None else interpret
         P = programs.setup.size.shape[0]
-        T, N, _ = train_x.shape
+        T, N, F = train_x.shape
         M = valid_x.shape[1]
-        # Triton tensors need power-of-two extents: lanes are padded; F must be one already.
+        # Triton tensors need power-of-two extents: the lanes are padded.
         lanes = T if use_interpret else next_power_of_two(T)
-        if not use_interpret and F != next_power_of_two(F):
-            raise ValueError(f"pallas backend on GPU: features={F} must be a power of two")
         if prune:
             programs, positions = jax.vmap(lambda p: liveness.prune(p, cfg))(programs)
         else:
@@ -262,31 +359,29 @@ def make_pallas_evaluate_fn(cfg: ZeroConfig, eval_type: str, num_epochs: int, re
             size = jnp.where(active, comp.size, 0).astype(jnp.int32)
             comp_args += [ins, comp.data.astype(dt), size, pos.astype(jnp.int32)]
         # Per task, every step's example in step order: per epoch the (permuted) training set, then the
-        # validation set.
+        # validation set. Element-major ([F, T, steps]) so that a step's element f is one contiguous row.
         xs = jnp.concatenate([jax.vmap(lambda x, o: x[o])(train_x, orders),
                               jnp.broadcast_to(valid_x[:, None], (T, E) + valid_x.shape[1:])], 2)
         ys = jnp.concatenate([jax.vmap(lambda y, o: y[o])(train_y, orders),
                               jnp.broadcast_to(valid_y[:, None], (T, E, M))], 2)
-        xs = xs.reshape(T, E * (N + M), F).astype(dt)
-        ys = ys.reshape(T, E * (N + M)).astype(dt)
+        xs = jnp.transpose(xs.reshape(T, E * (N + M), F), (2, 1, 0)).astype(dt)  # [F, steps, T]
+        ys = jnp.transpose(ys.reshape(T, E * (N + M)), (1, 0)).astype(dt)  # [steps, T]
         key_words = jax.random.key_data(keys).astype(jnp.uint32)  # [P, T, 2]
         if lanes != T:
             pad = lanes - T
-            xs = jnp.pad(xs, ((0, pad), (0, 0), (0, 0)))
-            ys = jnp.pad(ys, ((0, pad), (0, 0)))
+            xs = jnp.pad(xs, ((0, 0), (0, 0), (0, pad)))
+            ys = jnp.pad(ys, ((0, 0), (0, pad)))
             key_words = jnp.pad(key_words, ((0, 0), (0, pad), (0, 0)))
-        kw0, kw1 = key_words[..., 0], key_words[..., 1]
-        inputs = comp_args + [active.astype(jnp.int32), kw0, kw1, xs, ys]
+        inputs = comp_args + [active.astype(jnp.int32), key_words[..., 0], key_words[..., 1], xs, ys]
         out_shape = [jax.ShapeDtypeStruct((P, lanes), dt)]
         aliases = {}
         if return_predictions:
-            nan_train = jnp.full((P, lanes, E * N), jnp.nan, dt)
-            nan_valid = jnp.full((P, lanes, E * M), jnp.nan, dt)
+            nan_train = jnp.full((P, E * N, lanes), jnp.nan, dt)
+            nan_valid = jnp.full((P, E * M, lanes), jnp.nan, dt)
             aliases = {len(inputs): 1, len(inputs) + 1: 2}
             inputs += [nan_train, nan_valid]
             out_shape += [jax.ShapeDtypeStruct(nan_train.shape, dt), jax.ShapeDtypeStruct(nan_valid.shape, dt)]
-        kernel = functools.partial(_kernel, cfg=cfg, branches=branches, sizes=sizes, rule=rule, E=E, N=N, M=M,
-                                   T=T, lanes=lanes, accuracy=accuracy, max_abs=max_abs,
+        kernel = functools.partial(_kernel, cfg=cfg, E=E, N=N, M=M, T=T, F=F, lanes=lanes, accuracy=accuracy,
                                    return_predictions=return_predictions)
         compiler_params = None
         if not use_interpret:
@@ -298,144 +393,136 @@ def make_pallas_evaluate_fn(cfg: ZeroConfig, eval_type: str, num_epochs: int, re
         fitness = outs[0][:, :T]
         if not return_predictions:
             return fitness
-        train = outs[1][:, :T].reshape(P, T, E, N)
-        valid = outs[2][:, :T].reshape(P, T, E, M)
+        train = jnp.transpose(outs[1][:, :, :T], (0, 2, 1)).reshape(P, T, E, N)
+        valid = jnp.transpose(outs[2][:, :, :T], (0, 2, 1)).reshape(P, T, E, M)
         return fitness, {"train": train, "valid": valid}
 
     return fn
 
 
-def _kernel(*refs, cfg, branches, sizes, rule, E, N, M, T, lanes, accuracy, max_abs, return_predictions):
+def _kernel(*refs, cfg: ZeroConfig, E, N, M, T, F, lanes, accuracy, return_predictions):
     pl = _pallas()
     (ins_s, dat_s, size_s, pos_s, ins_p, dat_p, size_p, pos_p, ins_l, dat_l, size_l, pos_l,
      active_ref, k0_ref, k1_ref, xs_ref, ys_ref) = refs[:17]
     rest = refs[17:]
     if return_predictions:
-        rest = rest[2:]  # the aliased NaN inputs
-        out_ref, ptrain_ref, pvalid_ref = rest
+        out_ref, ptrain_ref, pvalid_ref = rest[2:]  # after the two aliased NaN inputs
     else:
         (out_ref,) = rest
     dt = cfg.jnp_dtype
-    F = cfg.features
+    rule = KeyRule.for_config(cfg)
+    stride = rule.step_stride
     p = pl.program_id(0)
     keys = (k0_ref[p, :], k1_ref[p, :])
-    stride = rule.step_stride
+    branches = {c: [_make_branch(ops_lib.OPS[i], lanes, F, dt) for i in component_branches(cfg, c)]
+                for c in COMPONENTS}
+    sizes = (cfg.num_scalars, cfg.num_vectors, cfg.num_matrices)
+    widths = (1, F, F * F)
 
     def run(mem, ins_ref, dat_ref, pos_ref, n, counter0, comp_branches):
+        if len(comp_branches) == 1:  # NO_OP only
+            return mem
+
         def body(i, mem):
             op = ins_ref[p, i, 0]
             i1, i2, o = ins_ref[p, i, 1], ins_ref[p, i, 2], ins_ref[p, i, 3]
             d = (dat_ref[p, i, 0], dat_ref[p, i, 1], dat_ref[p, i, 2])
             counter = counter0 + pos_ref[p, i]
-            if len(comp_branches) == 1:
-                return mem
             return lax.switch(op, comp_branches, mem, i1, i2, o, d, keys, counter)
 
         return lax.fori_loop(0, n, body, mem)
 
-    def zeros():
-        s = tuple(jnp.zeros((lanes,), dt) for _ in range(sizes[0]))
-        v = tuple(jnp.zeros((lanes, F), dt) for _ in range(sizes[1]))
-        m = tuple(jnp.zeros((lanes, F, F), dt) for _ in range(sizes[2]))
-        return (s, v, m)
+    zero = jnp.zeros((lanes,), dt)
+    mem0 = tuple(tuple((zero,) * w for _ in range(n)) for n, w in zip(sizes, widths))
 
     def set_inputs(mem, x, label):
         s, v, m = mem
-        return ((label,) + s[1:], (x,) + v[1:], m)
+        return (((label,),) + s[1:], (x,) + v[1:], m)
 
     def set_s1(mem, value):
         s, v, m = mem
-        return ((s[0], value) + s[2:], v, m)
+        return ((s[0], (value,)) + s[2:], v, m)
 
     def any_true(mask):
         return jnp.max(mask.astype(jnp.int32)) > 0
 
+    def example(row):
+        return tuple(xs_ref[f, row, :] for f in range(F)), ys_ref[row, :]
+
     n_s, n_p, n_l = size_s[p], size_p[p], size_l[p]
     active = active_ref[p] != 0
-    lane_ok = lax.broadcasted_iota(jnp.int32, (lanes,), 0) < T
-    alive0 = lane_ok & active
-    mem0 = run(zeros(), ins_s, dat_s, pos_s, n_s, jnp.int32(0), branches["setup"])
-    zero_label = jnp.zeros((lanes,), dt)
+    alive0 = (lax.broadcasted_iota(jnp.int32, (lanes,), 0) < T) & active
+    mem0 = run(mem0, ins_s, dat_s, pos_s, n_s, jnp.int32(0), branches["setup"])
 
     def predict(mem, step, x):
-        mem = set_inputs(mem, x, zero_label)
+        mem = set_inputs(mem, x, zero)
         return run(mem, ins_p, dat_p, pos_p, n_p, step * stride, branches["predict"])
 
     def epoch(e, carry):
         mem, alive, best = carry
         base = e * (N + M)
 
-        def train_cond(c):
-            return (c[0] < N) & any_true(c[2])
-
         def train_body(c):
             j, mem, alive = c
             step = base + j + 1
-            x, y = xs_ref[:, base + j, :], ys_ref[:, base + j]
+            x, y = example(base + j)
             mem = predict(mem, step, x)
-            s1 = mem[0][1]
+            s1 = mem[0][1][0]
             if accuracy:
                 pred = _sigmoid(s1)
                 mem = set_s1(mem, pred)
             else:
                 pred = s1
             err = jnp.abs(y - pred)
-            failed = jnp.isnan(err) | (err > max_abs)
+            failed = jnp.isnan(err) | (err > cfg.max_abs_error)
             if return_predictions:
-                ptrain_ref[p, :, e * N + j] = jnp.where(alive, pred, jnp.nan).astype(dt)
+                ptrain_ref[p, e * N + j, :] = jnp.where(alive, pred, jnp.nan).astype(dt)
             alive = alive & ~failed
             mem = set_inputs(mem, x, y)
             mem = run(mem, ins_l, dat_l, pos_l, n_l, step * stride + rule.predict_stride, branches["learn"])
             return j + 1, mem, alive
 
-        _, mem, alive = lax.while_loop(train_cond, train_body, (jnp.int32(0), mem, alive))
-
-        def valid_cond(c):
-            return (c[0] < M) & any_true(c[2])
+        _, mem, alive = lax.while_loop(lambda c: (c[0] < N) & any_true(c[2]), train_body,
+                                       (jnp.int32(0), mem, alive))
 
         def valid_body(c):
             j, mem, alive, loss, bad_seen = c
             step = base + N + j + 1
-            x, y = xs_ref[:, base + N + j, :], ys_ref[:, base + N + j]
+            x, y = example(base + N + j)
             new = predict(mem, step, x)
-            s1 = new[0][1]
+            s1 = new[0][1][0]
             # The reference's validation returns at its first bad example: later Predicts do not run, so a
-            # lane past it keeps its memory (it matters for the next epoch).
-            run_lane = ~bad_seen
+            # lane past it keeps its memory (which the next epoch trains on).
+            runs = ~bad_seen
             if E > 1:
-                new = jax.tree_util.tree_map(
-                    lambda a, b: jnp.where(lax.broadcast_in_dim(run_lane, a.shape, (0,)), a, b), new, mem)
+                new = jax.tree_util.tree_map(lambda a, b: jnp.where(runs, a, b), new, mem)
             if accuracy:
-                err = ((y > 0.5) != (_sigmoid(s1) > 0.5)).astype(dt)
+                add = ((y > 0.5) != (_sigmoid(s1) > 0.5)).astype(dt)
                 bad = jnp.zeros((lanes,), bool)
-                add = err
             else:
                 err = y - s1
-                bad = jnp.isnan(err) | (jnp.abs(err) > max_abs)
                 add = err * err
+                bad = jnp.isnan(err) | (jnp.abs(err) > cfg.max_abs_error)
             if return_predictions:
-                pvalid_ref[p, :, e * M + j] = jnp.where(alive & run_lane, s1, jnp.nan).astype(dt)
-            loss = loss + jnp.where(run_lane, add, 0).astype(dt)
-            bad_seen = bad_seen | (run_lane & bad)
+                pvalid_ref[p, e * M + j, :] = jnp.where(alive & runs, s1, jnp.nan).astype(dt)
+            loss = loss + jnp.where(runs, add, 0).astype(dt)
+            bad_seen = bad_seen | (runs & bad)
             return j + 1, new, alive, loss, bad_seen
 
-        init = (jnp.int32(0), mem, alive, jnp.zeros((lanes,), dt), jnp.zeros((lanes,), bool))
-        _, mem, alive, loss, bad_seen = lax.while_loop(valid_cond, valid_body, init)
-        if accuracy:
-            fit = (1 - loss / M).astype(dt)
-        else:
-            fit = _rms_fitness(loss / M, dt)
+        init = (jnp.int32(0), mem, alive, zero, jnp.zeros((lanes,), bool))
+        _, mem, alive, loss, bad_seen = lax.while_loop(lambda c: (c[0] < M) & any_true(c[2]), valid_body, init)
+        fit = (1 - loss / M).astype(dt) if accuracy else _rms_fitness(loss / M, dt)
         fit = jnp.where(bad_seen, 0, fit).astype(dt)
         best = jnp.where(alive, jnp.maximum(best, fit), best)
         return mem, alive, best
 
-    _, _, best = lax.fori_loop(0, E, epoch, (mem0, alive0, jnp.zeros((lanes,), dt)))
+    _, _, best = lax.fori_loop(0, E, epoch, (mem0, alive0, zero))
     out_ref[p, :] = best
 
 
 class PallasBackend(Backend):
-    """One `pallas_call` per batch; a kernel instance evaluates one program on all its tasks (GPU;
-    interpret mode on CPU)."""
+    """One `pallas_call` per batch; a kernel instance evaluates one program on all its tasks (GPU through
+    Pallas' Triton lowering; interpret mode on CPU)."""
 
     name = "pallas"
     platforms = ("cpu", "gpu")

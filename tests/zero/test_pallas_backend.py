@@ -1,0 +1,250 @@
+"""The `pallas` backend in Pallas interpret mode (CPU) against `select`, and its lowering for GPU.
+
+Interpret mode compiles slowly, so the default suite uses one small config (`MIX`: the demo ops plus a
+division, for NaN, and random ops in every component) with one set of task shapes, evaluated with
+predictions, so that each backend compiles once; the other op sets are slow tests. Arithmetic must agree
+bit for bit; programs with Gaussian draws (erfinv) within a few ulps.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from azjax import zero
+from azjax.zero import backends, random_programs
+from azjax.zero.backends import pallas as pallas_backend
+
+DEMO_OPS = ("SCALAR_CONST_SET", "VECTOR_INNER_PRODUCT", "SCALAR_DIFF", "SCALAR_PRODUCT",
+            "SCALAR_VECTOR_PRODUCT", "VECTOR_SUM")
+MIX = zero.ZeroConfig(num_scalars=5, num_vectors=3, num_matrices=0, features=4,
+                      setup_ops=("SCALAR_CONST_SET", "SCALAR_UNIFORM_SET", "VECTOR_GAUSSIAN_SET"),
+                      predict_ops=("VECTOR_INNER_PRODUCT", "SCALAR_DIVISION", "SCALAR_SUM",
+                                   "SCALAR_UNIFORM_SET"),
+                      learn_ops=("SCALAR_DIFF", "SCALAR_PRODUCT", "SCALAR_VECTOR_PRODUCT", "VECTOR_SUM",
+                                 "SCALAR_CONST_SET"),
+                      setup_size=3, predict_size=3, learn_size=4)
+SGD = """def Setup():
+  s2 = 0.1
+def Predict():
+  s1 = dot(v0, v1)
+def Learn():
+  s3 = s0 - s1
+  s3 = s2 * s3
+  v2 = s3 * v0
+  v1 = v1 + v2
+"""
+
+
+def _tasks(cfg, num_tasks=2, num_train=12, num_valid=6, num_epochs=2, kind="linear"):
+    make = {"linear": zero.linear_regression_tasks, "teacher": zero.teacher_network_tasks}[kind]
+    return make(jax.random.key(0), num_tasks, cfg.features, num_train, num_valid, num_epochs=num_epochs,
+                dtype=cfg.dtype)
+
+
+P = 4  # every default test evaluates this many programs (padded with empty ones): one compilation
+
+
+def _population(*programs, cfg=MIX):
+    programs = list(programs) + [zero.empty_program(cfg)] * (P - len(programs))
+    return zero.stack_programs(programs)
+
+
+def _both(progs, tasks, cfg, key=3, prune=True, backend="select"):
+    out = {}
+    for b in ("pallas", backend):
+        fit, preds = zero.evaluate(progs, tasks, cfg, key=jax.random.key(key), backend=b,
+                                   return_predictions=True, prune=prune)
+        out[b] = (np.asarray(fit), {k: np.asarray(v) for k, v in preds.items()})
+    return out["pallas"], out[backend]
+
+
+# Fitness goes through sqrt and arctan, whose XLA:CPU code depends on the surrounding fusion: a few ulps.
+FIT_RTOL = 5e-7 * 4
+
+
+def _assert_equal(a, b, rtol=0.0, fit_rtol=FIT_RTOL):
+    """Predictions bitwise equal (or within rtol), NaN in the same places; fitness within fit_rtol."""
+    (fa, pa), (fb, pb) = a, b
+    for x, y, tol in ((fa, fb, max(fit_rtol, rtol)), (pa["train"], pb["train"], rtol),
+                      (pa["valid"], pb["valid"], rtol)):
+        assert x.shape == y.shape
+        np.testing.assert_array_equal(np.isnan(x), np.isnan(y))
+        if tol == 0:
+            np.testing.assert_array_equal(x, y)
+        else:
+            np.testing.assert_allclose(x, y, rtol=tol, atol=0)
+
+
+def test_registered_and_available_on_cpu():
+    assert "pallas" in backends.BACKENDS
+    b = backends.get_backend("pallas")
+    assert b.name == "pallas" and b.unavailable_reason() is None
+
+
+def test_threefry_bits_equal_jax_random():
+    key = jax.random.key(11)
+    words = jax.random.key_data(jax.random.split(key, 3))  # three lanes
+    k0, k1 = words[:, 0], words[:, 1]
+    counter = jnp.uint32(123456789)
+    f0, f1 = pallas_backend.fold_in(k0, k1, counter)
+    expected = jax.vmap(lambda k: jax.random.key_data(jax.random.fold_in(k, counter)))(jax.random.split(key, 3))
+    np.testing.assert_array_equal(np.stack([f0, f1], 1), expected)
+    for dtype in (jnp.float32,):
+        got = np.stack([pallas_backend.standard_uniform(f0, f1, i, dtype) for i in range(6)], 1).reshape(3, 2, 3)
+        want = jax.vmap(lambda k: jax.random.uniform(jax.random.fold_in(k, counter), (2, 3), dtype))(
+            jax.random.split(key, 3))
+        np.testing.assert_array_equal(got, want)
+        got = np.stack([pallas_backend.standard_normal(f0, f1, i, dtype) for i in range(4)], 1)
+        want = jax.vmap(lambda k: jax.random.normal(jax.random.fold_in(k, counter), (4,), dtype))(
+            jax.random.split(key, 3))
+        np.testing.assert_allclose(got, want, rtol=4e-7, atol=0)
+
+
+def test_float64_draws_equal_jax_random():
+    with jax.enable_x64(True):
+        key = jax.random.key(5)
+        w = jax.random.key_data(key)
+        k0, k1 = w[0:1], w[1:2]
+        got = np.array([pallas_backend.standard_uniform(k0, k1, i, jnp.float64)[0] for i in range(5)])
+        np.testing.assert_array_equal(got, jax.random.uniform(key, (5,), jnp.float64))
+
+
+def test_random_programs_match_select_exactly():
+    """Random programs of MIX (2 epochs, pruned): every fitness and prediction bitwise equal to select's."""
+    progs = random_programs.random_programs(jax.random.key(1), MIX, P - 1)
+    sgd = zero.parse_program(SGD.replace("s3 = s0", "s4 = s0").replace("s2 * s3", "s2 * s4"), MIX)
+    progs = _population(*zero.unstack_programs(progs), sgd)
+    pallas, select = _both(progs, _tasks(MIX), MIX)
+    _assert_equal(pallas, select)
+    assert pallas[0][-1].min() > 0.5  # the SGD learner learns in 24 steps
+    assert np.isnan(pallas[1]["train"]).sum() < pallas[1]["train"].size  # something ran
+
+
+def test_nan_stops_training_like_select():
+    """s1 = s3 / s2 with s2 = s3 = 0 is NaN at the first example: fitness 0, no later predictions; a
+    prediction above max_abs_error at the second example stops training there."""
+    prog = zero.parse_program("""def Setup():
+  pass
+def Predict():
+  s3 = dot(v0, v1)
+  s1 = s3 / s2
+def Learn():
+  pass
+""", MIX)
+    late = zero.parse_program("""def Setup():
+  s2 = 0.5
+def Predict():
+  s1 = s2 + s2
+def Learn():
+  s2 = s2 * s2
+  s2 = 3.0
+  s3 = s2 * s2
+  s2 = s3 * s3
+""", MIX)
+    progs = _population(prog, late)
+    pallas, select = _both(progs, _tasks(MIX), MIX)
+    _assert_equal(pallas, select)
+    assert (pallas[0][0] == 0).all()
+    assert np.isnan(pallas[1]["train"][0, :, 0, 1:]).all()  # stopped after the first example
+    # s1 = 2 * 81^2 > 100 from the second example on: training stops in epoch 0.
+    assert np.isfinite(pallas[1]["train"][1, :, 0, :2]).all() and np.isnan(pallas[1]["train"][1, :, 0, 2:]).all()
+
+
+def test_random_ops_follow_the_key_rule():
+    """A uniform draw read straight into the prediction equals jax.random.uniform at the rule's key."""
+    prog = zero.parse_program("def Setup():\n  pass\ndef Predict():\n  s1 = uniform(-1.0, 3.0)\n"
+                              "def Learn():\n  pass\n", MIX)
+    pallas, select = _both(_population(prog), _tasks(MIX), MIX, key=7)
+    _assert_equal(pallas, select)
+    rule = backends.KeyRule.for_config(MIX)
+    lanes = backends.KeyRule.lane_keys(jax.random.key(7), 1, 2)[0]
+    for t in range(2):
+        for step in range(1, 4):
+            k = jax.random.fold_in(lanes[t], rule.counter(step, "predict", 0))
+            expected = -1.0 + 4.0 * jax.random.uniform(k, (), jnp.float32)
+            assert pallas[1]["train"][0, t, 0, step - 1] == expected
+
+
+def test_inactive_programs_get_zero():
+    prog = zero.parse_program(SGD.replace("s3 = s0", "s4 = s0").replace("s2 * s3", "s2 * s4"), MIX)
+    from azjax.zero.evaluate import prepare_programs, prepare_tasks
+
+    tasks = _tasks(MIX)
+    fn = backends.get_backend("pallas").jitted(MIX, "rms", 2, True, True)
+    progs = prepare_programs(_population(prog, prog), MIX)
+    keys = backends.KeyRule.lane_keys(jax.random.key(3), P, 2)
+    fit, preds = fn(progs, *prepare_tasks(tasks, MIX), keys, jnp.array([True, False, True, True]))
+    assert np.asarray(fit)[0].min() > 0.5 and (np.asarray(fit)[1] == 0).all()
+    assert np.isnan(np.asarray(preds["train"])[1]).all()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Slower: other op sets, pruning off, accuracy tasks, GPU lowering.
+
+DEMO = zero.ZeroConfig(num_scalars=4, num_vectors=3, num_matrices=1, features=4, setup_ops=DEMO_OPS,
+                       predict_ops=DEMO_OPS, learn_ops=DEMO_OPS, setup_size=10, predict_size=2, learn_size=8)
+LINEAR = zero.ZeroConfig(num_scalars=4, num_vectors=3, num_matrices=1, features=4,
+                         setup_ops=("SCALAR_CONST_SET",), predict_ops=("VECTOR_INNER_PRODUCT",),
+                         learn_ops=("SCALAR_DIFF", "SCALAR_PRODUCT", "SCALAR_VECTOR_PRODUCT", "VECTOR_SUM"),
+                         setup_size=5, predict_size=1, learn_size=4)
+NONLINEAR = zero.ZeroConfig(num_scalars=4, num_vectors=8, num_matrices=2, features=4,
+                            setup_ops=("SCALAR_CONST_SET", "VECTOR_GAUSSIAN_SET", "MATRIX_GAUSSIAN_SET"),
+                            predict_ops=("VECTOR_INNER_PRODUCT", "MATRIX_VECTOR_PRODUCT", "VECTOR_MAX"),
+                            learn_ops=("SCALAR_DIFF", "SCALAR_PRODUCT", "VECTOR_HEAVYSIDE",
+                                       "SCALAR_VECTOR_PRODUCT", "VECTOR_SUM", "VECTOR_PRODUCT",
+                                       "VECTOR_OUTER_PRODUCT", "MATRIX_DIFF"),
+                            setup_size=6, predict_size=3, learn_size=6)
+BASELINE = zero.ZeroConfig(num_scalars=5, num_vectors=9, num_matrices=2, features=4,
+                           setup_ops=("SCALAR_CONST_SET", "SCALAR_GAUSSIAN_SET", "SCALAR_UNIFORM_SET",
+                                      "VECTOR_GAUSSIAN_SET", "VECTOR_UNIFORM_SET", "MATRIX_GAUSSIAN_SET",
+                                      "MATRIX_UNIFORM_SET"),
+                           predict_ops=("SCALAR_SUM", "MATRIX_VECTOR_PRODUCT", "VECTOR_MAX",
+                                        "VECTOR_INNER_PRODUCT", "VECTOR_SUM"),
+                           learn_ops=("SCALAR_SUM", "SCALAR_DIFF", "SCALAR_PRODUCT", "SCALAR_VECTOR_PRODUCT",
+                                      "VECTOR_SUM", "VECTOR_HEAVYSIDE", "VECTOR_PRODUCT",
+                                      "VECTOR_OUTER_PRODUCT", "MATRIX_SUM"),
+                           setup_size=5, predict_size=5, learn_size=6)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name,cfg,kind,rtol", [("demo", DEMO, "linear", 0.0), ("linear", LINEAR, "linear", 0.0),
+                                                ("nonlinear", NONLINEAR, "teacher", 1e-5),
+                                                ("baseline", BASELINE, "linear", 1e-5)])
+def test_op_sets_match_select(name, cfg, kind, rtol):
+    """Gaussian draws (erfinv) may differ by ulps, which training can grow: those spaces compare to 1e-5."""
+    progs = random_programs.random_programs(jax.random.key(2), cfg, 5)
+    pallas, select = _both(progs, _tasks(cfg, kind=kind, num_epochs=1), cfg)
+    _assert_equal(pallas, select, rtol=rtol)
+
+
+@pytest.mark.slow
+def test_pruning_changes_nothing():
+    progs = random_programs.random_programs(jax.random.key(4), MIX, P)
+    tasks = _tasks(MIX)
+    _assert_equal(_both(progs, tasks, MIX, prune=False)[0], _both(progs, tasks, MIX, prune=True)[0])
+
+
+@pytest.mark.slow
+def test_accuracy_tasks_match_select():
+    tasks = zero.linear_regression_tasks(jax.random.key(0), 2, 4, 12, 6, num_epochs=2)
+    tasks = tasks.replace(train_labels=(tasks.train_labels > 0).astype(np.float32),
+                          valid_labels=(tasks.valid_labels > 0).astype(np.float32), eval_type="accuracy")
+    progs = random_programs.random_programs(jax.random.key(6), MIX, P)
+    pallas, select = _both(progs, tasks, MIX)
+    _assert_equal(pallas, select)
+
+
+@pytest.mark.slow
+def test_lowers_for_gpu_through_triton():
+    """The kernel (not interpret mode) lowers through Pallas' Triton backend for CUDA on this CPU machine:
+    every primitive it emits has a Triton lowering. (Compiling the Triton IR to a GPU binary needs a GPU.)"""
+    from azjax.zero.evaluate import prepare_programs, prepare_tasks
+
+    fn = pallas_backend.make_pallas_evaluate_fn(MIX, "rms", 2, True, True, interpret=False)
+    progs = prepare_programs(random_programs.random_programs(jax.random.key(1), MIX, 3), MIX)
+    keys = backends.KeyRule.lane_keys(jax.random.key(2), 3, 2)
+    lowered = jax.jit(fn).trace(progs, *prepare_tasks(_tasks(MIX), MIX), keys, jnp.ones((3,), bool)).lower(
+        lowering_platforms=("cuda",))
+    assert "__gpu$xla.gpu.triton" in lowered.as_text()

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from azjax import zero
-from azjax.zero import backends, random_programs
+from azjax.zero import backends, ops as ops_lib, random_programs
 from azjax.zero.backends import pallas as pallas_backend
 
 DEMO_OPS = ("SCALAR_CONST_SET", "VECTOR_INNER_PRODUCT", "SCALAR_DIFF", "SCALAR_PRODUCT",
@@ -109,6 +109,54 @@ def test_float64_draws_equal_jax_random():
         k0, k1 = w[0:1], w[1:2]
         got = np.array([pallas_backend.standard_uniform(k0, k1, i, jnp.float64)[0] for i in range(5)])
         np.testing.assert_array_equal(got, jax.random.uniform(key, (5,), jnp.float64))
+
+
+def test_every_table_kernel_element_by_element():
+    """Each deterministic op, evaluated element by element on lane arrays, equals the table's kernel vmapped
+    over the lanes, bit for bit, special values (NaN, inf, -0) included."""
+    F, L = 3, 4
+    rng = np.random.RandomState(0)
+    special = np.array([np.nan, np.inf, -np.inf, -0.0, 0.0, 1.0, -2.5, 1e-30, 3e38], np.float32)
+
+    def draw(kind):
+        x = rng.randn(L, *{"s": (), "v": (F,), "m": (F, F)}[kind]).astype(np.float32)
+        x.reshape(L, -1)[0] = rng.choice(special, x[0].size)  # lane 0: special values
+        return jnp.asarray(x)
+
+    def elements(x):
+        return None if x is None else tuple(x.reshape(L, -1).T)
+
+    cases = []
+    for op in ops_lib.OPS[1:]:
+        if op.is_random:
+            continue
+        a, b = (draw(op.in1) if op.in1 else None), (draw(op.in2) if op.in2 else None)
+        cases.append((op, a, b, draw(op.out)))
+    d = (jnp.float32(0.4), jnp.float32(0.7), jnp.float32(-1.5))
+
+    @jax.jit
+    def both(args):
+        out = []
+        for (op, _, _, _), (a, b, c) in zip(cases, args):
+            want = jax.vmap(lambda a_, b_, c_: op.kernel(a_, b_, c_, d, None))(a, b, c)
+            got = pallas_backend._op_result(op, elements(a), elements(b), elements(c), d, None, None, L, F,
+                                            jnp.float32)
+            out.append((want, jnp.stack(got, 1).reshape(want.shape)))
+        return out
+
+    results = both([(a, b, c) for _, a, b, c in cases])
+    assert len(results) == 58
+    for (op, *_), (want, got) in zip(cases, results):
+        _assert_same_bits(np.asarray(got), np.asarray(want), op.name)
+
+
+def _assert_same_bits(got, want, what=""):
+    """Equal bit patterns (so -0 differs from +0), any NaN matching any NaN."""
+    assert got.shape == want.shape, what
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want), err_msg=what)
+    ok = np.isnan(want) | (got.view(np.uint32 if got.dtype == np.float32 else np.uint64)
+                           == want.view(np.uint32 if want.dtype == np.float32 else np.uint64))
+    assert ok.all(), f"{what}: {got[~ok][:4]} != {want[~ok][:4]}"
 
 
 def test_random_programs_match_select_exactly():

@@ -211,14 +211,25 @@ def _eval_jaxpr(jaxpr, consts, args, lanes: int):
                 env[var] = val
             continue
         else:
+            # Elementwise (operands of the output's shape, or broadcastable to it).
             shape = eqn.outvars[0].aval.shape
-            if len(eqn.outvars) != 1 or any(v.aval.shape not in ((), shape) for v in eqn.invars):
-                raise NotImplementedError(f"pallas backend: cannot evaluate primitive {name!r} element by element")
-            ins = [np.broadcast_to(x, shape) for x in ins]
+            try:
+                if len(eqn.outvars) != 1:
+                    raise ValueError
+                ins = [np.broadcast_to(x, shape) for x in ins]
+            except ValueError:
+                raise NotImplementedError(f"pallas backend: cannot evaluate primitive {name!r} element by "
+                                          "element") from None
             out = np.empty(shape, object)
             for idx in np.ndindex(*shape):
-                out[idx] = eqn.primitive.bind(*(lane(x[idx], v.aval.dtype) for x, v in zip(ins, eqn.invars)),
-                                              **p)
+                elems = [x[idx] for x in ins]
+                if all(isinstance(e, (np.ndarray, np.generic)) for e in elems):
+                    # Constants fold at trace time (the table's index arithmetic stays static).
+                    with jax.ensure_compile_time_eval():
+                        out[idx] = np.asarray(eqn.primitive.bind(
+                            *(jnp.asarray(e, v.aval.dtype) for e, v in zip(elems, eqn.invars)), **p))
+                else:
+                    out[idx] = eqn.primitive.bind(*(lane(e, v.aval.dtype) for e, v in zip(elems, eqn.invars)), **p)
         env[eqn.outvars[0]] = out
     return [read(v) for v in jaxpr.outvars]
 

@@ -22,6 +22,7 @@ from azjax.search.checkpoint import (
 from azjax.search.evolution import EvolutionState, RegularizedEvolution
 from azjax.search.islands import IslandEvolution, IslandState
 from azjax.search.loop import ExtraState, History, LogProgress, RunResult, run
+from azjax.search.metrics_writer import MetricsWriter
 from azjax.search.random_search import RandomSearch, RandomSearchState
 from azjax.search.space import (
     Genome,
@@ -43,6 +44,7 @@ __all__ = [
     "IslandEvolution",
     "IslandState",
     "LogProgress",
+    "MetricsWriter",
     "MixedGenome",
     "MixedVectorSpace",
     "RandomSearch",

@@ -203,76 +203,6 @@ def make_strategy(config, space):
     return search.RegularizedEvolution(space, **kw)
 
 
-class JsonlWriter:
-    """Appends metrics dicts as JSON lines (and TensorBoard scalars when tensorboardX is installed).
-
-    With a ``prefix`` (an experiment's index) the rows carry ``"experiment": prefix`` and the TensorBoard
-    scalars go to ``tensorboard/experiment_<prefix>``; :meth:`start` (given to ``search.run`` as
-    ``on_start``) first drops the rows a killed session wrote after the checkpoint this one resumes
-    from, so no row appears twice.
-    """
-
-    def __init__(self, path: pathlib.Path, prefix: str = "", enabled: bool = True):
-        self.path = path
-        self.prefix = prefix
-        self.enabled = enabled  # multi-host: only process 0 writes
-        self._tb = None
-        self._purge_step = None
-        self._tb_tried = False
-
-    def start(self, where: Dict[str, Any]) -> None:
-        """Drops this experiment's rows past iteration ``where["iteration"]`` (where the session starts)."""
-        if not self.enabled or not self.path.exists():
-            return
-        lines = self.path.read_text().splitlines(keepends=True)
-        kept = []
-        for line in lines:
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line cut short by a kill
-            if row.get("experiment") == self.prefix and row.get("iteration", 0) > where["iteration"]:
-                continue
-            kept.append(line if line.endswith("\n") else line + "\n")
-        if kept != lines:
-            tmp = self.path.with_name(self.path.name + ".tmp")
-            tmp.write_text("".join(kept))
-            os.replace(tmp, self.path)
-        # TensorBoard drops this run's events at or after the purge step (evaluations restart per experiment,
-        # hence one run directory per experiment).
-        self._purge_step = int(where["evaluations"]) + 1 if where.get("resumed_from") is not None else None
-
-    def _tensorboard(self):
-        if not self._tb_tried:
-            self._tb_tried = True
-            try:  # Optional: only when the user has it.
-                from tensorboardX import SummaryWriter  # type: ignore
-                logdir = self.path.parent / "tensorboard"
-                if self.prefix:
-                    logdir = logdir / f"experiment_{self.prefix}"
-                self._tb = SummaryWriter(str(logdir), purge_step=self._purge_step)
-            except Exception:  # noqa: BLE001
-                self._tb = None
-        return self._tb
-
-    def __call__(self, metrics: Dict[str, Any]) -> None:
-        if not self.enabled:
-            return
-        row = {k: (float(v) if isinstance(v, (int, float, np.number)) or np.ndim(v) == 0 else None)
-               for k, v in metrics.items()}
-        row = {k: v for k, v in row.items() if v is not None}
-        if self.prefix:
-            row["experiment"] = self.prefix
-        with open(self.path, "a") as f:
-            f.write(json.dumps(row) + "\n")
-        tb = self._tensorboard()
-        if tb is not None:
-            step = int(row.get("evaluations", 0))
-            for k, v in row.items():
-                if k != "experiment":
-                    tb.add_scalar(k, v, step)
-
-
 class ProgressBar:
     """A one-line progress report on stderr (train steps against the budget), plus periodic absl logs."""
 
@@ -405,7 +335,7 @@ def run_experiments(config: ml_collections.ConfigDict, workdir: str,
     base_key = jax.random.key(config.seed)
     finished_path = workdir / "experiments.jsonl"
     finished = _load_finished(finished_path)
-    metrics = JsonlWriter(workdir / "metrics.jsonl", enabled=writer)
+    metrics = search.MetricsWriter(workdir / "metrics.jsonl", enabled=writer)
     best = None
     for row in finished:
         if best is None or row["select_fitness"] >= best["select_fitness"]:
@@ -437,7 +367,7 @@ def run_experiments(config: ml_collections.ConfigDict, workdir: str,
         strategy = make_strategy(config, space)
         label = f"experiment {experiment}"
         experiment_dir = workdir / f"experiment_{experiment}"
-        rows = JsonlWriter(workdir / "metrics.jsonl", prefix=str(experiment), enabled=writer)
+        rows = search.MetricsWriter(workdir / "metrics.jsonl", prefix=str(experiment), enabled=writer)
 
         def on_start(where, label=label, rows=rows):
             rows.start(where)

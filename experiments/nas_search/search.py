@@ -81,22 +81,6 @@ def make_evaluator(config: Any, space: CellSpace, data: dict):
     raise ValueError(f"mode: expected one of {MODES}, got {config.mode!r}")
 
 
-class _JsonlWriter:
-    """Appends metrics dicts to metrics.jsonl (numbers only)."""
-
-    def __init__(self, path: str):
-        self.path = path
-
-    def __call__(self, metrics: dict) -> None:
-        row = {}
-        for k, v in metrics.items():
-            arr = np.asarray(v)
-            if arr.ndim == 0 and arr.dtype.kind in "biuf":
-                row[k] = arr.item()
-        with open(self.path, "a") as f:
-            f.write(json.dumps(row) + "\n")
-
-
 def draw_cell(blocks, concat, title: str, path: str) -> bool:
     """Draw one cell as a DAG (PNG). Returns False when matplotlib is not installed."""
     try:
@@ -167,7 +151,8 @@ def run(config: Any, workdir: str, log_fn=None) -> dict:
     data = load_data(config)
     evaluator, shared = make_evaluator(config, space, data)
     board = nas_search.Leaderboard(space.genome_length)
-    callbacks = [_JsonlWriter(os.path.join(workdir, "metrics.jsonl"))] if writer else []
+    rows = search.MetricsWriter(os.path.join(workdir, "metrics.jsonl"), enabled=writer)
+    callbacks = [rows] if writer else []
     if log_fn is not None:
         callbacks.append(log_fn)
     result = search.run(
@@ -176,7 +161,8 @@ def run(config: Any, workdir: str, log_fn=None) -> dict:
         max_seconds=config.max_seconds if config.max_seconds > 0 else None,
         callbacks=callbacks, workdir=os.path.join(workdir, "checkpoints"),
         checkpoint_every_seconds=config.checkpoint_every_seconds, config=_checked_config(config),
-        extra_state=nas_search.CombinedState({"leaderboard": board, "shared": shared}))
+        extra_state=nas_search.CombinedState({"leaderboard": board, "shared": shared}),
+        on_start=rows.start)
     best = np.asarray(result.best_genome)
     genotype = space.to_genotype(best)
     summary = {

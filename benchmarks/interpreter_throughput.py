@@ -7,6 +7,7 @@ Configs (random programs, --num_tasks tasks (default 10) x 100 train / 100 valid
   quick     the linear-regressor space (spec §7.3): banks 4/3/1, F=4, 5 ops, sizes 5/1/4, 1000 programs
 
 Run:  python benchmarks/interpreter_throughput.py [--configs=demo,baseline,all_ops] [--repeats=3]
+      python benchmarks/interpreter_throughput.py --configs=demo,quick --backends=pallas,select   # GPU
 """
 import os
 import platform
@@ -24,7 +25,8 @@ from azjax.zero import random_programs
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("configs", ["demo", "quick", "baseline", "all_ops"], "Configs to run.")
-flags.DEFINE_list("backends", ["native", "select", "cond"], "Interpreter backends (native, select, cond).")
+flags.DEFINE_list("backends", ["native", "select", "cond"],
+                  "Interpreter backends (native, select, cond, pallas; pallas runs in interpret mode on CPU).")
 flags.DEFINE_integer("repeats", 3, "Timed repetitions (median reported).")
 flags.DEFINE_integer("num_programs", 0, "Override the population size (0: per-config default).")
 flags.DEFINE_bool("prune", True, "Prune dead instructions before evaluation.")

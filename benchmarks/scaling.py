@@ -16,6 +16,7 @@ the number of local GPUs are skipped and the populations default to 1k, 10k and 
 Run (from the repository root):
     python benchmarks/scaling.py                                   # CPU: 1/2/4/8 fake devices
     python benchmarks/scaling.py --devices=1,8 --populations=256,1024 --repeats=5
+    python benchmarks/scaling.py --devices=1 --backend=pallas        # GPU: the Pallas kernel
 """
 import json
 import os
@@ -36,7 +37,8 @@ flags.DEFINE_list("populations", [], "Programs per batch (default: 1000 on CPU; 
                   "on GPU).")
 flags.DEFINE_integer("repeats", 3, "Timed calls per measurement (median reported).")
 flags.DEFINE_integer("num_tasks", 10, "Search tasks (100 train / 100 valid examples each).")
-flags.DEFINE_string("backend", "", "Interpreter backend: '' (the platform default), 'native', 'select' or 'cond'.")
+flags.DEFINE_string("backend", "", "Interpreter backend: '' (the platform default), 'native', 'select', "
+                    "'cond' or 'pallas'.")
 flags.DEFINE_integer("child_devices", 0, "Internal: measure in this process with N devices.")
 
 _GPU_POPULATIONS = (1000, 10_000, 100_000)
@@ -77,7 +79,7 @@ def measure(num_devices: int, populations, repeats: int, num_tasks: int, backend
         rows.append(dict(devices=num_devices, population=population, backend=evaluator.backend.name,
                          evaluated=int(info["evaluated"]), compile_s=max(first - run, 0.0),
                          run_s=run, programs_per_s=population / run,
-                         backend=jax.default_backend(), mean_fitness=float(np.mean(fitness))))
+                         platform=jax.default_backend(), mean_fitness=float(np.mean(fitness))))
     return rows
 
 

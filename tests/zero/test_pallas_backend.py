@@ -51,20 +51,25 @@ def _population(*programs, cfg=MIX):
     return zero.stack_programs(programs)
 
 
+def _run(progs, tasks, cfg, backend, key=3, prune=True):
+    fit, preds = zero.evaluate(progs, tasks, cfg, key=jax.random.key(key), backend=backend,
+                               return_predictions=True, prune=prune)
+    return np.asarray(fit), {k: np.asarray(v) for k, v in preds.items()}
+
+
 def _both(progs, tasks, cfg, key=3, prune=True, backend="select"):
-    out = {}
-    for b in ("pallas", backend):
-        fit, preds = zero.evaluate(progs, tasks, cfg, key=jax.random.key(key), backend=b,
-                                   return_predictions=True, prune=prune)
-        out[b] = (np.asarray(fit), {k: np.asarray(v) for k, v in preds.items()})
-    return out["pallas"], out[backend]
+    return _run(progs, tasks, cfg, "pallas", key, prune), _run(progs, tasks, cfg, backend, key, prune)
 
 
 # Fitness goes through sqrt and arctan, whose XLA:CPU code depends on the surrounding fusion: a few ulps.
 FIT_RTOL = 5e-7 * 4
+# On a GPU the kernel is compiled by Triton and select by XLA:GPU; they may contract multiply-adds into
+# fused ones differently, so there predictions compare with a tolerance (docs/backends.md, `pallas`).
+ON_CPU = jax.default_backend() == "cpu"
+PRED_RTOL = 0.0 if ON_CPU else 1e-4
 
 
-def _assert_equal(a, b, rtol=0.0, fit_rtol=FIT_RTOL):
+def _assert_equal(a, b, rtol=PRED_RTOL, fit_rtol=FIT_RTOL):
     """Predictions bitwise equal (or within rtol), NaN in the same places; fitness within fit_rtol."""
     (fa, pa), (fb, pb) = a, b
     for x, y, tol in ((fa, fb, max(fit_rtol, rtol)), (pa["train"], pb["train"], rtol),
@@ -77,7 +82,7 @@ def _assert_equal(a, b, rtol=0.0, fit_rtol=FIT_RTOL):
             np.testing.assert_allclose(x, y, rtol=tol, atol=0)
 
 
-def test_registered_and_available_on_cpu():
+def test_registered_and_available():
     assert "pallas" in backends.BACKENDS
     b = backends.get_backend("pallas")
     assert b.name == "pallas" and b.unavailable_reason() is None
@@ -264,14 +269,16 @@ def test_op_sets_match_select(name, cfg, kind, rtol):
     """Gaussian draws (erfinv) may differ by ulps, which training can grow: those spaces compare to 1e-5."""
     progs = random_programs.random_programs(jax.random.key(2), cfg, 5)
     pallas, select = _both(progs, _tasks(cfg, kind=kind, num_epochs=1), cfg)
-    _assert_equal(pallas, select, rtol=rtol)
+    _assert_equal(pallas, select, rtol=max(rtol, PRED_RTOL))
 
 
 @pytest.mark.slow
 def test_pruning_changes_nothing():
     progs = random_programs.random_programs(jax.random.key(4), MIX, P)
     tasks = _tasks(MIX)
-    _assert_equal(_both(progs, tasks, MIX, prune=False)[0], _both(progs, tasks, MIX, prune=True)[0])
+    unpruned = _run(progs, tasks, MIX, "pallas", prune=False)
+    _assert_equal(unpruned, _run(progs, tasks, MIX, "pallas", prune=True), rtol=0.0, fit_rtol=0.0)
+    assert np.isfinite(unpruned[1]["train"]).any()
 
 
 @pytest.mark.slow
@@ -286,7 +293,7 @@ def test_accuracy_tasks_match_select():
 
 @pytest.mark.slow
 def test_lowers_for_gpu_through_triton():
-    """The kernel (not interpret mode) lowers through Pallas' Triton backend for CUDA on this CPU machine:
+    """The kernel (not interpret mode) lowers through Pallas' Triton backend for CUDA, on any machine:
     every primitive it emits has a Triton lowering. (Compiling the Triton IR to a GPU binary needs a GPU.)"""
     from azjax.zero.evaluate import prepare_programs, prepare_tasks
 

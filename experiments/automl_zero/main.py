@@ -3,17 +3,23 @@
     python -m experiments.automl_zero.main --config=experiments/automl_zero/configs/linear_demo.py \
         [--workdir=/tmp/azjax_linear] [--config.seed=1] [--config.population_size=100]
 
+(or `python experiments/automl_zero/main.py ...`: it runs as a plain script too, from any directory)
+
 Re-running with the same --workdir resumes the search where it stopped (checkpoints every
 --config.checkpoint_every_seconds and on Ctrl-C). Outputs in the workdir: metrics.jsonl,
 experiments.jsonl, best_program.txt, summary.json, config.json (the config it was started with).
 Optional fields take `None` from the command line, e.g. `--config.max_seconds=None`.
 """
 import os
+import pathlib
 import sys
 import tempfile
 
 from absl import app, flags, logging
 from ml_collections import config_flags
+
+if __package__ in (None, ""):  # run as a script: make the repository root importable
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))
 
 from experiments import common
 from experiments.automl_zero import search

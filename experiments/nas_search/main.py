@@ -5,6 +5,8 @@ search, NASNet-style (children trained from scratch) or ENAS-style (shared weigh
         --config=experiments/nas_search/configs/digits_smoke.py --workdir=/tmp/nas_smoke \
         [--config.strategy=evolution] [--config.mode=enas] [--config.seed=1]
 
+(or `python experiments/nas_search/main.py ...`: it runs as a plain script too, from any directory)
+
 Re-running with the same --workdir resumes the search. ``--config.num_devices`` (default 0: all
 local devices) trains several children at once, one share per device. ``--multihost`` calls
 jax.distributed.initialize() first; every host runs the same program and process 0 alone logs,
@@ -16,10 +18,15 @@ best_normal.png / best_reduce.png (matplotlib, optional), metrics.jsonl, summary
 Search rewards are proxy accuracies, not final accuracies: retrain the best cell.
 """
 import logging as pylogging
+import pathlib
+import sys
 import tempfile
 
 from absl import app, flags, logging
 from ml_collections import config_flags
+
+if __package__ in (None, ""):  # run as a script: make the repository root importable
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))
 
 from experiments import common
 from experiments.nas_search import search

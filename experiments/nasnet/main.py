@@ -3,15 +3,21 @@
     python -m experiments.nasnet.main --config=experiments/nasnet/configs/digits_tiny.py \
         --workdir=/tmp/nasnet_digits [--genotype_json=cell.json] [--config.num_devices=1]
 
+(or `python experiments/nasnet/main.py ...`: it runs as a plain script too, from any directory)
+
 Re-running with the same --workdir resumes from its checkpoint. ``--config.num_devices``
 (default 0: all local devices) trains data-parallel, the batch split over the devices.
 ``--multihost`` calls jax.distributed.initialize() first; every host runs the same program and
 process 0 alone logs and writes (the workdir must be visible to all hosts).
 """
+import pathlib
 import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
+
+if __package__ in (None, ""):  # run as a script: make the repository root importable
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))
 
 from experiments import common
 from experiments.nasnet import train

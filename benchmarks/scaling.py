@@ -23,6 +23,7 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
 import time
 
 from absl import app, flags
@@ -124,17 +125,19 @@ def main(argv):
         cmd = [sys.executable, os.path.abspath(__file__), f"--child_devices={n}",
                f"--populations={','.join(map(str, populations))}", f"--repeats={FLAGS.repeats}",
                f"--num_tasks={FLAGS.num_tasks}", f"--backend={FLAGS.backend}"]
-        out = subprocess.run(cmd, env=env, cwd=_ROOT, capture_output=True, text=True)
-        if out.returncode != 0:
-            print(f"{n:7d}  failed:\n{out.stderr[-3000:]}", flush=True)
-            continue
-        for line in out.stdout.splitlines():
-            if not line.startswith("ROW "):
-                continue
-            r = json.loads(line[4:])
-            print(f"{r['devices']:7d} {r['population']:10d} {r['backend']:>8s} "
-                  f"{r['compile_s']:9.2f} {r['run_s']:8.3f} {r['programs_per_s']:11.0f} "
-                  f"{r['mean_fitness']:12.6f}", flush=True)
+        # Rows are printed as the child measures them, so a run stopped early keeps its first rows.
+        with tempfile.TemporaryFile(mode="w+") as err:
+            proc = subprocess.Popen(cmd, env=env, cwd=_ROOT, stdout=subprocess.PIPE, stderr=err, text=True)
+            for line in proc.stdout:
+                if not line.startswith("ROW "):
+                    continue
+                r = json.loads(line[4:])
+                print(f"{r['devices']:7d} {r['population']:10d} {r['backend']:>8s} "
+                      f"{r['compile_s']:9.2f} {r['run_s']:8.3f} {r['programs_per_s']:11.0f} "
+                      f"{r['mean_fitness']:12.6f}", flush=True)
+            if proc.wait() != 0:
+                err.seek(0)
+                print(f"{n:7d}  failed:\n{err.read()[-3000:]}", flush=True)
 
 
 if __name__ == "__main__":

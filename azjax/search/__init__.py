@@ -8,7 +8,10 @@ convnets; AutoML-Zero and NAS plug their spaces and evaluators into it.
 * :mod:`~azjax.search.evolution`, :mod:`~azjax.search.islands`,
   :mod:`~azjax.search.random_search`, :mod:`~azjax.search.controller`: the strategies.
 * :mod:`~azjax.search.loop`: ``run(space, strategy, evaluator, key, ...)`` with stop rules,
-  metrics callbacks and resumable checkpoints (:mod:`~azjax.search.checkpoint`).
+  metrics callbacks and resumable checkpoints (:mod:`~azjax.search.checkpoint`); user state
+  checkpointed with it (:mod:`~azjax.search.extra_state`); a JSONL metrics callback
+  (:mod:`~azjax.search.metrics_writer`).
+* :mod:`~azjax.search.sharding`: the device-count rule, meshes and the population shard_map.
 """
 from azjax.search import checkpoint
 from azjax.search import sharding
@@ -21,7 +24,8 @@ from azjax.search.checkpoint import (
 )
 from azjax.search.evolution import EvolutionState, RegularizedEvolution
 from azjax.search.islands import IslandEvolution, IslandState
-from azjax.search.loop import ExtraState, History, LogProgress, RunResult, run
+from azjax.search.extra_state import CombinedState, ExtraState
+from azjax.search.loop import History, LogProgress, RunResult, run
 from azjax.search.metrics_writer import MetricsWriter
 from azjax.search.random_search import RandomSearch, RandomSearchState
 from azjax.search.space import (
@@ -35,6 +39,7 @@ from azjax.search.space import (
 
 __all__ = [
     "CheckpointError",
+    "CombinedState",
     "EvolutionState",
     "ExtraState",
     "Genome",

@@ -37,6 +37,8 @@ __all__ = [
     "save_checkpoint",
     "restore_checkpoint",
     "read_checkpoint",
+    "restore_file",
+    "write_file",
 ]
 
 FORMAT = "azjax.search.checkpoint"
@@ -158,6 +160,24 @@ def save_checkpoint(directory: str | os.PathLike, step: int, tree: PyTree,
     if path.exists() and not overwrite:
         raise ValueError(f"checkpoint file {path} already exists; refusing to overwrite it")
 
+    write_file(path, step, tree, metadata)
+    if keep is not None:
+        _prune(directory, keep, protect=int(step))
+    return path
+
+
+def write_file(path: str | os.PathLike, step: int, tree: PyTree,
+               metadata: dict[str, Any] | None = None) -> None:
+    """Writes ``tree`` to ``path`` in the checkpoint format, atomically (temporary file in the
+    same directory, fsync, ``os.replace``, directory fsync); replaces an existing file.
+
+    The single-file primitive under :func:`save_checkpoint`, for callers that keep one file (the
+    NAS trainer). ``step`` is recorded in the file; the directory must exist.
+
+    Raises:
+        ValueError: a non-JSON metadata or a leaf that cannot be stored (object arrays).
+    """
+    path = pathlib.Path(path)
     leaves_with_paths, _ = jax.tree_util.tree_flatten_with_path(tree)
     arrays: dict[str, np.ndarray] = {}
     leaves_meta = []
@@ -181,7 +201,7 @@ def save_checkpoint(directory: str | os.PathLike, step: int, tree: PyTree,
         raise ValueError(f"metadata must be JSON-serialisable: {e}") from None
     arrays[_META_KEY] = np.frombuffer(meta_bytes, dtype=np.uint8)
 
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **arrays)
@@ -195,11 +215,7 @@ def save_checkpoint(directory: str | os.PathLike, step: int, tree: PyTree,
         except OSError:
             pass
         raise
-    _fsync_directory(directory)
-
-    if keep is not None:
-        _prune(directory, keep, protect=int(step))
-    return path
+    _fsync_directory(path.parent)
 
 
 def _prune(directory: pathlib.Path, keep: int, protect: int) -> None:
@@ -326,6 +342,26 @@ def restore_checkpoint(
     if check_metadata is not None:
         check_metadata(meta["metadata"], path)
 
+    return _match(path, meta, arrays, template, check_shapes)
+
+
+def restore_file(path: str | os.PathLike, template: PyTree, *,
+                 check_shapes: bool | Callable[[str], bool] = True) -> tuple[PyTree, dict[str, Any]]:
+    """Reads and verifies one file written by :func:`write_file` (or :func:`save_checkpoint`)
+    into the structure of ``template``; returns ``(tree, metadata)``.
+
+    Raises:
+        CheckpointError: naming the file, if it is corrupt or does not match ``template``.
+    """
+    path = pathlib.Path(path)
+    meta, arrays = read_checkpoint(path)
+    return _match(path, meta, arrays, template, check_shapes)
+
+
+def _match(path: pathlib.Path, meta: dict[str, Any], arrays: dict[str, np.ndarray],
+           template: PyTree, check_shapes: bool | Callable[[str], bool]
+           ) -> tuple[PyTree, dict[str, Any]]:
+    """The stored leaves rebuilt in the structure of ``template`` (see :func:`restore_checkpoint`)."""
     template_leaves, treedef = jax.tree_util.tree_flatten_with_path(template)
     want = [jax.tree_util.keystr(p) for p, _ in template_leaves]
     have = [leaf["path"] for leaf in meta["leaves"]]

@@ -27,7 +27,7 @@ import logging
 import math
 import pathlib
 import time
-from typing import Any, Callable, Mapping, NamedTuple, Protocol, Sequence
+from typing import Any, Callable, Mapping, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -35,6 +35,7 @@ import numpy as np
 
 from azjax.search import base
 from azjax.search import checkpoint as ckpt
+from azjax.search.extra_state import ExtraState
 
 PyTree = Any
 Evaluator = Callable[[jax.Array, PyTree], Any]
@@ -43,21 +44,6 @@ Callback = Callable[[dict[str, Any]], Any]
 __all__ = ["run", "RunResult", "ExtraState", "History", "LogProgress"]
 
 _log = logging.getLogger("azjax.search")
-
-
-class ExtraState(Protocol):
-    """User state saved with the search state, e.g. an evaluator's cache.
-
-    ``get_state`` returns a pytree of arrays; ``set_state`` receives the restored pytree (its leaves
-    may differ in shape from the fresh state's, so a growing cache can be stored as is). For exact
-    resumption the state should only change when an evaluator call returns.
-    """
-
-    def get_state(self) -> PyTree:
-        ...
-
-    def set_state(self, state: PyTree) -> None:
-        ...
 
 
 @dataclasses.dataclass

@@ -47,15 +47,26 @@ def round_up(n: int, mesh: Mesh) -> int:
     return -(-n // d) * d
 
 
-def shard_population_fn(fn: Callable, mesh: Mesh, sharded: Sequence[bool]) -> Callable:
-    """jit(shard_map(fn)) with the arguments flagged in `sharded` split on their leading axis and the others
-    replicated; outputs are population-sharded."""
+def shard_population_fn(fn: Callable, mesh: Mesh, sharded: Sequence[bool],
+                        replicate_outputs: bool = False) -> Callable:
+    """jit(shard_map(fn)) with the arguments flagged in ``sharded`` split on their leading axis
+    and the others replicated. The outputs are population-sharded, or, with
+    ``replicate_outputs``, gathered onto every device (so every process of a multi-process run
+    can read them all)."""
     in_specs = tuple(PartitionSpec(POP_AXIS) if s else PartitionSpec() for s in sharded)
     # check_vma=False: loop carries created inside fn (memory, counters) are per-device values.
     mapped = jax.shard_map(fn, mesh=mesh, in_specs=in_specs, out_specs=PartitionSpec(POP_AXIS),
                            check_vma=False)
+    if replicate_outputs:
+        return jax.jit(mapped, out_shardings=replicated(mesh))
     return jax.jit(mapped)
 
 
 def population_sharding(mesh: Mesh) -> NamedSharding:
+    """Leading (population) axis split over the mesh."""
     return NamedSharding(mesh, PartitionSpec(POP_AXIS))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    """Every device of the mesh holds the whole array."""
+    return NamedSharding(mesh, PartitionSpec())

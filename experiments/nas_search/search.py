@@ -26,8 +26,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from azjax import nas, search
-from azjax.nas import search as nas_search
+from azjax import nas, search, viz
 from azjax.nas.space import AMOEBA_OPS, ENAS_OPS, CellSpace
 from azjax.search import sharding
 from azjax.search.controller import Controller
@@ -70,52 +69,31 @@ def child_config(config: Any) -> nas.TrainConfig:
 
 def make_evaluator(config: Any, space: CellSpace, data: dict):
     if config.mode == "nasnet":
-        return nas_search.ChildTrainer(space, child_config(config), data,
+        return nas.ChildTrainer(space, child_config(config), data,
                                        backend=config.child_backend), None
     if config.mode == "enas":
         calls = -(-config.max_children // config.batch_children)
-        trainer = nas_search.SharedWeightsTrainer(
+        trainer = nas.SharedWeightsTrainer(
             space, child_config(config), data, steps_per_call=config.shared_steps_per_call,
             total_steps=calls * config.shared_steps_per_call, seed=config.seed)
         return trainer, trainer
     raise ValueError(f"mode: expected one of {MODES}, got {config.mode!r}")
 
 
-def draw_cell(blocks, concat, title: str, path: str) -> bool:
-    """Draw one cell as a DAG (PNG). Returns False when matplotlib is not installed."""
+def draw_cells(genotype: nas.Genotype, workdir: str) -> bool:
+    """best_normal.png and best_reduce.png (:func:`azjax.viz.draw_cell`); False when matplotlib
+    is not installed."""
     try:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
         return False
-    n = len(blocks)
-    pos = {0: (0.0, 1.0), 1: (0.0, 0.0)}
-    for j in range(n):
-        pos[2 + j] = (1.0 + j, 0.5 + 0.35 * (-1) ** j)
-    out = (n + 1.5, 0.5)
-    fig, ax = plt.subplots(figsize=(2.2 * (n + 2), 4.0))
-    labels = {0: "h[i]", 1: "h[i-1]", **{2 + j: f"b{j}\n{nas.COMBINE_NAMES[b[4]]}"
-                                           for j, b in enumerate(blocks)}}
-    for j, (i1, i2, o1, o2, _) in enumerate(blocks):
-        for src, op, off in ((i1, o1, 0.08), (i2, o2, -0.08)):
-            (x0, y0), (x1, y1) = pos[src], pos[2 + j]
-            ax.annotate("", (x1, y1), (x0, y0), arrowprops=dict(arrowstyle="->", lw=1.0))
-            ax.text((x0 + x1) / 2, (y0 + y1) / 2 + off, nas.OP_NAMES[op], fontsize=7,
-                    ha="center", va="center", bbox=dict(fc="white", ec="none", alpha=0.8))
-    for c in concat:
-        ax.annotate("", out, pos[c], arrowprops=dict(arrowstyle="->", lw=0.8, color="gray"))
-    for s, (x, y) in pos.items():
-        ax.text(x, y, labels[s], ha="center", va="center", fontsize=9,
-                bbox=dict(boxstyle="round", fc="#cde" if s < 2 else "#fec"))
-    ax.text(*out, "concat", ha="center", va="center", fontsize=9,
-            bbox=dict(boxstyle="round", fc="#dfd"))
-    ax.set_xlim(-0.6, n + 2.2)
-    ax.set_ylim(-0.5, 1.5)
-    ax.axis("off")
-    ax.set_title(title)
-    fig.savefig(path, dpi=100, bbox_inches="tight")
-    plt.close(fig)
+    for which, name in (("normal", "best_normal.png"), ("reduction", "best_reduce.png")):
+        ax = viz.draw_cell(genotype, which)
+        ax.set_title(f"best {which} cell")
+        ax.figure.savefig(os.path.join(workdir, name), dpi=100, bbox_inches="tight")
+        plt.close(ax.figure)
     return True
 
 
@@ -150,7 +128,7 @@ def run(config: Any, workdir: str, log_fn=None) -> dict:
     strategy = make_strategy(config, space)
     data = load_data(config)
     evaluator, shared = make_evaluator(config, space, data)
-    board = nas_search.Leaderboard(space.genome_length)
+    board = nas.Leaderboard(space.genome_length)
     rows = search.MetricsWriter(os.path.join(workdir, "metrics.jsonl"), enabled=writer)
     callbacks = [rows] if writer else []
     if log_fn is not None:
@@ -161,7 +139,7 @@ def run(config: Any, workdir: str, log_fn=None) -> dict:
         max_seconds=config.max_seconds if config.max_seconds > 0 else None,
         callbacks=callbacks, workdir=os.path.join(workdir, "checkpoints"),
         checkpoint_every_seconds=config.checkpoint_every_seconds, config=_checked_config(config),
-        extra_state=nas_search.CombinedState({"leaderboard": board, "shared": shared}),
+        extra_state=search.CombinedState({"leaderboard": board, "shared": shared}),
         on_start=rows.start)
     best = np.asarray(result.best_genome)
     genotype = space.to_genotype(best)
@@ -186,11 +164,7 @@ def run(config: Any, workdir: str, log_fn=None) -> dict:
             "genotype": space.to_genotype(g).to_dict(), "text": str(space.to_genotype(g))}
            for r, (g, f) in enumerate(board.top(config.leaderboard_size))]
     _atomic_json(os.path.join(workdir, "leaderboard.json"), top)
-    drawn = [draw_cell(genotype.normal, genotype.normal_concat, "best normal cell",
-                       os.path.join(workdir, "best_normal.png")),
-             draw_cell(genotype.reduce, genotype.reduce_concat, "best reduction cell",
-                       os.path.join(workdir, "best_reduce.png"))]
-    summary["drawings"] = all(drawn)
+    summary["drawings"] = draw_cells(genotype, workdir)
     summary["session_seconds"] = time.time() - t0
     _atomic_json(os.path.join(workdir, "summary.json"), summary)
     return summary

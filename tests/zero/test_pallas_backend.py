@@ -1,9 +1,9 @@
 """The `pallas` backend in Pallas interpret mode (CPU) against `select`, and its lowering for GPU.
 
-Interpret mode compiles slowly, so the default suite uses one small config (`MIX`: the demo ops plus a
-division, for NaN, and random ops in every component) with one set of task shapes, evaluated with
-predictions, so that each backend compiles once; the other op sets are slow tests. Arithmetic must agree
-bit for bit; programs with Gaussian draws (erfinv) within a few ulps.
+Interpret mode compiles slowly, so the default tests read one evaluation (a module fixture) of one small
+config (`MIX`: the demo ops plus a division, for NaN, and random ops in Setup and Predict), so that each
+backend compiles once; the other op sets are slow tests. Predictions must agree bit for bit (within ulps
+for Gaussian draws, erfinv), fitness within a few ulps (sqrt, arctan).
 """
 from __future__ import annotations
 
@@ -41,14 +41,6 @@ def _tasks(cfg, num_tasks=2, num_train=12, num_valid=6, num_epochs=2, kind="line
     make = {"linear": zero.linear_regression_tasks, "teacher": zero.teacher_network_tasks}[kind]
     return make(jax.random.key(0), num_tasks, cfg.features, num_train, num_valid, num_epochs=num_epochs,
                 dtype=cfg.dtype)
-
-
-P = 4  # every default test evaluates this many programs (padded with empty ones): one compilation
-
-
-def _population(*programs, cfg=MIX):
-    programs = list(programs) + [zero.empty_program(cfg)] * (P - len(programs))
-    return zero.stack_programs(programs)
 
 
 def _run(progs, tasks, cfg, backend, key=3, prune=True):
@@ -164,29 +156,16 @@ def _assert_same_bits(got, want, what=""):
     assert ok.all(), f"{what}: {got[~ok][:4]} != {want[~ok][:4]}"
 
 
-def test_random_programs_match_select_exactly():
-    """Random programs of MIX (2 epochs, pruned): every fitness and prediction bitwise equal to select's."""
-    progs = random_programs.random_programs(jax.random.key(1), MIX, P - 1)
-    sgd = zero.parse_program(SGD.replace("s3 = s0", "s4 = s0").replace("s2 * s3", "s2 * s4"), MIX)
-    progs = _population(*zero.unstack_programs(progs), sgd)
-    pallas, select = _both(progs, _tasks(MIX), MIX)
-    _assert_equal(pallas, select)
-    assert pallas[0][-1].min() > 0.5  # the SGD learner learns in 24 steps
-    assert np.isnan(pallas[1]["train"]).sum() < pallas[1]["train"].size  # something ran
-
-
-def test_nan_stops_training_like_select():
-    """s1 = s3 / s2 with s2 = s3 = 0 is NaN at the first example: fitness 0, no later predictions; a
-    prediction above max_abs_error at the second example stops training there."""
-    prog = zero.parse_program("""def Setup():
+NAN_AT_FIRST = """def Setup():
   pass
 def Predict():
   s3 = dot(v0, v1)
   s1 = s3 / s2
 def Learn():
   pass
-""", MIX)
-    late = zero.parse_program("""def Setup():
+"""
+# s1 = 1 at the first example, then 2 * 81 > max_abs_error = 100 at the second.
+FAILS_AT_SECOND = """def Setup():
   s2 = 0.5
 def Predict():
   s1 = s2 + s2
@@ -195,42 +174,71 @@ def Learn():
   s2 = 3.0
   s3 = s2 * s2
   s2 = s3 * s3
-""", MIX)
-    progs = _population(prog, late)
-    pallas, select = _both(progs, _tasks(MIX), MIX)
-    _assert_equal(pallas, select)
-    assert (pallas[0][0] == 0).all()
-    assert np.isnan(pallas[1]["train"][0, :, 0, 1:]).all()  # stopped after the first example
-    # s1 = 2 * 81^2 > 100 from the second example on: training stops in epoch 0.
-    assert np.isfinite(pallas[1]["train"][1, :, 0, :2]).all() and np.isnan(pallas[1]["train"][1, :, 0, 2:]).all()
+"""
+UNIFORM = "def Setup():\n  pass\ndef Predict():\n  s1 = uniform(-1.0, 3.0)\ndef Learn():\n  pass\n"
+KEY = 7
 
 
-def test_random_ops_follow_the_key_rule():
+@pytest.fixture(scope="module")
+def mix_results():
+    """One population of MIX through pallas (with the last program inactive) and select: every default test
+    below reads these, so each backend compiles once."""
+    from azjax.zero.evaluate import prepare_programs, prepare_tasks
+
+    sgd = zero.parse_program(SGD.replace("s3 = s0", "s4 = s0").replace("s2 * s3", "s2 * s4"), MIX)
+    rand = zero.unstack_programs(random_programs.random_programs(jax.random.key(1), MIX, 3))
+    named = [zero.parse_program(t, MIX) for t in (NAN_AT_FIRST, FAILS_AT_SECOND, UNIFORM)]
+    progs = zero.stack_programs(rand + [sgd] + named + [sgd])  # 8 programs; the last one inactive
+    tasks = _tasks(MIX)
+    active = jnp.arange(8) < 7
+    fn = backends.get_backend("pallas").jitted(MIX, "rms", tasks.num_epochs, True, True)
+    keys = backends.KeyRule.lane_keys(jax.random.key(KEY), 8, tasks.num_tasks)
+    fit, preds = fn(prepare_programs(progs, MIX), *prepare_tasks(tasks, MIX), keys, active)
+    pallas = (np.asarray(fit), {k: np.asarray(v) for k, v in preds.items()})
+    select = _run(progs, tasks, MIX, "select", key=KEY)
+    return pallas, select
+
+
+def _rows(result, rows):
+    fit, preds = result
+    return fit[rows], {k: v[rows] for k, v in preds.items()}
+
+
+def test_mix_programs_match_select(mix_results):
+    """Random programs, an SGD learner, a NaN, an early stop and a random draw (2 epochs, pruned): every
+    prediction bitwise equal to select's (NaN in the same places), fitness within a few ulps."""
+    pallas, select = mix_results
+    _assert_equal(_rows(pallas, slice(0, 7)), _rows(select, slice(0, 7)))
+    assert pallas[0][3].min() > 0.5  # the SGD learner learns in 24 steps
+    assert np.isfinite(pallas[1]["train"][:3]).any()  # the random programs ran
+
+
+def test_nan_and_large_errors_stop_training(mix_results):
+    fit, preds = mix_results[0]
+    train = preds["train"]
+    assert (fit[4] == 0).all() and np.isnan(train[4, :, 0, 0]).all()  # NaN at the first example
+    assert np.isnan(train[4, :, :, 1:]).all() and np.isnan(preds["valid"][4]).all()
+    assert (fit[5] == 0).all()
+    np.testing.assert_array_equal(train[5, :, 0, :2], [[1.0, 162.0]] * 2)  # the failing one is reported
+    assert np.isnan(train[5, :, 0, 2:]).all() and np.isnan(train[5, :, 1]).all()
+
+
+def test_random_ops_follow_the_key_rule(mix_results):
     """A uniform draw read straight into the prediction equals jax.random.uniform at the rule's key."""
-    prog = zero.parse_program("def Setup():\n  pass\ndef Predict():\n  s1 = uniform(-1.0, 3.0)\n"
-                              "def Learn():\n  pass\n", MIX)
-    pallas, select = _both(_population(prog), _tasks(MIX), MIX, key=7)
-    _assert_equal(pallas, select)
+    train = mix_results[0][1]["train"]
     rule = backends.KeyRule.for_config(MIX)
-    lanes = backends.KeyRule.lane_keys(jax.random.key(7), 1, 2)[0]
+    lanes = backends.KeyRule.lane_keys(jax.random.key(KEY), 8, 2)[6]
     for t in range(2):
         for step in range(1, 4):
             k = jax.random.fold_in(lanes[t], rule.counter(step, "predict", 0))
             expected = -1.0 + 4.0 * jax.random.uniform(k, (), jnp.float32)
-            assert pallas[1]["train"][0, t, 0, step - 1] == expected
+            assert train[6, t, 0, step - 1] == expected
 
 
-def test_inactive_programs_get_zero():
-    prog = zero.parse_program(SGD.replace("s3 = s0", "s4 = s0").replace("s2 * s3", "s2 * s4"), MIX)
-    from azjax.zero.evaluate import prepare_programs, prepare_tasks
-
-    tasks = _tasks(MIX)
-    fn = backends.get_backend("pallas").jitted(MIX, "rms", 2, True, True)
-    progs = prepare_programs(_population(prog, prog), MIX)
-    keys = backends.KeyRule.lane_keys(jax.random.key(3), P, 2)
-    fit, preds = fn(progs, *prepare_tasks(tasks, MIX), keys, jnp.array([True, False, True, True]))
-    assert np.asarray(fit)[0].min() > 0.5 and (np.asarray(fit)[1] == 0).all()
-    assert np.isnan(np.asarray(preds["train"])[1]).all()
+def test_inactive_programs_get_zero(mix_results):
+    fit, preds = mix_results[0]
+    assert fit[3].min() > 0.5 and (fit[7] == 0).all()  # the same program, active and inactive
+    assert np.isnan(preds["train"][7]).all() and np.isnan(preds["valid"][7]).all()
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -274,7 +282,7 @@ def test_op_sets_match_select(name, cfg, kind, rtol):
 
 @pytest.mark.slow
 def test_pruning_changes_nothing():
-    progs = random_programs.random_programs(jax.random.key(4), MIX, P)
+    progs = random_programs.random_programs(jax.random.key(4), MIX, 4)
     tasks = _tasks(MIX)
     unpruned = _run(progs, tasks, MIX, "pallas", prune=False)
     _assert_equal(unpruned, _run(progs, tasks, MIX, "pallas", prune=True), rtol=0.0, fit_rtol=0.0)
@@ -286,7 +294,7 @@ def test_accuracy_tasks_match_select():
     tasks = zero.linear_regression_tasks(jax.random.key(0), 2, 4, 12, 6, num_epochs=2)
     tasks = tasks.replace(train_labels=(tasks.train_labels > 0).astype(np.float32),
                           valid_labels=(tasks.valid_labels > 0).astype(np.float32), eval_type="accuracy")
-    progs = random_programs.random_programs(jax.random.key(6), MIX, P)
+    progs = random_programs.random_programs(jax.random.key(6), MIX, 4)
     pallas, select = _both(progs, tasks, MIX)
     _assert_equal(pallas, select)
 

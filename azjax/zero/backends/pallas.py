@@ -186,10 +186,13 @@ def _eval_jaxpr(jaxpr, consts, args, lanes: int):
         elif name in ("gather", "dynamic_slice"):
             # Static indices only (the table's `take` of a fixed element): the positions are computed
             # concretely and the elements picked.
+            # (Positions in the operand's own float dtype, exact for these sizes, so that the gather's
+            # parameters - its fill value - still fit.)
             positions = np.arange(ins[0].size).reshape(ins[0].shape)
             with jax.ensure_compile_time_eval():
-                picked = np.asarray(eqn.primitive.bind(jnp.asarray(positions, jnp.int32),
-                                                       *(jnp.asarray(_concrete(i)) for i in ins[1:]), **p))
+                picked = np.asarray(eqn.primitive.bind(
+                    jnp.asarray(positions, eqn.invars[0].aval.dtype),
+                    *(jnp.asarray(_concrete(i)) for i in ins[1:]), **p)).astype(np.int64)
             out = ins[0].reshape(-1)[picked]
         elif name in _REDUCERS:
             x, axes = ins[0], tuple(p["axes"])

@@ -401,7 +401,7 @@ def make_pallas_evaluate_fn(cfg: ZeroConfig, eval_type: str, num_epochs: int, re
         if not use_interpret:
             from jax.experimental.pallas import triton as plgpu
 
-            compiler_params = plgpu.CompilerParams(num_warps=num_warps, num_stages=1)
+            compiler_params = plgpu.CompilerParams(num_warps=num_warps, num_stages=1)  # selects Triton
         outs = pl.pallas_call(kernel, out_shape=tuple(out_shape), grid=(P,), input_output_aliases=aliases,
                               interpret=use_interpret, compiler_params=compiler_params)(*inputs)
         fitness = outs[0][:, :T]

@@ -127,8 +127,7 @@ class RegularizedEvolution(base.Strategy):
         Randomness: ``k_draw, k_mut = split(key)``; ``bits = random.bits(k_draw, (T + 1,))``;
         the tournament draws ``bits[:T] % P`` (uniform with replacement, modulo bias < P / 2**32)
         and the child is mutated iff ``bits[T] < mutate_prob * 2**32``. Raw bits instead of
-        randint/uniform keep the number of threefry call sites (each compiled separately, about
-        0.2-0.5 s of XLA CPU compile time) low.
+        randint/uniform keep the number of threefry call sites (each compiled separately) low.
         """
         k_draw, k_mut = jax.random.split(key)
         bits = jax.random.bits(k_draw, (self.tournament_size + 1,), jnp.uint32)

@@ -521,7 +521,8 @@ class _Metrics:
 @functools.partial(jax.jit, static_argnums=0)
 def _ask_step(strategy: Any, run_key: jax.Array, iteration: jax.Array,
               state: Any) -> tuple[PyTree, Any, jax.Array]:
-    """Key derivation + ask in one dispatch (eager PRNG ops cost ~0.5 ms each on CPU)."""
+    """Key derivation + ask in one dispatch (eager PRNG ops would each be a dispatch of their
+    own)."""
     ask_key, eval_key = jax.random.split(jax.random.fold_in(run_key, iteration))
     genomes, state = strategy.ask(ask_key, state)
     return genomes, state, eval_key

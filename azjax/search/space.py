@@ -106,7 +106,7 @@ def _uniform_below(bits: jax.Array, n: jax.Array) -> jax.Array:
 
     Modulo bias is below ``n / 2**32`` (< 1e-6 for any realistic choice count). We draw raw bits
     instead of calling ``jax.random.randint`` because every PRNG call site is a separately
-    compiled threefry hash (≈0.2-0.5 s of XLA CPU compile each) and randint costs three.
+    compiled threefry hash (each adds XLA compile time) and randint costs three.
     """
     return (bits % jnp.maximum(n, 1).astype(jnp.uint32)).astype(jnp.int32)
 

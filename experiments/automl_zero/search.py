@@ -318,6 +318,76 @@ def check_stored_config(config, workdir: pathlib.Path, log_fn: Callable[[str], N
         os.replace(tmp, path)
 
 
+def make_evaluator(config, search_tasks: zero.Tasks) -> ProgramEvaluator:
+    """The experiment's evaluator on its search tasks (FEC, hurdles, train budget, devices)."""
+    hurdle = (HurdleConfig(num_tasks=config.hurdle_tasks, percentile=config.hurdle_percentile,
+                           window=config.population_size)
+              if config.get("hurdle_tasks", 0) > 0 else None)
+    return ProgramEvaluator(program_config(config), search_tasks, combine=config.combine,
+                            fec=_fec_config(config),
+                            backend=config.get("backend") or config.get("strategy") or None,
+                            train_budget_factor=config.get("train_budget_factor"), hurdle=hurdle,
+                            num_devices=sharding.resolve_num_devices(config.get("num_devices")))
+
+
+def run_experiment(config, space: ProgramSpace, workdir: pathlib.Path, experiment: int,
+                   log_fn: Callable[[str], None], writer: bool) -> Dict[str, Any]:
+    """One experiment: a search on fresh search tasks (resumed from its checkpoints), then the best
+    member of the final population checked on the select tasks; returns its record."""
+    cfg = program_config(config)
+    base_key = jax.random.key(config.seed)
+    key = jax.random.fold_in(base_key, experiment)
+    task_key = key if config.randomize_task_seeds else base_key
+    search_tasks = make_tasks(config.search_tasks, cfg.features, jax.random.fold_in(task_key, 0), cfg.dtype)
+    select_tasks = make_tasks(config.select_tasks, cfg.features, jax.random.fold_in(key, 2), cfg.dtype)
+    evaluator = make_evaluator(config, search_tasks)
+    label = f"experiment {experiment}"
+    experiment_dir = workdir / f"experiment_{experiment}"
+    rows = search.MetricsWriter(workdir / "metrics.jsonl", prefix=str(experiment), enabled=writer)
+
+    def on_start(where):
+        rows.start(where)
+        if where["resumed_from"] is not None:
+            log_fn(f"{label}: resumed from checkpoint {where['checkpoint']} (iteration {where['iteration']}, "
+                   f"{where['evaluations']} evaluations)")
+
+    log_fn(f"{label}: searching (the first iteration compiles the evaluator; this may take a while)")
+    try:
+        result = search.run(
+            space, make_strategy(config, space), evaluator, jax.random.fold_in(key, 1),
+            max_counter=("train_steps", float(config.max_train_steps)),
+            sufficient_fitness=config.get("stop_search_at_fitness"),
+            max_seconds=config.get("max_seconds"),
+            callbacks=[ProgressBar(config.max_train_steps, config.log_every_seconds, label), rows]
+            if writer else [],
+            metrics_every=config.get("metrics_every", 1),
+            workdir=experiment_dir,
+            checkpoint_every_seconds=config.checkpoint_every_seconds, config=search_config_dict(config),
+            extra_state=evaluator, on_start=on_start)
+    except KeyboardInterrupt:
+        if sys.stderr.isatty():
+            sys.stderr.write("\n")
+        step = search.latest_step(experiment_dir)
+        if step is not None:
+            log_fn(f"{label}: interrupted; saved checkpoint {step} in {experiment_dir}; rerun with the same "
+                   f"--workdir={workdir} to resume")
+        raise
+    if sys.stderr.isatty():
+        sys.stderr.write("\n")
+    fitness = np.asarray(search.sanitize_fitness(result.state.fitness))
+    winner = int(np.argmax(fitness))
+    candidate = jax.tree_util.tree_map(lambda x: np.asarray(x)[winner], result.state.population)
+    select_fit = float(zero.combine_fitness(zero.evaluate(candidate, select_tasks, cfg,
+                                                          key=jax.random.fold_in(key, 3)), "mean"))
+    row = {"experiment": experiment, "search_fitness": float(fitness[winner]),
+           "select_fitness": select_fit, "evaluations": result.evaluations,
+           "train_steps": result.counters.get("train_steps", 0.0), "stop_reason": result.stop_reason,
+           "seconds": result.elapsed_seconds, "program": zero.format_program(candidate, cfg)}
+    log_fn(f"{label}: search fitness {row['search_fitness']:.6f}, select fitness {select_fit:.6f} "
+           f"after {result.evaluations} evaluations ({result.stop_reason})")
+    return row
+
+
 def run_experiments(config: ml_collections.ConfigDict, workdir: str,
                     log_fn: Callable[[str], None] = logging.info) -> Dict[str, Any]:
     """Runs the whole protocol; returns the best program's text and its search/select/final fitness."""
@@ -331,7 +401,6 @@ def run_experiments(config: ml_collections.ConfigDict, workdir: str,
     check_stored_config(config, workdir, log_fn, writer)
     cfg = program_config(config)
     space = make_space(config)
-    base_key = jax.random.key(config.seed)
     finished_path = workdir / "experiments.jsonl"
     finished = _load_finished(finished_path)
     metrics = search.MetricsWriter(workdir / "metrics.jsonl", enabled=writer)
@@ -341,7 +410,6 @@ def run_experiments(config: ml_collections.ConfigDict, workdir: str,
             best = row
     # Every task set is built before the first search step: a bad one fails now, not after the search.
     final_tasks = make_tasks(config.final_tasks, cfg.features, jax.random.key(_FINAL_SEED), cfg.dtype)
-    config_dict = search_config_dict(config)
     start = time.monotonic()
     experiment = len(finished)
     while True:
@@ -351,70 +419,13 @@ def run_experiments(config: ml_collections.ConfigDict, workdir: str,
             break
         if config.get("max_seconds") and time.monotonic() - start > config.max_seconds:
             break
-        key = jax.random.fold_in(base_key, experiment)
-        task_key = key if config.randomize_task_seeds else base_key
-        search_tasks = make_tasks(config.search_tasks, cfg.features, jax.random.fold_in(task_key, 0), cfg.dtype)
-        select_tasks = make_tasks(config.select_tasks, cfg.features, jax.random.fold_in(key, 2), cfg.dtype)
-        evaluator = ProgramEvaluator(cfg, search_tasks, combine=config.combine, fec=_fec_config(config),
-                                     backend=config.get("backend") or config.get("strategy") or None,
-                                     train_budget_factor=config.get("train_budget_factor"),
-                                     hurdle=(HurdleConfig(num_tasks=config.hurdle_tasks,
-                                                          percentile=config.hurdle_percentile,
-                                                          window=config.population_size)
-                                             if config.get("hurdle_tasks", 0) > 0 else None),
-                                     num_devices=sharding.resolve_num_devices(config.get("num_devices")))
-        strategy = make_strategy(config, space)
-        label = f"experiment {experiment}"
-        experiment_dir = workdir / f"experiment_{experiment}"
-        rows = search.MetricsWriter(workdir / "metrics.jsonl", prefix=str(experiment), enabled=writer)
-
-        def on_start(where, label=label, rows=rows):
-            rows.start(where)
-            if where["resumed_from"] is not None:
-                log_fn(f"{label}: resumed from checkpoint {where['checkpoint']} (iteration {where['iteration']}, "
-                       f"{where['evaluations']} evaluations)")
-
-        log_fn(f"{label}: searching (the first iteration compiles the evaluator; this may take a while)")
-        try:
-            result = search.run(
-                space, strategy, evaluator, jax.random.fold_in(key, 1),
-                max_counter=("train_steps", float(config.max_train_steps)),
-                sufficient_fitness=config.get("stop_search_at_fitness"),
-                max_seconds=config.get("max_seconds"),
-                callbacks=[ProgressBar(config.max_train_steps, config.log_every_seconds, label), rows]
-                if writer else [],
-                metrics_every=config.get("metrics_every", 1),
-                workdir=experiment_dir,
-                checkpoint_every_seconds=config.checkpoint_every_seconds, config=config_dict,
-                extra_state=evaluator, on_start=on_start)
-        except KeyboardInterrupt:
-            if sys.stderr.isatty():
-                sys.stderr.write("\n")
-            step = search.latest_step(experiment_dir)
-            if step is not None:
-                log_fn(f"{label}: interrupted; saved checkpoint {step} in {experiment_dir}; rerun with the same "
-                       f"--workdir={workdir} to resume")
-            raise
-        if sys.stderr.isatty():
-            sys.stderr.write("\n")
-        state = result.state
-        fitness = np.asarray(search.sanitize_fitness(state.fitness))
-        winner = int(np.argmax(fitness))
-        candidate = jax.tree_util.tree_map(lambda x: np.asarray(x)[winner], state.population)
-        select_fit = float(zero.combine_fitness(zero.evaluate(candidate, select_tasks, cfg,
-                                                              key=jax.random.fold_in(key, 3)), "mean"))
-        row = {"experiment": experiment, "search_fitness": float(fitness[winner]),
-               "select_fitness": select_fit, "evaluations": result.evaluations,
-               "train_steps": result.counters.get("train_steps", 0.0), "stop_reason": result.stop_reason,
-               "seconds": result.elapsed_seconds, "program": zero.format_program(candidate, cfg)}
-        log_fn(f"{label}: search fitness {row['search_fitness']:.6f}, select fitness {select_fit:.6f} "
-               f"after {result.evaluations} evaluations ({result.stop_reason})")
+        row = run_experiment(config, space, workdir, experiment, log_fn, writer)
         if writer:
             with open(finished_path, "a") as f:
                 f.write(json.dumps(row) + "\n")
-        metrics({"experiment_index": experiment, "select_fitness": select_fit,
-                 "search_fitness": row["search_fitness"], "evaluations": result.evaluations})
-        if best is None or select_fit >= best["select_fitness"]:
+        metrics({"experiment_index": experiment, "select_fitness": row["select_fitness"],
+                 "search_fitness": row["search_fitness"], "evaluations": row["evaluations"]})
+        if best is None or row["select_fitness"] >= best["select_fitness"]:
             best = row
         experiment += 1
     if best is None:

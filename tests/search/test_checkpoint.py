@@ -118,3 +118,29 @@ def test_random_bytes_are_reported_as_corrupt_not_as_a_pickle(tmp_path):
     message = str(info.value)
     assert str(path) in message and "corrupt" in message and "not an .npz archive" in message
     assert "pickle" not in message and "unsafe" not in message
+
+
+def test_single_file_write_and_restore(tmp_path, key, monkeypatch):
+    """write_file/restore_file: the format of save_checkpoint at a path of the caller's choosing
+    (the NAS trainer keeps one file), replaced atomically and fsynced."""
+    tree = _tree(key)
+    path = tmp_path / "state.any_name"
+    synced = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd)))
+    ckpt.write_file(path, 5, tree, {"note": "x"})
+    assert synced, "the file was not fsynced"
+    ckpt.write_file(path, 6, tree)  # replaces the file
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["state.any_name"]  # no temp file left
+    meta, _ = ckpt.read_checkpoint(path)
+    assert meta["step"] == 6 and meta["format"] == ckpt.FORMAT
+    restored, metadata = ckpt.restore_file(path, tree)
+    assert metadata == {}
+    chex.assert_trees_all_equal(jax.tree_util.tree_map(np.asarray, restored["ints"]),
+                                np.asarray(tree["ints"]))
+    assert np.asarray(restored["host"]).dtype == np.float64
+    with pytest.raises(ckpt.CheckpointError, match="structure"):
+        ckpt.restore_file(path, {"other": jnp.zeros(3)})
+    path.write_bytes(path.read_bytes()[:-20])
+    with pytest.raises(ckpt.CheckpointError, match="state.any_name"):
+        ckpt.restore_file(path, tree)

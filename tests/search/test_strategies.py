@@ -143,7 +143,7 @@ def test_nan_fitness_is_never_selected_over_finite(key):
 
 
 def _naive_reference(space, p, t, mutate_prob, fitness_fn, key, steps):
-    """The reference loop (spec §6.2), one individual at a time, written plainly in Python."""
+    """The reference loop (docs/automl_zero.md), one individual at a time, written plainly in Python."""
     population, fitness = [None] * p, [None] * p
     # jit only the space's own functions and the key plumbing (eager PRNG ops are slow)
     sample, mutate = jax.jit(space.sample), jax.jit(space.mutate)

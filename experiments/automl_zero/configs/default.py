@@ -5,8 +5,9 @@ Every field can be overridden on the command line, e.g. `--config.population_siz
 import ml_collections
 from ml_collections import config_dict
 
-DEMO_OPS = ("SCALAR_CONST_SET", "VECTOR_INNER_PRODUCT", "SCALAR_DIFF", "SCALAR_PRODUCT",
-            "SCALAR_VECTOR_PRODUCT", "VECTOR_SUM")
+from azjax.zero import algorithms
+
+DEMO_OPS = algorithms.LINEAR_OPS  # the six ops of the reference demo
 
 
 def tasks(kind="linear", num_tasks=10, num_train=100, num_valid=100, num_epochs=1, source="digits",

@@ -1,7 +1,7 @@
 """A tabular NAS benchmark on digits: every cell of a reduced space trained once, cached, then
 RL controllers, regularized evolution and random search compared over many seeds.
 
-    python benchmarks/nas_tabular.py --build          # train every cell once -> nas_tabular_digits.npz
+    python benchmarks/nas_tabular.py --build [--steps 30] [--repeats 1]   # -> nas_tabular_digits.npz
     python benchmarks/nas_tabular.py [--seeds 20] [--budget 300] [--batch 5]
 
 The space (``azjax.nas.tabular``): B = 2 blocks, ops (sep_conv_3x3, max_pool_3x3), ``add``, the
@@ -37,7 +37,9 @@ NUM_BLOCKS = 2
 TABLE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "nas_tabular_digits.npz")
 
 
-def build(path: str, steps: int, seed: int) -> None:
+def build(path: str, steps: int, seed: int, repeats: int = 1) -> None:
+    """Train every canonical cell ``repeats`` times (seeds ``fold_in(cell, r)``) and store the
+    mean validation accuracy per genome."""
     k_test, k_valid = jax.random.split(jax.random.key(seed))
     d = azdata.load_digits_split(k_test, num_test=297)
     data = azdata.split_train_valid(d["train_images"], d["train_labels"], num_valid=300,
@@ -51,21 +53,25 @@ def build(path: str, steps: int, seed: int) -> None:
     cells, inverse = np.unique(tabular.canonical(genomes, NUM_BLOCKS), axis=0,
                                return_inverse=True)
     t0 = time.perf_counter()
-    rewards = np.full(len(cells), np.nan, np.float32)
+    runs = np.full((len(cells), repeats), np.nan, np.float32)
     partial = path + ".partial.npy"  # progress, so an interrupted build resumes
     if os.path.exists(partial):
-        rewards = np.load(partial)
+        runs = np.load(partial)
     for i, cell in enumerate(cells):
-        if not np.isnan(rewards[i]):
-            continue
-        m = trainer.train_child(jax.random.fold_in(jax.random.key(seed + 1), i),
-                                tabular.cell_space_genome(cell[None], NUM_BLOCKS)[0])
-        rewards[i] = m["valid_accuracy"]
-        np.save(partial, rewards)
+        for r in range(repeats):
+            if not np.isnan(runs[i, r]):
+                continue
+            # Repeat 0 uses the key of a single-repeat build, so repeats only add runs.
+            key = jax.random.fold_in(jax.random.key(seed + 1), i)
+            m = trainer.train_child(key if r == 0 else jax.random.fold_in(key, r),
+                                    tabular.cell_space_genome(cell[None], NUM_BLOCKS)[0])
+            runs[i, r] = m["valid_accuracy"]
+            np.save(partial, runs)
         if i % 10 == 0:
             print(f"{i}/{len(cells)} cells, {time.perf_counter() - t0:.0f} s", flush=True)
+    rewards = runs.mean(axis=1)
     np.savez_compressed(path, genomes=genomes, reward=rewards[inverse.reshape(-1)],
-                        cells=cells, cell_reward=rewards, steps=steps, seed=seed,
+                        cells=cells, cell_reward=rewards, cell_runs=runs, steps=steps, seed=seed,
                         ops=np.asarray(OPS), num_blocks=NUM_BLOCKS)
     os.remove(partial)
     print(f"{len(cells)} cells trained in {time.perf_counter() - t0:.0f} s -> {path}")
@@ -87,6 +93,8 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--build", action="store_true", help="train every cell and write the table")
     p.add_argument("--steps", type=int, default=30, help="--build: SGD steps per child")
+    p.add_argument("--repeats", type=int, default=1,
+                   help="--build: trainings per cell (different seeds), rewards averaged")
     p.add_argument("--table", default=TABLE)
     p.add_argument("--seeds", type=int, default=20)
     p.add_argument("--budget", type=int, default=300)
@@ -98,7 +106,7 @@ def main():
                         "genomes) with this noise sd: a table with known structure")
     args = p.parse_args()
     if args.build:
-        build(args.table, args.steps, 0)
+        build(args.table, args.steps, 0, args.repeats)
         return
     if args.synthetic is not None:
         table = tabular.additive_table(jax.random.key(0), 2, 3, args.synthetic)

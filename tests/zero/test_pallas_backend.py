@@ -81,31 +81,40 @@ def test_registered_and_available():
 
 
 def test_threefry_bits_equal_jax_random():
-    key = jax.random.key(11)
-    words = jax.random.key_data(jax.random.split(key, 3))  # three lanes
-    k0, k1 = words[:, 0], words[:, 1]
+    keys = jax.random.split(jax.random.key(11), 3)  # three lanes
+    words = jax.random.key_data(keys)
     counter = jnp.uint32(123456789)
-    f0, f1 = pallas_backend.fold_in(k0, k1, counter)
-    expected = jax.vmap(lambda k: jax.random.key_data(jax.random.fold_in(k, counter)))(jax.random.split(key, 3))
-    np.testing.assert_array_equal(np.stack([f0, f1], 1), expected)
-    for dtype in (jnp.float32,):
-        got = np.stack([pallas_backend.standard_uniform(f0, f1, i, dtype) for i in range(6)], 1).reshape(3, 2, 3)
-        want = jax.vmap(lambda k: jax.random.uniform(jax.random.fold_in(k, counter), (2, 3), dtype))(
-            jax.random.split(key, 3))
-        np.testing.assert_array_equal(got, want)
-        got = np.stack([pallas_backend.standard_normal(f0, f1, i, dtype) for i in range(4)], 1)
-        want = jax.vmap(lambda k: jax.random.normal(jax.random.fold_in(k, counter), (4,), dtype))(
-            jax.random.split(key, 3))
-        np.testing.assert_allclose(got, want, rtol=4e-7, atol=0)
-
-
-def test_float64_draws_equal_jax_random():
+    f0, f1 = pallas_backend.fold_in(words[:, 0], words[:, 1], counter)
+    folded = jax.vmap(lambda k: jax.random.fold_in(k, counter))(keys)
+    np.testing.assert_array_equal(np.stack([f0, f1], 1), jax.random.key_data(folded))
+    got = np.stack([pallas_backend.random_bits(f0, f1, i) for i in range(6)], 1).reshape(3, 2, 3)
+    np.testing.assert_array_equal(got, jax.vmap(lambda k: jax.random.bits(k, (2, 3), jnp.uint32))(folded))
     with jax.enable_x64(True):
-        key = jax.random.key(5)
-        w = jax.random.key_data(key)
-        k0, k1 = w[0:1], w[1:2]
-        got = np.array([pallas_backend.standard_uniform(k0, k1, i, jnp.float64)[0] for i in range(5)])
-        np.testing.assert_array_equal(got, jax.random.uniform(key, (5,), jnp.float64))
+        got = np.stack([pallas_backend.random_bits(f0, f1, i, 64) for i in range(4)], 1)
+        want = jax.vmap(lambda k: jax.random.bits(k, (4,), jnp.uint64))(folded)
+        np.testing.assert_array_equal(got, want)
+
+
+def test_random_op_kernels_element_by_element():
+    """The table's uniform and Gaussian kernels evaluated element by element with the kernel's threefry bits
+    equal the table's kernels under jax.random (Gaussians: erfinv, within an ulp or two)."""
+    L, F = 3, 2
+    keys = jax.random.split(jax.random.key(4), L)
+    words = jax.random.key_data(keys)
+    d = (jnp.float32(-0.5), jnp.float32(1.5), jnp.float32(0.0))
+    for name in ("SCALAR_UNIFORM_SET", "VECTOR_UNIFORM_SET", "MATRIX_UNIFORM_SET", "SCALAR_GAUSSIAN_SET",
+                 "VECTOR_GAUSSIAN_SET", "MATRIX_GAUSSIAN_SET"):
+        op = ops_lib.OPS[ops_lib.OP_IDS[name]]
+        shape = {"s": (), "v": (F,), "m": (F, F)}[op.out]
+        c = jnp.zeros((L,) + shape, jnp.float32)
+        want = jax.vmap(lambda k, c_: op.kernel(None, None, c_, d, jax.random.fold_in(k, 9)))(keys, c)
+        got = pallas_backend._op_result(op, None, None, tuple(c.reshape(L, -1).T), d, (words[:, 0], words[:, 1]),
+                                        jnp.int32(9), L, F, jnp.float32)
+        got = np.asarray(jnp.stack(got, 1).reshape(want.shape))
+        if "UNIFORM" in name:
+            _assert_same_bits(got, np.asarray(want), name)
+        else:
+            np.testing.assert_allclose(got, want, rtol=4e-7, err_msg=name)
 
 
 def test_every_table_kernel_element_by_element():

@@ -12,10 +12,11 @@ arrays in global memory (gathered once per task into step order outside the kern
 Op math is the instruction-set table's (`azjax/zero/ops.py`): each op's kernel is traced once to a jaxpr
 and evaluated element by element on lane arrays (`scalarize`), so slices, reshapes and the table's summation
 order become static choices of registers and every emitted operation is elementwise on [lanes] - which is
-what Triton lowers. Two kinds of op are written here instead: the single-element const sets (a scatter at a
-data-dependent index in the table; a select per element here) and the random draws, whose threefry-2x32
-bits are computed with 32-bit integer ops, bit for bit those of `jax.random` under the key rule
-(`base.KeyRule`).
+what Triton lowers. The random ops' kernels run the same way, except that their `jax.random` bits come
+from threefry-2x32 written here with 32-bit integer ops (Pallas' Triton backend has no lowering for
+`jax.random`'s primitive), bit for bit those of `jax.random` under the key rule (`base.KeyRule`). Only
+the single-element const sets are written here (a scatter at a data-dependent index in the table; one
+select per element here).
 
 Setup, every epoch's training steps (Predict, early-stop check, Learn), validation steps (Predict, loss)
 and the fitness all run inside the kernel; the step loops are `while` loops that end when every task of the
@@ -86,28 +87,25 @@ def fold_in(k0, k1, data):
     return threefry2x32(k0, k1, jnp.zeros_like(data), data)
 
 
-def standard_uniform(k0, k1, index: int, dtype):
-    """Element `index` (row-major) of `jax.random.uniform(key, shape, dtype)` per lane: partitionable
-    threefry gives element i the bits of threefry(key, (0, i)), xor-ed (32-bit) or concatenated (64-bit)."""
+def random_bits(k0, k1, index: int, bit_width: int = 32):
+    """Element `index` (row-major) of `jax.random.bits(key, shape, uint32 / uint64)` per lane (keys as raw
+    uint32 words [lanes]): partitionable threefry gives element i the words threefry(key, (0, i)), xor-ed
+    for 32 bits, concatenated for 64."""
+    if not jax.config.jax_threefry_partitionable:
+        raise NotImplementedError("pallas backend: random ops need jax_threefry_partitionable (the default)")
     b0, b1 = threefry2x32(k0, k1, jnp.zeros_like(k0), jnp.full_like(k0, index))
-    if jnp.dtype(dtype) == jnp.float64:
-        bits = lax.shift_left(b0.astype(jnp.uint64), jnp.uint64(32)) | b1.astype(jnp.uint64)
-        one = int(np.array(1.0, np.float64).view(np.uint64))
-        mantissa = lax.shift_right_logical(bits, jnp.uint64(12)) | jnp.uint64(one)
-        floats = lax.bitcast_convert_type(mantissa, jnp.float64)
-    else:
-        one = int(np.array(1.0, np.float32).view(np.uint32))
-        mantissa = lax.shift_right_logical(b0 ^ b1, jnp.uint32(9)) | jnp.uint32(one)
-        floats = lax.bitcast_convert_type(mantissa, jnp.float32)
-    return floats - jnp.asarray(1.0, dtype)
+    if bit_width == 64:
+        return lax.shift_left(b0.astype(jnp.uint64), jnp.uint64(32)) | b1.astype(jnp.uint64)
+    if bit_width == 32:
+        return b0 ^ b1
+    raise NotImplementedError(f"pallas backend: random bits of width {bit_width}")
 
 
-def standard_normal(k0, k1, index: int, dtype):
-    """Element `index` of `jax.random.normal(key, shape, dtype)` per lane (the same expressions)."""
-    lo = np.nextafter(np.array(-1.0, dtype), np.array(0.0, dtype), dtype=dtype)
-    lo_ = jnp.asarray(lo, dtype)
-    u = jnp.maximum(lo_, standard_uniform(k0, k1, index, dtype) * (jnp.asarray(1.0, dtype) - lo_) + lo_)
-    return jnp.asarray(np.sqrt(2), dtype) * lax.erf_inv(u)
+class _LaneKey:
+    """A PRNG key per lane (raw threefry words) inside an element-by-element evaluation."""
+
+    def __init__(self, k0, k1):
+        self.k0, self.k1 = k0, k1
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -194,6 +192,11 @@ def _eval_jaxpr(jaxpr, consts, args, lanes: int):
                     jnp.asarray(positions, eqn.invars[0].aval.dtype),
                     *(jnp.asarray(_concrete(i)) for i in ins[1:]), **p)).astype(np.int64)
             out = ins[0].reshape(-1)[picked]
+        elif name == "random_bits":
+            (key,) = ins[0].reshape(-1)
+            shape = tuple(p["shape"])
+            out = _object_array([random_bits(key.k0, key.k1, i, p["bit_width"])
+                                 for i in range(int(np.prod(shape, dtype=np.int64)))], shape)
         elif name in _REDUCERS:
             x, axes = ins[0], tuple(p["axes"])
             keep = [i for i in range(x.ndim) if i not in axes]
@@ -246,16 +249,20 @@ def _op_jaxpr(op_id: int, F: int, dtype: str):
     op = ops_lib.OPS[op_id]
     spec = lambda kind: jax.ShapeDtypeStruct(_shape(kind, F), dtype) if kind else None  # noqa: E731
     d = jax.ShapeDtypeStruct((), dtype)
-    return jax.make_jaxpr(lambda a, b, c, d0, d1, d2: op.kernel(a, b, c, (d0, d1, d2), None))(
-        spec(op.in1), spec(op.in2), spec(op.out), d, d, d)
+    key = jax.ShapeDtypeStruct((), jax.random.key(0).dtype) if op.is_random else None
+    return jax.make_jaxpr(lambda a, b, c, d0, d1, d2, k: op.kernel(a, b, c, (d0, d1, d2), k))(
+        spec(op.in1), spec(op.in2), spec(op.out), d, d, d, key)
 
 
-def scalarize(op: ops_lib.OpSpec, a, b, c, d: Sequence, lanes: int, F: int, dt) -> Tuple:
+def scalarize(op: ops_lib.OpSpec, a, b, c, d: Sequence, lanes: int, F: int, dt, key=None) -> Tuple:
     """The table kernel's result, element by element: a, b, c are tuples of lane arrays (row-major elements,
-    or None), d three scalars; returns the output's elements as a tuple of lane arrays."""
+    or None), d three scalars, key (random ops) the lanes' raw key words (k0, k1); returns the output's
+    elements as a tuple of lane arrays. A random op's `jax.random` bits come from `random_bits`."""
     closed = _op_jaxpr(op.id, F, jnp.dtype(dt).name)
     args = [_object_array(x, _shape(kind, F)) for kind, x in ((op.in1, a), (op.in2, b), (op.out, c)) if kind]
     args += [_object_array((d[k],), ()) for k in range(3)]
+    if op.is_random:
+        args.append(_object_array((_LaneKey(*key),), ()))
     (out,) = _eval_jaxpr(closed.jaxpr, closed.consts, args, lanes)
     return tuple(jnp.broadcast_to(jnp.asarray(e, dt), (lanes,)).astype(dt) for e in out.reshape(-1))
 
@@ -273,15 +280,7 @@ def _op_result(op: ops_lib.OpSpec, a, b, c, d, keys, counter, lanes: int, F: int
     """The op's new output value (a tuple of lane arrays, one per element)."""
     name = op.name
     if op.is_random:
-        k0, k1 = fold_in(keys[0], keys[1], counter)
-        if "UNIFORM" in name:
-            low, high = _constant(op, d, 0, dt), _constant(op, d, 1, dt)
-            # The table's `_uniform`: low + (high - low) * u, or low for an empty or inverted interval.
-            return tuple(jnp.where(low < high, low + (high - low) * standard_uniform(k0, k1, i, dt),
-                                   jnp.broadcast_to(low, (lanes,)))
-                         for i in range(len(c)))
-        mean, sd = _constant(op, d, 0, dt), _constant(op, d, 1, dt)
-        return tuple(mean + sd * standard_normal(k0, k1, i, dt) for i in range(len(c)))  # the table's `_gaussian`
+        return scalarize(op, a, b, c, d, lanes, F, dt, key=fold_in(keys[0], keys[1], counter))
     if name == "VECTOR_CONST_SET":
         i = ops_lib._index(d[0], F)
         value = _constant(op, d, 1, dt)

@@ -1,7 +1,7 @@
 """A tabular NAS benchmark on digits: every cell of a reduced space trained once, cached, then
 RL controllers, regularized evolution and random search compared over many seeds.
 
-    python benchmarks/nas_tabular.py --build [--steps 30] [--repeats 1]   # -> nas_tabular_digits.npz
+    python benchmarks/nas_tabular.py --build [--steps 30] [--repeats 1]  # -> the table file
     python benchmarks/nas_tabular.py [--seeds 20] [--budget 300] [--batch 5]
 
 The space (``azjax.nas.tabular``): B = 2 blocks, ops (sep_conv_3x3, max_pool_3x3), ``add``, the
@@ -115,7 +115,8 @@ def main():
     n_top = int(np.sum(table.reward >= table.threshold(0.01)))
     print(f"table: {table.reward.size} genomes, reward max {table.reward.max():.3f}, top-1% "
           f"threshold {table.threshold(0.01):.3f} ({n_top} genomes), median "
-          f"{np.median(table.reward):.3f}, additive R^2 {table.additive_r2():.2f}; {args.seeds} seeds, budget {args.budget}, "
+          f"{np.median(table.reward):.3f}, additive R^2 {table.additive_r2():.2f}; "
+          f"{args.seeds} seeds, budget {args.budget}, "
           f"batch {args.batch}")
     print(f"{'strategy':<10} {'evals to top-1%: median':>24} {'mean':>6} {'[IQR]':>11} "
           f"{'found':>6} | {'best rank @' + str(args.rank_budget) + ': median':>24} {'mean':>5} "

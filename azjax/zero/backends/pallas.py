@@ -249,7 +249,8 @@ def _op_jaxpr(op_id: int, F: int, dtype: str):
     op = ops_lib.OPS[op_id]
     spec = lambda kind: jax.ShapeDtypeStruct(_shape(kind, F), dtype) if kind else None  # noqa: E731
     d = jax.ShapeDtypeStruct((), dtype)
-    key = jax.ShapeDtypeStruct((), jax.random.key(0).dtype) if op.is_random else None
+    # (eval_shape: a key made here would be a `random_seed` in the kernel being traced.)
+    key = jax.eval_shape(lambda: jax.random.key(0)) if op.is_random else None
     return jax.make_jaxpr(lambda a, b, c, d0, d1, d2, k: op.kernel(a, b, c, (d0, d1, d2), k))(
         spec(op.in1), spec(op.in2), spec(op.out), d, d, d, key)
 

@@ -59,6 +59,16 @@ def _random_key(key, counter):
     return jax.random.fold_in(key, counter)
 
 
+def _masked_read(mask, bank):
+    """bank[i] for the one-hot `mask` over the leading axis, without changing the sign of a zero.
+
+    A masked sum adds -0 to +0 (the masked-out terms and the reduction's start), which reads -0 as +0 and
+    flips the sign of a later 1/x; -0 is the identity of addition for every value, +0 is not.
+    """
+    neg_zero = jnp.asarray(-0.0, bank.dtype)
+    return lax.reduce(jnp.where(mask, bank, neg_zero), neg_zero, lax.add, (0,))
+
+
 class SelectMemory:
     """Typed-bank memory for the vmapped `select` strategy."""
 
@@ -134,9 +144,9 @@ class SelectMemory:
 
                 def read(k, role):
                     need = self.reads[role]
-                    return (jnp.sum(jnp.where(hs[k], s, 0)) if 0 in need else dummy[0],
-                            jnp.sum(jnp.where(hv[k][:, None], v, 0), 0) if 1 in need else dummy[1],
-                            jnp.sum(jnp.where(hm[k][:, None, None], m, 0), 0) if 2 in need else dummy[2])
+                    return (_masked_read(hs[k], s) if 0 in need else dummy[0],
+                            _masked_read(hv[k][:, None], v) if 1 in need else dummy[1],
+                            _masked_read(hm[k][:, None, None], m) if 2 in need else dummy[2])
 
                 operands = Operands(read(0, "a"), read(1, "b"), read(2, "c"))
                 res = lax.switch(branch_index[op], branches, operands, data[i], key,

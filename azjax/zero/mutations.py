@@ -49,18 +49,19 @@ from azjax.zero import algorithms
 from azjax.zero import ops as ops_lib
 from azjax.zero.program import (
     COMPONENTS,
-    IN1_TYPE,
-    IN2_TYPE,
-    IS_INDEX,
-    NUM_DATA,
-    OUT_TYPE,
     Component,
     Program,
     ZeroConfig,
+    canonical_rows,
     make_program,
     parse_program,
 )
-from azjax.zero.random_programs import DATA_HIGH, DATA_LOW, allowed_op_ids
+from azjax.zero.random_programs import (
+    DRAWS_PER_INSTRUCTION,
+    address_table,
+    instructions_from_uniforms,
+    pick,
+)
 
 __all__ = [
     "MUTATION_TYPES",
@@ -247,19 +248,20 @@ _T_IN1, _T_IN2, _T_OUT, _N_PARAMS, _FIELD0, _N_SUB, _SLOT0, _KIND0, _IS_UNIFORM 
 
 
 def _op_info() -> np.ndarray:
-    """int32 [NUM_OPS, 15]: operand types, ALTER_PARAM choices and data-alteration rules per op.
+    """int32 [NUM_OPS, 15]: operand types, ALTER_PARAM choices and constant-alteration rules per op,
+    derived from the instruction-set table.
 
     field k (k < num_params): the instruction column re-drawn by choice k (1 in1, 2 in2, 3 out), or
-    -1 = alter the data. Data sub-choice k (k < num_sub) alters slot[k] in the way kind[k]: 0
-    re-draw an index fraction, 1 scale or (p = 0.1) flip, 2 scale only.
+    -1 = alter a constant. Constant sub-choice k (k < num_sub) alters slot[k] in the way kind[k] (an index
+    into `ops.ALTERATIONS`: 0 re-draw an index fraction, 1 scale or (p = 0.1) flip, 2 scale only).
     """
     info = np.zeros((ops_lib.NUM_OPS, 15), np.int32)
-    info[:, _T_IN1], info[:, _T_IN2], info[:, _T_OUT] = IN1_TYPE, IN2_TYPE, OUT_TYPE
+    info[:, _T_IN1], info[:, _T_IN2], info[:, _T_OUT] = ops_lib.IN1_TYPE, ops_lib.IN2_TYPE, ops_lib.OUT_TYPE
     info[:, _N_SUB] = 1
     info[:, _KIND0 : _KIND0 + 3] = 1
     for op in ops_lib.OPS:
         row = info[op.id]
-        if op.name == "NO_OP":
+        if op.id == ops_lib.NO_OP:
             continue
         if op.data:
             fields = (3, -1)
@@ -269,29 +271,15 @@ def _op_info() -> np.ndarray:
             fields = (1, 3)
         row[_N_PARAMS] = len(fields)
         row[_FIELD0 : _FIELD0 + len(fields)] = fields
-        subs = []
-        if op.name == "SCALAR_CONST_SET":
-            subs = [(0, 1)]
-        elif op.name == "VECTOR_CONST_SET":
-            subs = [(0, 0), (1, 1)]
-        elif op.name == "MATRIX_CONST_SET":
-            subs = [(0, 0), (1, 0), (2, 1)]
-        elif op.name.endswith("_GAUSSIAN_SET"):
-            subs = [(0, 1), (1, 2)]
-        elif op.name.endswith("_UNIFORM_SET"):
-            subs = [(0, 1), (1, 1)]
-            row[_IS_UNIFORM] = 1
-        elif op.data:
-            raise AssertionError(f"no data-alteration rule for {op.name}")
-        if subs:
-            row[_N_SUB] = len(subs)
-            for k, (slot, kind) in enumerate(subs):
-                row[_SLOT0 + k], row[_KIND0 + k] = slot, kind
+        if op.data:
+            row[_N_SUB] = len(op.data)
+            for k, constant in enumerate(op.data):
+                row[_SLOT0 + k], row[_KIND0 + k] = k, ops_lib.ALTERATIONS.index(constant.alteration)
+        row[_IS_UNIFORM] = int(op.sorts_range)
     return info
 
 
 _OP_INFO = _op_info()
-_DATA_RANGE = np.concatenate([DATA_LOW, DATA_HIGH], axis=1)  # [NUM_OPS, 6]: low f0..f2, high f0..f2
 
 # Layout of the single uniform draw: scalar draws first, then 7 per fresh-instruction row.
 (
@@ -309,12 +297,10 @@ _DATA_RANGE = np.concatenate([DATA_LOW, DATA_HIGH], axis=1)  # [NUM_OPS, 6]: low
     _U_PAPER,
 ) = range(12)
 _NUM_SCALAR_DRAWS = 12
-_ROW_DRAWS = 7
+_ROW_DRAWS = DRAWS_PER_INSTRUCTION
 
 
-def _pick(u, n):
-    """A uniform integer in [0, n) from u in [0, 1) (n may be traced; n = 0 gives 0)."""
-    return jnp.clip(jnp.floor(u * n).astype(jnp.int32), 0, jnp.maximum(n - 1, 0))
+_pick = pick
 
 
 # Row reads/updates at a traced position use one-hot masks over the (short) row axis instead of
@@ -348,43 +334,7 @@ def _num_draws(cfg: ZeroConfig) -> int:
     return _NUM_SCALAR_DRAWS + _ROW_DRAWS * 3 * _max_length(cfg)
 
 
-def _address_table(cfg: ZeroConfig) -> np.ndarray:
-    """int32 [3, 4]: per type code (s, v, m, none) the input bank size, the lowest and the number
-    of writable
-    output addresses (s0 and v0 are never written)."""
-    sizes = np.array([cfg.num_scalars, cfg.num_vectors, max(cfg.num_matrices, 1), 1], np.int32)
-    out_low = np.array([1, 1, 0, 0], np.int32)
-    return np.stack([sizes, out_low, np.maximum(sizes - out_low, 1)])
-
-
-def _allowed_table(cfg: ZeroConfig) -> Tuple[np.ndarray, np.ndarray]:
-    """Per component the allowed op ids (padded) and their count ([NO_OP] for an empty list)."""
-    lists = [allowed_op_ids(cfg, c) for c in COMPONENTS]
-    width = max(len(a) for a in lists)
-    table = np.stack([np.pad(a, (0, width - len(a)), mode="edge") for a in lists]).astype(np.int32)
-    return table, np.array([len(a) for a in lists], np.int32)
-
-
-def _fresh_rows(u: jax.Array, cfg: ZeroConfig, dtype) -> Tuple[jax.Array, jax.Array]:
-    """Random instructions of every component from uniforms u [3, n, 7].
-
-    Returns int32 instructions [3, n, 4] and data [3, n, 3].
-
-    The reference's SetOpAndRandomizeParams: op uniform over the component's list, addresses uniform
-    over their banks, constants uniform over the op's ranges (`random_programs.DATA_LOW/HIGH`).
-    """
-    table, counts = _allowed_table(cfg)
-    choice = _pick(u[..., 0], jnp.asarray(counts)[:, None])  # [3, n]
-    op = jnp.take_along_axis(jnp.asarray(table), choice, axis=1)
-    types = _lookup(_OP_INFO[:, :3], op)  # [3, n, 3]: in1, in2, out types
-    addr = _address_table(cfg)
-    a1 = _pick(u[..., 1], _lookup(addr[0], types[..., 0]))
-    a2 = _pick(u[..., 2], _lookup(addr[0], types[..., 1]))
-    o = _lookup(addr[1], types[..., 2]) + _pick(u[..., 3], _lookup(addr[2], types[..., 2]))
-    ins = jnp.stack([op, a1, a2, o], axis=-1).astype(jnp.int32)
-    rng = _lookup(_DATA_RANGE.astype(np.dtype(dtype)), op)
-    data = rng[..., :3] + (rng[..., 3:] - rng[..., :3]) * u[..., 4:7].astype(dtype)
-    return ins, data
+_address_table = address_table
 
 
 def _fresh_from_draws(u: jax.Array, cfg: ZeroConfig, dtype):
@@ -392,7 +342,7 @@ def _fresh_from_draws(u: jax.Array, cfg: ZeroConfig, dtype):
     block = u[_NUM_SCALAR_DRAWS : _NUM_SCALAR_DRAWS + 3 * rows * _ROW_DRAWS].reshape(
         3, rows, _ROW_DRAWS
     )
-    return _fresh_rows(block, cfg, dtype)
+    return instructions_from_uniforms(block, cfg, dtype)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -530,28 +480,10 @@ def _stack_components(program: Program, length: int):
     )
 
 
-# Per op: in1/in2/out used, data slots kept, data slots that are index fractions
-# (program.canonicalize's rules).
-_CANON = np.concatenate(
-    [
-        np.stack([IN1_TYPE >= 0, IN2_TYPE >= 0, OUT_TYPE >= 0], axis=1),
-        np.arange(3)[None, :] < NUM_DATA[:, None],
-        IS_INDEX,
-    ],
-    axis=1,
-).astype(np.int32)
-
-
 def _canonical_stacked(ins, data, size, features: int):
-    """`program.canonicalize` on stacked components [3, L, ...] (one table lookup for all three)."""
-    used = jnp.arange(ins.shape[1]) < size[:, None]
-    op = jnp.where(used, ins[..., 0], 0)
-    rule = _lookup(_CANON, op) == 1  # [3, L, 9]
-    ins = jnp.concatenate([op[..., None], jnp.where(rule[..., 0:3], ins[..., 1:], 0)], axis=-1)
-    snapped = (jnp.clip(jnp.floor(data * features), 0, features - 1) + 0.5) / features
-    data = jnp.where(rule[..., 6:9], snapped, data)
-    data = jnp.where(rule[..., 3:6], data, 0).astype(data.dtype)
-    return ins.astype(jnp.int32), data, size
+    """`program.canonical_rows` on stacked components [3, L, ...]."""
+    ins, data = canonical_rows(ins, data, size, features)
+    return ins, data, size
 
 
 def _unstack_components(ins, data, size, cfg: ZeroConfig) -> Program:

@@ -209,44 +209,49 @@ def unstack_programs(programs: Program) -> List[Program]:
     return [jax.tree_util.tree_map(lambda x: x[i], programs) for i in range(n)]
 
 
-# Static per-op tables (numpy) used by validation and canonicalization.
-def _type_code(t):
-    return {"s": 0, "v": 1, "m": 2, None: -1}[t]
+# Per-op tables, derived from the instruction-set table (re-exported here for validation and older imports).
+IN1_TYPE, IN2_TYPE, OUT_TYPE = ops_lib.IN1_TYPE, ops_lib.IN2_TYPE, ops_lib.OUT_TYPE
+NUM_DATA, IS_INDEX = ops_lib.NUM_DATA, ops_lib.IS_INDEX
+
+# Per op: in1/in2/out used, constant slots kept, slots that are index fractions, slots stored as float32.
+_CANONICAL_RULES = np.concatenate([np.stack([IN1_TYPE >= 0, IN2_TYPE >= 0, OUT_TYPE >= 0], axis=1),
+                                   np.arange(3)[None, :] < NUM_DATA[:, None], IS_INDEX,
+                                   ops_lib.STORED_FLOAT32], axis=1)
 
 
-IN1_TYPE = np.array([_type_code(op.in1) for op in ops_lib.OPS], np.int32)
-IN2_TYPE = np.array([_type_code(op.in2) for op in ops_lib.OPS], np.int32)
-OUT_TYPE = np.array([_type_code(op.out) for op in ops_lib.OPS], np.int32)
-NUM_DATA = np.array([len(op.data) for op in ops_lib.OPS], np.int32)
-# Which data slots hold element-index fractions.
-IS_INDEX = np.array([[i < len(op.data) and op.data[i] == "index" for i in range(3)] for op in ops_lib.OPS])
+def canonical_rows(instructions, data, size, features: int, xp=jnp):
+    """The canonical form of instruction rows [..., L, 4] / constants [..., L, 3] with sizes [...].
+
+    Rows past the size become NO_OPs, unused fields become 0, constants the reference stores as float32
+    are rounded to float32, and index fractions snap to the centre (i + 0.5) / F of the element they pick
+    (truncating F * f in float32, as the reference does), so equal programs are equal arrays. `xp` is jnp
+    (jittable) or np.
+    """
+    F, dtype = features, data.dtype
+    used = xp.arange(instructions.shape[-2]) < size[..., None]
+    op = xp.where(used, instructions[..., 0], 0)
+    rule = xp.asarray(_CANONICAL_RULES)[op]  # [..., L, 12]
+    ins = xp.concatenate([op[..., None], xp.where(rule[..., 0:3], instructions[..., 1:], 0)], axis=-1)
+    narrow = data.astype(np.float32)
+    stored = xp.where(rule[..., 9:12], narrow.astype(dtype), data)
+    # A centre table computed by numpy and stored as float32: XLA CPU divides by multiplying with a
+    # reciprocal (one ulp off). NaN would cast to an arbitrary integer, so it reads as 0 here (a NaN index
+    # fails validation; other slots discard the snapped value).
+    centers = xp.asarray(((np.arange(F) + 0.5) / F).astype(np.float32).astype(dtype))
+    scaled = xp.where(xp.isnan(narrow), np.float32(0), narrow) * np.float32(F)
+    snapped = centers[xp.clip(xp.floor(scaled), 0, F - 1).astype(np.int32)]
+    data = xp.where(rule[..., 6:9], snapped, stored)
+    data = xp.where(rule[..., 3:6], data, 0).astype(dtype)
+    return ins.astype(np.int32), data
 
 
 def canonicalize(prog: Program, cfg: ZeroConfig, xp=jnp) -> Program:
-    """Zeroes unused fields and snaps index fractions to (i + 0.5) / F, so equal programs are equal arrays.
+    """`canonical_rows` applied to every component: equal programs become equal arrays.
 
     Works on any leading batch shape; `xp` is jnp (jittable) or np.
     """
-    F = cfg.features
-
     def fix(comp: Component) -> Component:
-        length = comp.instructions.shape[-2]
-        used = xp.arange(length) < comp.size[..., None]
-        op = xp.where(used, comp.instructions[..., 0], 0)
-        columns = [op] + [xp.where(xp.asarray(types)[op] >= 0, comp.instructions[..., col], 0)
-                          for col, types in ((1, IN1_TYPE), (2, IN2_TYPE), (3, OUT_TYPE))]
-        ins = xp.stack(columns, axis=-1).astype(np.int32)
-        slot = xp.arange(3)
-        keep_data = slot < xp.asarray(NUM_DATA)[op][..., None]
-        is_index = xp.asarray(IS_INDEX)[op]
-        # A table computed by numpy: XLA CPU divides by multiplying with a reciprocal (one ulp off).
-        centers = xp.asarray(((np.arange(F) + 0.5) / F).astype(comp.data.dtype))
-        # NaN would cast to an arbitrary integer (and index out of range in numpy); non-index slots
-        # may hold any value, so read NaN as 0 here (the snapped value is discarded for them).
-        scaled = xp.where(xp.isnan(comp.data), 0, comp.data) * F
-        snapped = centers[xp.clip(xp.floor(scaled), 0, F - 1).astype(np.int32)]
-        data = xp.where(is_index, snapped, comp.data)
-        data = xp.where(keep_data, data, 0).astype(comp.data.dtype)
+        ins, data = canonical_rows(comp.instructions, comp.data, comp.size, cfg.features, xp)
         return Component(instructions=ins, data=data, size=comp.size)
 
     return Program(*(fix(prog.component(c)) for c in COMPONENTS))

@@ -1,49 +1,26 @@
 """Random instructions and programs with the reference's parameter distributions.
 
-Jittable and vmappable: a random instruction is drawn for a component by choosing the op uniformly among the
-component's allowed ops, addresses uniformly over their banks (outputs never s0 or v0), and constants as
-`SetOpAndRandomizeParams` does: SCALAR_CONST ~ U(-1, 1); VECTOR_CONST index ~ U[0, 1), value ~ U[-1, 1);
-MATRIX_CONST two indices ~ U[0, 1), value ~ U[-1, 1); GAUSSIAN mean ~ U[-1, 1), sd ~ U[0, 1); UNIFORM low
-and high ~ U[-1, 1) independently (unsorted, so about half start with low > high).
+One generator serves initial programs and mutations: an instruction is drawn for a component by choosing
+the op uniformly among the component's allowed ops, addresses uniformly over their banks (outputs never s0
+or v0: they hold the input and the label), and each constant uniformly over its range in the
+instruction-set table (`ops.DATA_LOW/DATA_HIGH`), as the reference's `SetOpAndRandomizeParams` does. The
+uniform-set ops draw low and high independently (unsorted, so about half start with low > high).
+Jittable and vmappable.
 """
 from __future__ import annotations
 
-from typing import Optional
+import functools
+from typing import Callable, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from azjax.zero import ops as ops_lib
-from azjax.zero.program import (COMPONENTS, IN1_TYPE, IN2_TYPE, OUT_TYPE, Component, Program, ZeroConfig,
-                                canonicalize)
+from azjax.zero.program import COMPONENTS, Component, Program, ZeroConfig, canonicalize
 
-_OP = ops_lib.OP_IDS
-
-
-def _data_ranges():
-    """Per-op (low, high) of each of the three constants, and which ones are index fractions."""
-    low = np.zeros((ops_lib.NUM_OPS, 3), np.float64)
-    high = np.zeros((ops_lib.NUM_OPS, 3), np.float64)
-
-    def set_(name, slot, lo, hi):
-        low[_OP[name], slot], high[_OP[name], slot] = lo, hi
-
-    set_("SCALAR_CONST_SET", 0, -1, 1)
-    set_("VECTOR_CONST_SET", 0, 0, 1)
-    set_("VECTOR_CONST_SET", 1, -1, 1)
-    set_("MATRIX_CONST_SET", 0, 0, 1)
-    set_("MATRIX_CONST_SET", 1, 0, 1)
-    set_("MATRIX_CONST_SET", 2, -1, 1)
-    for kind in ("SCALAR", "VECTOR", "MATRIX"):
-        set_(f"{kind}_GAUSSIAN_SET", 0, -1, 1)
-        set_(f"{kind}_GAUSSIAN_SET", 1, 0, 1)
-        set_(f"{kind}_UNIFORM_SET", 0, -1, 1)
-        set_(f"{kind}_UNIFORM_SET", 1, -1, 1)
-    return low, high
-
-
-DATA_LOW, DATA_HIGH = _data_ranges()
+DRAWS_PER_INSTRUCTION = 7
+"""Uniforms consumed by `instructions_from_uniforms` per instruction: op, in1, in2, out, three constants."""
 
 
 def allowed_op_ids(cfg: ZeroConfig, component: str) -> np.ndarray:
@@ -52,11 +29,50 @@ def allowed_op_ids(cfg: ZeroConfig, component: str) -> np.ndarray:
     return np.asarray(ids or [ops_lib.NO_OP], np.int32)
 
 
-def _address_tables(cfg: ZeroConfig):
-    """Per type code (s, v, m, none): bank size for inputs, and (low, count) for outputs."""
+def allowed_op_table(cfg: ZeroConfig) -> Tuple[np.ndarray, np.ndarray]:
+    """Per component (setup, predict, learn) the allowed op ids, edge-padded to one width, and their counts."""
+    lists = [allowed_op_ids(cfg, c) for c in COMPONENTS]
+    width = max(len(a) for a in lists)
+    table = np.stack([np.pad(a, (0, width - len(a)), mode="edge") for a in lists]).astype(np.int32)
+    return table, np.array([len(a) for a in lists], np.int32)
+
+
+def address_table(cfg: ZeroConfig) -> np.ndarray:
+    """int32 [3, 4]: per type code (s, v, m, none) the input bank size, the lowest writable output address
+    and the number of writable output addresses."""
     sizes = np.array([cfg.num_scalars, cfg.num_vectors, max(cfg.num_matrices, 1), 1], np.int32)
     out_low = np.array([1, 1, 0, 0], np.int32)
-    return jnp.asarray(sizes), jnp.asarray(out_low), jnp.asarray(np.maximum(sizes - out_low, 1))
+    return np.stack([sizes, out_low, np.maximum(sizes - out_low, 1)])
+
+
+def pick(u: jax.Array, n) -> jax.Array:
+    """A uniform integer in [0, n) from u in [0, 1) (n may be traced; n = 0 gives 0)."""
+    return jnp.clip(jnp.floor(u * n).astype(jnp.int32), 0, jnp.maximum(n - 1, 0))
+
+
+def instruction_for_op(op: jax.Array, u_addresses: jax.Array, u_constants: jax.Array, cfg: ZeroConfig,
+                       dtype) -> Tuple[jax.Array, jax.Array]:
+    """Instructions int32 [..., 4] and constants [..., 3] for ops `op` [...] from uniforms [..., 3] each."""
+    types = jnp.stack([jnp.asarray(t)[op] for t in (ops_lib.IN1_TYPE, ops_lib.IN2_TYPE, ops_lib.OUT_TYPE)])
+    addr = jnp.asarray(address_table(cfg))
+    a1 = pick(u_addresses[..., 0], addr[0][types[0]])
+    a2 = pick(u_addresses[..., 1], addr[0][types[1]])
+    o = addr[1][types[2]] + pick(u_addresses[..., 2], addr[2][types[2]])
+    instruction = jnp.stack([op, a1, a2, o], axis=-1).astype(jnp.int32)
+    low = jnp.asarray(ops_lib.DATA_LOW.astype(np.dtype(dtype)))[op]
+    high = jnp.asarray(ops_lib.DATA_HIGH.astype(np.dtype(dtype)))[op]
+    return instruction, low + (high - low) * u_constants.astype(dtype)
+
+
+def instructions_from_uniforms(u: jax.Array, cfg: ZeroConfig, dtype) -> Tuple[jax.Array, jax.Array]:
+    """Random instructions of every component from uniforms u [3, n, DRAWS_PER_INSTRUCTION].
+
+    Returns int32 instructions [3, n, 4] and constants [3, n, 3] (not yet canonical).
+    """
+    table, counts = allowed_op_table(cfg)
+    choice = pick(u[..., 0], jnp.asarray(counts)[:, None])  # [3, n]
+    op = jnp.take_along_axis(jnp.asarray(table), choice, axis=1)
+    return instruction_for_op(op, u[..., 1:4], u[..., 4:7], cfg, dtype)
 
 
 def random_instruction(key: jax.Array, cfg: ZeroConfig, component: str, op: Optional[jax.Array] = None):
@@ -68,16 +84,9 @@ def random_instruction(key: jax.Array, cfg: ZeroConfig, component: str, op: Opti
     allowed = jnp.asarray(allowed_op_ids(cfg, component))
     if op is None:
         op = allowed[jax.random.randint(k_op, (), 0, allowed.shape[0])]
-    sizes, out_low, out_count = _address_tables(cfg)
-    u = jax.random.uniform(k_addr, (3,))
-    t1, t2, to = (jnp.asarray(IN1_TYPE)[op], jnp.asarray(IN2_TYPE)[op], jnp.asarray(OUT_TYPE)[op])
-    a1 = jnp.floor(u[0] * sizes[t1]).astype(jnp.int32)
-    a2 = jnp.floor(u[1] * sizes[t2]).astype(jnp.int32)
-    o = out_low[to] + jnp.floor(u[2] * out_count[to]).astype(jnp.int32)
-    instruction = jnp.stack([op, a1, a2, o]).astype(jnp.int32)
-    lo, hi = jnp.asarray(DATA_LOW, cfg.jnp_dtype)[op], jnp.asarray(DATA_HIGH, cfg.jnp_dtype)[op]
-    data = jax.random.uniform(k_data, (3,), cfg.jnp_dtype, lo, hi)
-    return instruction, data
+    u_addresses = jax.random.uniform(k_addr, (3,))
+    u_constants = jax.random.uniform(k_data, (3,), cfg.jnp_dtype)
+    return instruction_for_op(jnp.asarray(op), u_addresses, u_constants, cfg, cfg.jnp_dtype)
 
 
 def random_component(key: jax.Array, cfg: ZeroConfig, component: str, size: int | jax.Array) -> Component:
@@ -102,6 +111,11 @@ def random_program(key: jax.Array, cfg: ZeroConfig, setup_size=None, predict_siz
     return canonicalize(Program(*comps), cfg)
 
 
+@functools.lru_cache(maxsize=32)
+def _random_programs_fn(cfg: ZeroConfig, sizes: Tuple) -> Callable:
+    return jax.jit(jax.vmap(lambda k: random_program(k, cfg, **dict(sizes))))
+
+
 def random_programs(key: jax.Array, cfg: ZeroConfig, num: int, **sizes) -> Program:
-    """A population of `num` random programs."""
-    return jax.jit(jax.vmap(lambda k: random_program(k, cfg, **sizes)))(jax.random.split(key, num))
+    """A population of `num` random programs (one compiled function per config and sizes)."""
+    return _random_programs_fn(cfg, tuple(sorted(sizes.items())))(jax.random.split(key, num))

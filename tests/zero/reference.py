@@ -14,13 +14,15 @@ Conventions
   ``f0`` = index fraction, ``f1`` = value; MATRIX_CONST_SET ``f0``, ``f1`` fractions, ``f2`` value;
   uniform sets ``f0`` = low, ``f1`` = high; Gaussian sets ``f0`` = mean, ``f1`` = sd.
 * A program is a dict ``{"setup": [...], "predict": [...], "learn": [...]}`` of such lists.
-* Reductions (dot, norms, means, standard deviations, matrix products) are sequential sums in
-  index order (row-major for matrices).
-
-VECTOR_MIN / VECTOR_MAX: the C++ code uses Eigen's elementwise ``min``/``max`` whose NaN
-propagation depends on the SIMD path (spec §3.1). This reference uses the *matrix* hand-loop
-semantics for them too: ``min(x, y) = x if x < y else y`` and ``max(x, y) = x if x > y else y``,
-i.e. the second operand wins whenever a NaN is involved.
+* Reductions add in the order of the reference's x86-64 build (spec §3.1), with no +0 start value:
+  a full reduction (dot, norm, mean, std of a vector, or of a matrix read in column-major order)
+  adds packets of two elements as a halving tree, then the two lanes, then a leftover element; a
+  reduction along one matrix axis (row/column norms, means and stds, matrix-vector and matrix
+  products) is a halving tree over its F terms.
+* VECTOR_MIN / VECTOR_MAX behave as ``std::min``/``std::max`` (first operand unless the second is
+  strictly smaller/greater); the matrix hand loops return the second operand when a NaN is involved.
+* Constants other than SCALAR_CONST_SET's are stored as float32 (also in float64 runs); an index
+  fraction is truncated as ``int(F * f)`` after float32 rounding, in float32.
 
 Optional ``perturb``: a callable applied to the result of every op that is not exact in IEEE
 arithmetic (everything except NO_OP, abs, heaviside, min/max, transpose, broadcasts and the
@@ -157,23 +159,42 @@ def zero_memory(num_scalars: int, num_vectors: int, num_matrices: int, features:
 # --------------------------------------------------------------------------------------------
 # Small helpers: sequential reductions in the memory dtype.
 # --------------------------------------------------------------------------------------------
-def _seq_sum(values: np.ndarray, dtype) -> Any:
-    acc = dtype(0)
-    for x in np.asarray(values).reshape(-1):
-        acc = dtype(acc + x)
-    return acc
+def _tree_sum(terms: list, dtype) -> Any:
+    # (first half) + (second half), recursively.
+    if len(terms) == 1:
+        return dtype(terms[0])
+    half = len(terms) // 2
+    return dtype(_tree_sum(terms[:half], dtype) + _tree_sum(terms[half:], dtype))
 
 
-def _mean(values: np.ndarray, dtype) -> Any:
+def _full_sum(values: np.ndarray, dtype) -> Any:
+    # Packets of two as a halving tree, then the two lanes, then a leftover; matrices column-major.
+    x = np.asarray(values)
+    flat = list((x.T if x.ndim == 2 else x).reshape(-1))
+    n = len(flat)
+    if n == 1:
+        return dtype(flat[0])
+    paired = 2 * (n // 2)
+    total = dtype(_tree_sum(flat[0:paired:2], dtype) + _tree_sum(flat[1:paired:2], dtype))
+    return dtype(total + flat[-1]) if n % 2 else total
+
+
+def _axis_sum(values: np.ndarray, dtype) -> Any:
+    # The F terms along one matrix axis, in index order, as a halving tree.
+    return _tree_sum(list(np.asarray(values).reshape(-1)), dtype)
+
+
+def _mean(values: np.ndarray, dtype, axis_terms: bool = False) -> Any:
     n = np.asarray(values).size
-    return dtype(_seq_sum(values, dtype) / dtype(n))
+    total = _axis_sum(values, dtype) if axis_terms else _full_sum(values, dtype)
+    return dtype(total / dtype(n))
 
 
-def _one_pass_std(values: np.ndarray, dtype, perturb=None) -> Any:
+def _one_pass_std(values: np.ndarray, dtype, perturb=None, axis_terms: bool = False) -> Any:
     # sqrt(E[x^2] - E[x]^2): can be NaN when rounding makes the difference negative (spec §3.1).
     values = np.asarray(values)
-    mean_sq = _mean(values * values, dtype)
-    mean = _mean(values, dtype)
+    mean_sq = _mean(values * values, dtype, axis_terms)
+    mean = _mean(values, dtype, axis_terms)
     diff = dtype(mean_sq - mean * mean)
     if perturb is not None and (getattr(perturb, "std_always", False)
                                 or not _std_is_exact(values, mean_sq, mean, diff)):
@@ -197,14 +218,20 @@ def _std_is_exact(values, mean_sq, mean, diff) -> bool:
             and Fraction(float(diff)) == exact_msq - exact_mean * exact_mean)
 
 
-def _norm(values: np.ndarray, dtype) -> Any:
+def _norm(values: np.ndarray, dtype, axis_terms: bool = False) -> Any:
     values = np.asarray(values)
-    return dtype(np.sqrt(_seq_sum(values * values, dtype)))
+    sq = values * values
+    return dtype(np.sqrt(_axis_sum(sq, dtype) if axis_terms else _full_sum(sq, dtype)))
+
+
+def _stored(value, dtype) -> Any:
+    # A float32-stored constant (float_data_k), widened to the memory dtype.
+    return dtype(np.float32(value))
 
 
 def _index(fraction: float, features: int) -> int:
-    # int(F * f), truncation (spec §1); fractions live in [0, 1).
-    i = int(features * float(fraction))
+    # int(F * f) in float32 after float32 rounding, truncation (spec §1, §3.1); fractions in [0, 1).
+    i = int(np.float32(features) * np.float32(fraction))
     if not 0 <= i < features:
         raise ValueError(f"index fraction {fraction!r} gives index {i} outside [0, {features})")
     return i
@@ -216,6 +243,14 @@ def _scalar_min(x, y):
 
 def _scalar_max(x, y):
     return y if x < y else x  # std::max: x unless x < y
+
+
+def _std_min(x, y):
+    return y if y < x else x  # std::min elementwise (vector min)
+
+
+def _std_max(x, y):
+    return y if x < y else x
 
 
 def _loop_min(x, y):
@@ -319,7 +354,7 @@ def _compute(i, a, b, c, f0, f1, f2, s, v, m, F, dt, rng, perturb=None):
     if i == 26:
         return v[a] / v[b]
     if i == 27:
-        return _seq_sum(v[a] * v[b], dt)
+        return _full_sum(v[a] * v[b], dt)
     if i == 28:
         out = np.empty((F, F), dt)
         for r in range(F):
@@ -331,7 +366,7 @@ def _compute(i, a, b, c, f0, f1, f2, s, v, m, F, dt, rng, perturb=None):
     if i == 30:
         return (one / m[a]).astype(dt)
     if i == 31:
-        return np.array([_seq_sum(m[a][r] * v[b], dt) for r in range(F)], dt)
+        return np.array([_axis_sum(m[a][r] * v[b], dt) for r in range(F)], dt)
     if i == 32:  # every column equals v: out[r, col] = v[r]
         return np.array([[v[a][r]] * F for r in range(F)], dt)
     if i == 33:  # every row equals v: out[r, col] = v[col]
@@ -339,9 +374,9 @@ def _compute(i, a, b, c, f0, f1, f2, s, v, m, F, dt, rng, perturb=None):
     if i == 34:
         return _norm(m[a], dt)
     if i == 35:
-        return np.array([_norm(m[a][:, col], dt) for col in range(F)], dt)
+        return np.array([_norm(m[a][:, col], dt, True) for col in range(F)], dt)
     if i == 36:
-        return np.array([_norm(m[a][r, :], dt) for r in range(F)], dt)
+        return np.array([_norm(m[a][r, :], dt, True) for r in range(F)], dt)
     if i == 37:
         return m[a].T.copy()
     if i == 38:
@@ -358,18 +393,18 @@ def _compute(i, a, b, c, f0, f1, f2, s, v, m, F, dt, rng, perturb=None):
         out = np.empty((F, F), dt)
         for r in range(F):
             for col in range(F):
-                out[r, col] = _seq_sum(m[a][r, :] * m[b][:, col], dt)
+                out[r, col] = _axis_sum(m[a][r, :] * m[b][:, col], dt)
         return out
     if i == 44:
         return _scalar_min(s[a], s[b])
     if i == 45:
-        return _elementwise(_loop_min, v[a], v[b], dt)
+        return _elementwise(_std_min, v[a], v[b], dt)
     if i == 46:
         return _elementwise(_loop_min, m[a], m[b], dt)
     if i == 47:
         return _scalar_max(s[a], s[b])
     if i == 48:
-        return _elementwise(_loop_max, v[a], v[b], dt)
+        return _elementwise(_std_max, v[a], v[b], dt)
     if i == 49:
         return _elementwise(_loop_max, m[a], m[b], dt)
     if i == 50:
@@ -377,9 +412,9 @@ def _compute(i, a, b, c, f0, f1, f2, s, v, m, F, dt, rng, perturb=None):
     if i == 51:
         return _mean(m[a], dt)
     if i == 52:
-        return np.array([_mean(m[a][r, :], dt) for r in range(F)], dt)
+        return np.array([_mean(m[a][r, :], dt, True) for r in range(F)], dt)
     if i == 53:
-        return np.array([_one_pass_std(m[a][r, :], dt, perturb) for r in range(F)], dt)
+        return np.array([_one_pass_std(m[a][r, :], dt, perturb, True) for r in range(F)], dt)
     if i == 54:
         return _one_pass_std(v[a], dt, perturb)
     if i == 55:
@@ -387,10 +422,11 @@ def _compute(i, a, b, c, f0, f1, f2, s, v, m, F, dt, rng, perturb=None):
     if i == 56:
         return f0
     if i == 57:
-        return f1
+        return _stored(f1, dt)
     if i == 58:
-        return f2
+        return _stored(f2, dt)
     if 59 <= i <= 64:
+        f0, f1 = _stored(f0, dt), _stored(f1, dt)
         shape = ((), (F,), (F, F))[(i - 59) % 3]
         degenerate = (not f0 < f1) if i <= 61 else (f1 == 0)
         if degenerate:

@@ -43,8 +43,11 @@ _CODE = {None: 0, "s": 1, "v": 2, "m": 3}
 
 
 def test_native_op_table_equals_the_instruction_set():
+    bits = np.asarray([1, 2, 4])
     expected = np.asarray([[_CODE[op.in1], _CODE[op.in2], _CODE[op.out], int(op.reads_output)]
                            for op in ops_lib.OPS])
+    expected = np.concatenate([expected, (ops_lib.STORED_FLOAT32 @ bits)[:, None],
+                               (ops_lib.IS_INDEX @ bits)[:, None]], axis=1)
     np.testing.assert_array_equal(native.op_table(), expected)
 
 

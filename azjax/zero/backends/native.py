@@ -77,13 +77,14 @@ def reason() -> Optional[str]:
 
 
 def op_table() -> np.ndarray:
-    """The kernel's per-op (in1, in2, out, reads_output) type codes [NUM_OPS, 4] (0 none, 1 s, 2 v, 3 m)."""
+    """The kernel's op table [NUM_OPS, 6]: in1, in2, out type codes (0 none, 1 s, 2 v, 3 m), reads_output, and
+    bit masks of the constant slots stored as float32 and of the index-fraction slots."""
     lib = _load()
     if lib is None:
         raise RuntimeError(f"native backend unavailable: {reason()}")
-    buf = (ctypes.c_int8 * (4 * 128))()
+    buf = (ctypes.c_int8 * (6 * 128))()
     n = lib.azjax_native_op_table(buf, len(buf))
-    return np.frombuffer(bytes(buf), np.int8)[:4 * n].reshape(n, 4).astype(np.int32)
+    return np.frombuffer(bytes(buf), np.int8)[:6 * n].reshape(n, 6).astype(np.int32)
 
 
 def num_threads() -> int:

@@ -30,6 +30,10 @@
 
 #include "xla/ffi/api/ffi.h"
 
+#if defined(__x86_64__) || defined(__SSE__)
+#include <xmmintrin.h>
+#endif
+
 namespace ffi = xla::ffi;
 
 namespace azjax_native {
@@ -53,9 +57,12 @@ enum Op : int {
 struct OpTypes {
   int8_t in1, in2, out;
   bool reads_output;
+  int8_t float32_slots = 0;  // bit k: constant slot k is stored as float32 (the reference's float_data_k)
+  int8_t index_slots = 0;    // bit k: constant slot k is an element-index fraction
 };
 
-// {in1, in2, out, reads_output} per op id; checked against the Python table by tests/zero/test_backends.py.
+// {in1, in2, out, reads_output, float32_slots, index_slots} per op id; checked against the instruction-set
+// table (azjax/zero/ops.py) by tests/zero/test_backends.py.
 constexpr OpTypes kOpTable[NUM_OPS] = {
     {0, 0, 0, 0},                                                                // NO_OP
     {1, 1, 1, 0}, {1, 1, 1, 0}, {1, 1, 1, 0}, {1, 1, 1, 0},                      // 1-4
@@ -70,8 +77,9 @@ constexpr OpTypes kOpTable[NUM_OPS] = {
     {3, 3, 3, 0}, {1, 1, 1, 0}, {2, 2, 2, 0}, {3, 3, 3, 0}, {1, 1, 1, 0},        // 43-47
     {2, 2, 2, 0}, {3, 3, 3, 0}, {2, 0, 1, 0}, {3, 0, 1, 0}, {3, 0, 2, 0},        // 48-52
     {3, 0, 2, 0}, {2, 0, 1, 0}, {3, 0, 1, 0},                                    // 53-55
-    {0, 0, 1, 0}, {0, 0, 2, 1}, {0, 0, 3, 1},                                    // 56-58
-    {0, 0, 1, 0}, {0, 0, 2, 0}, {0, 0, 3, 0}, {0, 0, 1, 0}, {0, 0, 2, 0}, {0, 0, 3, 0},  // 59-64
+    {0, 0, 1, 0, 0, 0}, {0, 0, 2, 1, 3, 1}, {0, 0, 3, 1, 7, 3},                  // 56-58
+    {0, 0, 1, 0, 3, 0}, {0, 0, 2, 0, 3, 0}, {0, 0, 3, 0, 3, 0},                  // 59-61
+    {0, 0, 1, 0, 3, 0}, {0, 0, 2, 0, 3, 0}, {0, 0, 3, 0, 3, 0},                  // 62-64
 };
 
 // ----------------------------------------------------------------------------------------------------------
@@ -261,17 +269,21 @@ static int decode(const int32_t* ins, const T* data, int n, const char* flags, c
     I.b = L.offset(t.in2, x[2]);
     I.o = L.offset(t.out, x[3]);
     I.pos = k;
-    I.d0 = d[0];
-    I.d1 = d[1];
-    I.d2 = d[2];
+    // Constants the reference stores as float32 are read as float32, also in a float64 run.
+    auto stored = [&](int slot) {
+      return (t.float32_slots >> slot) & 1 ? static_cast<T>(static_cast<float>(d[slot])) : d[slot];
+    };
+    I.d0 = stored(0);
+    I.d1 = stored(1);
+    I.d2 = stored(2);
     auto index = [&](T fraction) {
-      // floor(F * f) clipped to [0, F - 1], in the program's float type (as ops.py's _index).
-      const T v = std::floor(static_cast<T>(L.F) * fraction);
-      int i = (v != v) ? 0 : (v < T(0) ? 0 : (v > T(L.F - 1) ? L.F - 1 : static_cast<int>(v)));
+      // floor(F * f) in float32, clipped to [0, F - 1] (as ops.py's _index).
+      const float v = std::floor(static_cast<float>(fraction) * static_cast<float>(L.F));
+      int i = (v != v) ? 0 : (v < 0.0f ? 0 : (v > static_cast<float>(L.F - 1) ? L.F - 1 : static_cast<int>(v)));
       return i;
     };
-    I.i0 = (op == VECTOR_CONST_SET || op == MATRIX_CONST_SET) ? index(d[0]) : 0;
-    I.i1 = (op == MATRIX_CONST_SET) ? index(d[1]) : 0;
+    I.i0 = (t.index_slots & 1) ? index(d[0]) : 0;
+    I.i1 = (t.index_slots & 2) ? index(d[1]) : 0;
     out[count++] = I;
   }
   return count;
@@ -280,18 +292,31 @@ static int decode(const int32_t* ins, const T* data, int n, const char* flags, c
 // ----------------------------------------------------------------------------------------------------------
 // The ops. FS is the compile-time vector length (0: the runtime F). Results go through a scratch buffer
 // where an output may alias an input of another shape.
-template <typename T>
-static inline T sum_seq(const T* x, int n) {
-  T acc = T(0);
-  for (int i = 0; i < n; ++i) acc += x[i];
-  return acc;
+//
+// Sums follow the reference's order (docs/backends.md, "Exactness"): there is no +0 start value, so a sum of
+// -0 terms is -0, and a sum of 2^k equal values is exact. A full reduction (a vector, or a matrix read in
+// column-major order) adds packets of two elements as a halving tree, then the two lanes, then a leftover
+// element; a reduction along one matrix axis is a halving tree over its F terms. `term(k)` is the k-th term.
+template <typename T, typename Term>
+static inline T halving_tree(const Term& term, int lo, int n) {
+  if (n == 1) return term(lo);
+  const int half = n / 2;
+  return halving_tree<T>(term, lo, half) + halving_tree<T>(term, lo + half, n - half);
 }
 
-template <typename T>
-static inline T sum_sq(const T* x, int n) {
-  T acc = T(0);
-  for (int i = 0; i < n; ++i) acc += x[i] * x[i];
-  return acc;
+template <typename T, typename Term>
+static inline T full_sum(const Term& term, int n) {
+  if (n == 1) return term(0);
+  const int pairs = n / 2;
+  const T lane0 = halving_tree<T>([&](int k) { return term(2 * k); }, 0, pairs);
+  const T lane1 = halving_tree<T>([&](int k) { return term(2 * k + 1); }, 0, pairs);
+  const T total = lane0 + lane1;
+  return (n % 2) ? total + term(n - 1) : total;
+}
+
+template <typename T, typename Term>
+static inline T axis_sum(const Term& term, int n) {
+  return halving_tree<T>(term, 0, n);
 }
 
 template <typename T, int FS>
@@ -301,6 +326,8 @@ struct Machine {
   T* scratch;  // F * F
   Key lane_key;
   inline int F() const { return FS ? FS : F_; }
+  // Element k of a row-major F x F matrix in column-major order (the reference's Eigen layout).
+  inline T col_major(const T* m, int k) const { return m[(k % F()) * F() + k / F()]; }
 
   inline void random_fill(T* o, int n, const Instr<T>& I, uint32_t counter, bool gaussian) {
     const Key k = fold_in(lane_key, counter);
@@ -344,18 +371,13 @@ struct Machine {
         case SCALAR_VECTOR_PRODUCT: { const T s = *a; for (int i = 0; i < F; ++i) o[i] = s * b[i]; break; }
         case SCALAR_BROADCAST: { const T s = *a; for (int i = 0; i < F; ++i) o[i] = s; break; }
         case VECTOR_RECIPROCAL: for (int i = 0; i < F; ++i) o[i] = T(1) / a[i]; break;
-        case VECTOR_NORM: *o = std::sqrt(sum_sq(a, F)); break;
+        case VECTOR_NORM: *o = std::sqrt(full_sum<T>([&](int i) { return a[i] * a[i]; }, F)); break;
         case VECTOR_ABS: for (int i = 0; i < F; ++i) o[i] = std::fabs(a[i]); break;
         case VECTOR_SUM: for (int i = 0; i < F; ++i) o[i] = a[i] + b[i]; break;
         case VECTOR_DIFF: for (int i = 0; i < F; ++i) o[i] = a[i] - b[i]; break;
         case VECTOR_PRODUCT: for (int i = 0; i < F; ++i) o[i] = a[i] * b[i]; break;
         case VECTOR_DIVISION: for (int i = 0; i < F; ++i) o[i] = a[i] / b[i]; break;
-        case VECTOR_INNER_PRODUCT: {
-          T acc = T(0);
-          for (int i = 0; i < F; ++i) acc += a[i] * b[i];
-          *o = acc;
-          break;
-        }
+        case VECTOR_INNER_PRODUCT: *o = full_sum<T>([&](int i) { return a[i] * b[i]; }, F); break;
         case VECTOR_OUTER_PRODUCT:
           for (int i = 0; i < F; ++i) for (int j = 0; j < F; ++j) scratch[i * F + j] = a[i] * b[j];
           std::memcpy(o, scratch, sizeof(T) * FF);
@@ -363,11 +385,7 @@ struct Machine {
         case SCALAR_MATRIX_PRODUCT: { const T s = *a; for (int i = 0; i < FF; ++i) o[i] = s * b[i]; break; }
         case MATRIX_RECIPROCAL: for (int i = 0; i < FF; ++i) o[i] = T(1) / a[i]; break;
         case MATRIX_VECTOR_PRODUCT:
-          for (int i = 0; i < F; ++i) {
-            T acc = T(0);
-            for (int j = 0; j < F; ++j) acc += a[i * F + j] * b[j];
-            scratch[i] = acc;
-          }
+          for (int i = 0; i < F; ++i) scratch[i] = axis_sum<T>([&](int j) { return a[i * F + j] * b[j]; }, F);
           std::memcpy(o, scratch, sizeof(T) * F);
           break;
         case VECTOR_COLUMN_BROADCAST:
@@ -378,17 +396,14 @@ struct Machine {
           for (int i = 0; i < F; ++i) for (int j = 0; j < F; ++j) scratch[i * F + j] = a[j];
           std::memcpy(o, scratch, sizeof(T) * FF);
           break;
-        case MATRIX_NORM: *o = std::sqrt(sum_sq(a, FF)); break;
+        case MATRIX_NORM: *o = std::sqrt(full_sum<T>([&](int k) { const T x = col_major(a, k); return x * x; }, FF)); break;
         case MATRIX_COLUMN_NORM:
-          for (int j = 0; j < F; ++j) {
-            T acc = T(0);
-            for (int i = 0; i < F; ++i) acc += a[i * F + j] * a[i * F + j];
-            scratch[j] = std::sqrt(acc);
-          }
+          for (int j = 0; j < F; ++j)
+            scratch[j] = std::sqrt(axis_sum<T>([&](int i) { return a[i * F + j] * a[i * F + j]; }, F));
           std::memcpy(o, scratch, sizeof(T) * F);
           break;
         case MATRIX_ROW_NORM:
-          for (int i = 0; i < F; ++i) scratch[i] = std::sqrt(sum_sq(a + i * F, F));
+          for (int i = 0; i < F; ++i) scratch[i] = std::sqrt(axis_sum<T>([&](int j) { return a[i * F + j] * a[i * F + j]; }, F));
           std::memcpy(o, scratch, sizeof(T) * F);
           break;
         case MATRIX_TRANSPOSE:
@@ -402,42 +417,40 @@ struct Machine {
         case MATRIX_DIVISION: for (int i = 0; i < FF; ++i) o[i] = a[i] / b[i]; break;
         case MATRIX_MATRIX_PRODUCT:
           for (int i = 0; i < F; ++i)
-            for (int k2 = 0; k2 < F; ++k2) {
-              T acc = T(0);
-              for (int j = 0; j < F; ++j) acc += a[i * F + j] * b[j * F + k2];
-              scratch[i * F + k2] = acc;
-            }
+            for (int k2 = 0; k2 < F; ++k2)
+              scratch[i * F + k2] = axis_sum<T>([&](int j) { return a[i * F + j] * b[j * F + k2]; }, F);
           std::memcpy(o, scratch, sizeof(T) * FF);
           break;
         case SCALAR_MIN: { const T x = *a, y = *b; *o = (y < x) ? y : x; break; }
-        case VECTOR_MIN: for (int i = 0; i < F; ++i) o[i] = (a[i] < b[i]) ? a[i] : b[i]; break;
+        case VECTOR_MIN: for (int i = 0; i < F; ++i) o[i] = (b[i] < a[i]) ? b[i] : a[i]; break;  // std::min
         case MATRIX_MIN: for (int i = 0; i < FF; ++i) o[i] = (a[i] < b[i]) ? a[i] : b[i]; break;
         case SCALAR_MAX: { const T x = *a, y = *b; *o = (x < y) ? y : x; break; }
-        case VECTOR_MAX: for (int i = 0; i < F; ++i) o[i] = (a[i] > b[i]) ? a[i] : b[i]; break;
+        case VECTOR_MAX: for (int i = 0; i < F; ++i) o[i] = (a[i] < b[i]) ? b[i] : a[i]; break;  // std::max
         case MATRIX_MAX: for (int i = 0; i < FF; ++i) o[i] = (a[i] > b[i]) ? a[i] : b[i]; break;
-        case VECTOR_MEAN: *o = sum_seq(a, F) / static_cast<T>(F); break;
-        case MATRIX_MEAN: *o = sum_seq(a, FF) / static_cast<T>(FF); break;
+        case VECTOR_MEAN: *o = full_sum<T>([&](int i) { return a[i]; }, F) / static_cast<T>(F); break;
+        case MATRIX_MEAN: *o = full_sum<T>([&](int k) { return col_major(a, k); }, FF) / static_cast<T>(FF); break;
         case MATRIX_ROW_MEAN:
-          for (int i = 0; i < F; ++i) scratch[i] = sum_seq(a + i * F, F) / static_cast<T>(F);
+          for (int i = 0; i < F; ++i) scratch[i] = axis_sum<T>([&](int j) { return a[i * F + j]; }, F) / static_cast<T>(F);
           std::memcpy(o, scratch, sizeof(T) * F);
           break;
         case MATRIX_ROW_ST_DEV:
           for (int i = 0; i < F; ++i) {
-            const T m = sum_seq(a + i * F, F) / static_cast<T>(F);
-            const T m2 = sum_sq(a + i * F, F) / static_cast<T>(F);
+            const T* r = a + i * F;
+            const T m = axis_sum<T>([&](int j) { return r[j]; }, F) / static_cast<T>(F);
+            const T m2 = axis_sum<T>([&](int j) { return r[j] * r[j]; }, F) / static_cast<T>(F);
             scratch[i] = std::sqrt(m2 - m * m);
           }
           std::memcpy(o, scratch, sizeof(T) * F);
           break;
         case VECTOR_ST_DEV: {
-          const T m = sum_seq(a, F) / static_cast<T>(F);
-          const T m2 = sum_sq(a, F) / static_cast<T>(F);
+          const T m = full_sum<T>([&](int i) { return a[i]; }, F) / static_cast<T>(F);
+          const T m2 = full_sum<T>([&](int i) { return a[i] * a[i]; }, F) / static_cast<T>(F);
           *o = std::sqrt(m2 - m * m);
           break;
         }
         case MATRIX_ST_DEV: {
-          const T m = sum_seq(a, FF) / static_cast<T>(FF);
-          const T m2 = sum_sq(a, FF) / static_cast<T>(FF);
+          const T m = full_sum<T>([&](int k) { return col_major(a, k); }, FF) / static_cast<T>(FF);
+          const T m2 = full_sum<T>([&](int k) { const T x = col_major(a, k); return x * x; }, FF) / static_cast<T>(FF);
           *o = std::sqrt(m2 - m * m);
           break;
         }
@@ -551,6 +564,17 @@ static T evaluate_pair(const DecodedProgram<T>& prog, const TaskView<T>& task, c
 }
 
 // ----------------------------------------------------------------------------------------------------------
+// XLA's CPU threads run with flush-to-zero and denormals-are-zero set; the reference keeps subnormals, so the
+// kernel clears both modes while it computes (on x86-64; elsewhere the thread's mode is left as it is).
+struct KeepSubnormals {
+#if defined(__x86_64__) || defined(__SSE__)
+  unsigned saved;
+  KeepSubnormals() : saved(_mm_getcsr()) { _mm_setcsr(saved & ~0x8040u); }  // FTZ 0x8000, DAZ 0x0040
+  ~KeepSubnormals() { _mm_setcsr(saved); }
+#endif
+};
+
+// ----------------------------------------------------------------------------------------------------------
 // A small persistent thread pool: parallel_for over [0, n) with dynamic scheduling.
 class Pool {
  public:
@@ -589,6 +613,7 @@ class Pool {
     for (auto& w : workers_) w.detach();
   }
   void work(int thread) {
+    KeepSubnormals ieee;
     for (;;) {
       const int64_t i = next_.fetch_add(1);
       if (i >= n_) break;
@@ -628,6 +653,7 @@ static void evaluate_batch(const Config& cfg, int P, int T_, const int32_t* cons
                            int64_t valid_y_stride, int64_t order_stride, const uint32_t* keys,
                            const int32_t* active, T* fitness, T* preds, int64_t preds_per_pair) {
   const Layout& L = cfg.L;
+  KeepSubnormals ieee;
   Pool& pool = Pool::get();
   const int threads = pool.size();
   const int total_len = Ls[0] + Ls[1] + Ls[2];
@@ -866,12 +892,14 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(AzjaxZeroEvaluate, azjax_native::EvaluateImpl,
 
 // The op-type table, for the test that keeps it equal to azjax/zero/ops.py's.
 extern "C" int azjax_native_op_table(int8_t* out, int capacity) {
-  if (capacity < 4 * azjax_native::NUM_OPS) return -1;
+  if (capacity < 6 * azjax_native::NUM_OPS) return -1;
   for (int i = 0; i < azjax_native::NUM_OPS; ++i) {
-    out[4 * i] = azjax_native::kOpTable[i].in1;
-    out[4 * i + 1] = azjax_native::kOpTable[i].in2;
-    out[4 * i + 2] = azjax_native::kOpTable[i].out;
-    out[4 * i + 3] = azjax_native::kOpTable[i].reads_output ? 1 : 0;
+    out[6 * i] = azjax_native::kOpTable[i].in1;
+    out[6 * i + 1] = azjax_native::kOpTable[i].in2;
+    out[6 * i + 2] = azjax_native::kOpTable[i].out;
+    out[6 * i + 3] = azjax_native::kOpTable[i].reads_output ? 1 : 0;
+    out[6 * i + 4] = azjax_native::kOpTable[i].float32_slots;
+    out[6 * i + 5] = azjax_native::kOpTable[i].index_slots;
   }
   return azjax_native::NUM_OPS;
 }

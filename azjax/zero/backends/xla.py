@@ -25,6 +25,7 @@ import numpy as np
 from jax import lax
 
 from azjax.zero import interpreter
+from azjax.zero import ops as ops_lib
 from azjax.zero import liveness
 from azjax.zero.backends.base import Backend
 from azjax.zero.program import Program, ZeroConfig
@@ -56,7 +57,7 @@ def _sigmoid(x):
 
 def _rms_fitness(loss, dtype):
     rmse = jnp.sqrt(loss)
-    fit = 1 - (2 / jnp.pi) * jnp.arctan(rmse)
+    fit = 1 - ops_lib.product(jnp.asarray(2 / jnp.pi, rmse.dtype), jnp.arctan(rmse))  # no FMA, as the reference
     return jnp.where(jnp.isfinite(rmse), fit, 0).astype(dtype)
 
 

@@ -9,8 +9,11 @@ optional field to ``None`` from the command line.
 """
 from __future__ import annotations
 
+import json
 import logging as pylogging
+import os
 import re
+from typing import Any
 
 import jax
 import ml_collections
@@ -29,6 +32,15 @@ def initialize(multihost: bool) -> None:
 def is_main_process() -> bool:
     """True on process 0 (and in every single-process run)."""
     return jax.process_index() == 0
+
+
+def write_json(path: str | os.PathLike, obj: Any, indent: int = 1, sort_keys: bool = False) -> None:
+    """Writes ``obj`` as JSON (and a final newline) atomically: a temporary file, then
+    ``os.replace``, so a reader never sees half a file."""
+    tmp = os.fspath(path) + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(json.dumps(obj, indent=indent, sort_keys=sort_keys) + "\n")
+    os.replace(tmp, path)
 
 
 _NONE_OVERRIDE = re.compile(r"^--(config\.[A-Za-z_][\w.]*)=(?:None|none|null)$")

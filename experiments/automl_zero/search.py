@@ -313,9 +313,7 @@ def check_stored_config(config, workdir: pathlib.Path, log_fn: Callable[[str], N
         log_fn(f"{path} is missing (a workdir from an older version): the config cannot be compared with "
                "the one this workdir was started with; storing the current one")
     if writer:
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(fresh, indent=2, sort_keys=True) + "\n")
-        os.replace(tmp, path)
+        common.write_json(path, fresh, indent=2, sort_keys=True)
 
 
 def make_evaluator(config, search_tasks: zero.Tasks) -> ProgramEvaluator:
@@ -436,5 +434,5 @@ def run_experiments(config: ml_collections.ConfigDict, workdir: str,
     summary = dict(best, final_fitness=final_fit, experiments=experiment)
     if writer:
         (workdir / "best_program.txt").write_text(best["program"])
-        (workdir / "summary.json").write_text(json.dumps(summary, indent=2))
+        common.write_json(workdir / "summary.json", summary, indent=2)
     return summary

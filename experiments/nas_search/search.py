@@ -18,7 +18,6 @@ cells; they are not the accuracy of the retrained cell.
 """
 from __future__ import annotations
 
-import json
 import os
 import time
 from typing import Any
@@ -105,14 +104,6 @@ def _checked_config(config: Any) -> dict:
     return d
 
 
-def _atomic_json(path: str, obj: Any) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1)
-        f.write("\n")
-    os.replace(tmp, path)
-
-
 def run(config: Any, workdir: str, log_fn=None) -> dict:
     """Run (or resume) the search of ``config`` in ``workdir``; write the outputs; return the
     summary dict."""
@@ -163,8 +154,8 @@ def run(config: Any, workdir: str, log_fn=None) -> dict:
     top = [{"rank": r + 1, "reward": f, "genome": g.tolist(),
             "genotype": space.to_genotype(g).to_dict(), "text": str(space.to_genotype(g))}
            for r, (g, f) in enumerate(board.top(config.leaderboard_size))]
-    _atomic_json(os.path.join(workdir, "leaderboard.json"), top)
+    common.write_json(os.path.join(workdir, "leaderboard.json"), top)
     summary["drawings"] = draw_cells(genotype, workdir)
     summary["session_seconds"] = time.time() - t0
-    _atomic_json(os.path.join(workdir, "summary.json"), summary)
+    common.write_json(os.path.join(workdir, "summary.json"), summary)
     return summary

@@ -1,7 +1,6 @@
 """Data loading and one training run for the NASNet launcher (the library stays flag-free)."""
 from __future__ import annotations
 
-import json
 import os
 from typing import Any, Callable
 
@@ -73,8 +72,5 @@ def run(config: Any, workdir: str, genotype_json: str | None = None,
                                      jax.random.fold_in(jax.random.key(config.seed), 1),
                                      workdir=workdir, log_fn=log_fn)
     if writer:
-        tmp = os.path.join(workdir, "metrics.json.tmp")
-        with open(tmp, "w") as f:
-            json.dump(metrics, f, indent=1)
-        os.replace(tmp, os.path.join(workdir, "metrics.json"))
+        common.write_json(os.path.join(workdir, "metrics.json"), metrics)
     return metrics

@@ -1,7 +1,7 @@
 """Compile seconds and training images/s of NASNet-A children, three implementations side by side.
 
     python benchmarks/nasnet_child.py [--impl=auto|shift|grouped|dense] [--steps=5]
-        [--backends=static,supernet,handwritten]
+        [--backends=static,supernet,handwritten] [--num_cells=6 --filters=16 --image_size=32]
 
 CPU: N=2 (num_cells 6), F=16, 32x32x3, batch 64, NASNet-A's cells under the loose-ends rule
 (``nas.NASNET_A_LOOSE_ENDS``: normal 5F, reduction 3F; the supercell always concatenates the
@@ -129,11 +129,11 @@ def _models(num_cells, filters, impl):
     }
 
 
-def bench(name, init_fn, apply_fn, cells, batch, steps, filters):
-    cfg = nas.TrainConfig(num_cells=6, filters=filters, batch_size=batch, num_steps=1000)
+def bench(name, init_fn, apply_fn, cells, batch, steps, filters, num_cells=6, size=32):
+    cfg = nas.TrainConfig(num_cells=num_cells, filters=filters, batch_size=batch, num_steps=1000)
     opt = nas.make_optimizer(cfg, cfg.num_steps)
     rng = np.random.default_rng(0)
-    x = rng.normal(size=(batch, 32, 32, 3)).astype(np.float32)
+    x = rng.normal(size=(batch, size, size, 3)).astype(np.float32)
     y = rng.integers(0, 10, batch).astype(np.int32)
     t = time.perf_counter()
     variables = init_fn(jax.random.key(0), jnp.asarray(x[:1]))
@@ -195,13 +195,18 @@ def main():
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--backends", default="static,supernet,handwritten")
+    p.add_argument("--num_cells", type=int, default=6, help="3N normal cells (6: N=2)")
+    p.add_argument("--filters", type=int, default=16)
+    p.add_argument("--image_size", type=int, default=32)
     a = p.parse_args()
-    print(f"NASNet-A (loose ends) N=2 F=16 32x32, batch {a.batch}, backend "
-          f"{jax.default_backend()}, depthwise impl {a.impl}, {a.steps} timed steps")
-    models = _models(6, 16, a.impl)
+    print(f"NASNet-A (loose ends) N={a.num_cells // 3} F={a.filters} {a.image_size}x"
+          f"{a.image_size}, batch {a.batch}, backend {jax.default_backend()}, depthwise impl "
+          f"{a.impl}, {a.steps} timed steps", flush=True)
+    models = _models(a.num_cells, a.filters, a.impl)
     speed = {}
     for name in a.backends.split(","):
-        speed[name] = bench(name, *models[name], a.batch, a.steps, 16)
+        speed[name] = bench(name, *models[name], a.batch, a.steps, a.filters, a.num_cells,
+                            a.image_size)
     if "handwritten" in speed:
         for name, s in speed.items():
             if name != "handwritten":

@@ -19,7 +19,8 @@ from azjax.zero.evaluate import combine_fitness, evaluate, live_instruction_coun
 from azjax.zero import algorithms
 from azjax.zero.export import export_program
 from azjax.zero.fec import FECCache, FECConfig
-from azjax.zero.mutations import MutationConfig, initial_program, mutate
+from azjax.zero.initial_programs import initial_program
+from azjax.zero.mutations import MutationConfig, mutate
 from azjax.zero.search_evaluator import HurdleConfig, ProgramEvaluator
 from azjax.zero.space import ProgramSpace
 

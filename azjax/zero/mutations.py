@@ -1,6 +1,4 @@
-"""AutoML-Zero mutations and initial programs, with the reference code's semantics.
-
-Spec §6.3 (mutations) and §6.4 (initial programs).
+"""AutoML-Zero mutations, with the reference code's semantics (initial programs: `initial_programs.py`).
 
 `mutate(key, program, cfg, mcfg)` applies exactly ONE mutation, as the reference
 `Mutator::MutateImpl`:
@@ -10,7 +8,7 @@ Spec §6.3 (mutations) and §6.4 (initial programs).
 * the component function is drawn uniformly among those whose op list is non-empty (an empty op list
   freezes a component);
 * ALTER_PARAM changes one parameter of one uniformly drawn instruction: ops with one input re-draw
-  in1 or out, ops with two inputs in1, in2 or out, data ops (56-64) re-draw out or alter their data,
+  in1 or out, ops with two inputs in1, in2 or out, data ops (56-64) re-draw out or alter a constant,
   NO_OP nothing. Data alterations: constants are multiplied by exp(N(0, 1)) or, with probability
   0.1, sign-flipped (0 stays 0); element indices are re-drawn from U[0, 1); a Gaussian's sd is only
   log-scaled (never flipped); a uniform's low or high is altered and the pair re-sorted;
@@ -32,7 +30,8 @@ removal are masked shifts, and all randomness comes from ONE `jax.random.uniform
 sliced (every threefry call site costs XLA CPU compile time). Fresh instructions follow the
 reference distributions of `random_programs` (ops uniform over the component's list, addresses
 uniform over their banks with s0/v0 never written, constants as `SetOpAndRandomizeParams`), drawn
-from those uniforms. Results are canonical.
+from those uniforms by `random_programs.instructions_from_uniforms`; constants change by the
+alteration their instruction-set entry names. Results are canonical.
 """
 
 from __future__ import annotations
@@ -45,7 +44,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from azjax.zero import algorithms
 from azjax.zero import ops as ops_lib
 from azjax.zero.program import (
     COMPONENTS,
@@ -53,8 +51,6 @@ from azjax.zero.program import (
     Program,
     ZeroConfig,
     canonical_rows,
-    make_program,
-    parse_program,
 )
 from azjax.zero.random_programs import (
     DRAWS_PER_INSTRUCTION,
@@ -65,11 +61,9 @@ from azjax.zero.random_programs import (
 
 __all__ = [
     "MUTATION_TYPES",
-    "INITIAL_KINDS",
     "MutationConfig",
     "mutate",
     "apply_mutation",
-    "initial_program",
     "draw_mutation_type",
 ]
 
@@ -85,8 +79,6 @@ MUTATION_TYPES = (
     "RANDOMIZE_ALGORITHM",
 )
 _TYPE_ID = {name: i for i, name in enumerate(MUTATION_TYPES)}
-# The reference's HardcodedAlgorithmID for initial programs.
-INITIAL_KINDS = ("NO_OP", "RANDOM", "LINEAR", "NEURAL_NET", "DAMAGED_NEURAL_NET")
 
 # The reference demo's list, used when `types` is not given.
 DEFAULT_TYPES = ("ALTER_PARAM", "RANDOMIZE_INSTRUCTION", "RANDOMIZE_COMPONENT_FUNCTION")
@@ -602,97 +594,3 @@ def mutate(key: jax.Array, program: Program, cfg: ZeroConfig, mcfg: MutationConf
     """
     return mutate_with_type(key, program, cfg, mcfg)[0]
 
-
-# --------------------------------------------------------------------------------------------------
-# Initial programs.
-
-
-def _check_sizes(cfg: ZeroConfig, sizes, field: str = "sizes") -> Tuple[int, int, int]:
-    if sizes is None:
-        return tuple(cfg.size(c) for c in COMPONENTS)
-    if isinstance(sizes, dict):
-        unknown = set(sizes) - set(COMPONENTS)
-        if unknown:
-            raise ValueError(f"{field}: unknown component(s) {sorted(unknown)}")
-        sizes = tuple(sizes.get(c, cfg.size(c)) for c in COMPONENTS)
-    try:
-        sizes = tuple(sizes)
-    except TypeError:
-        raise ValueError(
-            f"{field} must be None or (setup, predict, learn) sizes, got {sizes!r}"
-        ) from None
-    if len(sizes) != 3:
-        raise ValueError(f"{field} must have 3 entries (setup, predict, learn), got {sizes!r}")
-    out = []
-    for c, s in zip(COMPONENTS, sizes):
-        if isinstance(s, (bool, np.bool_)) or not isinstance(s, (int, np.integer)):
-            raise ValueError(f"{field}: the {c} size must be an integer, got {s!r}")
-        if not 0 <= s <= cfg.size(c):
-            raise ValueError(
-                f"{field}: the {c} size {s} must lie in [0, ZeroConfig.{c}_size={cfg.size(c)}]"
-            )
-        out.append(int(s))
-    return tuple(out)
-
-
-@functools.lru_cache(maxsize=64)
-def _hand_written(cfg: ZeroConfig, kind: str, sizes: Tuple[int, int, int]) -> Program:
-    """The hand-written program (numpy leaves), NO_OP-padded up to `sizes` as the reference pads."""
-    if kind == "LINEAR":
-        text = algorithms.linear_regression_text()
-    else:
-        text = algorithms.neural_network_text(damaged=kind == "DAMAGED_NEURAL_NET")
-    try:
-        prog = parse_program(text, cfg)
-    except ValueError as e:
-        raise ValueError(
-            f"initial={kind}: the hand-written program does not fit this ZeroConfig ({e})"
-        ) from None
-    comps = {}
-    for c, target in zip(COMPONENTS, sizes):
-        comp = prog.component(c)
-        n = int(comp.size)
-        # Padding with NO_OPs leaves the arrays as they are (rows beyond the size already are
-        # NO_OPs).
-        comps[c] = Component(
-            instructions=np.asarray(comp.instructions),
-            data=np.asarray(comp.data),
-            size=np.int32(max(n, target)),
-        )
-    return Program(**comps)
-
-
-def initial_program(key: jax.Array, cfg: ZeroConfig, kind: str = "RANDOM", sizes=None) -> Program:
-    """One initial program (the reference's HardcodedAlgorithmID); jittable in `key`.
-
-    Args:
-      key: PRNG key (only RANDOM uses it).
-      cfg: the program config.
-      kind: NO_OP (`sizes` NO_OPs per component), RANDOM (`sizes` random instructions; components
-        with an empty op list get NO_OPs), LINEAR, NEURAL_NET or DAMAGED_NEURAL_NET (the
-        hand-written programs of `algorithms`, padded with NO_OPs up to `sizes`).
-      sizes: the reference's *_size_init as (setup, predict, learn) or a dict; None = the array
-        lengths.
-
-    Raises:
-      ValueError: unknown kind, sizes out of range, or a hand-written program the config cannot
-        hold.
-    """
-    if kind not in INITIAL_KINDS:
-        raise ValueError(f"initial kind {kind!r} unknown; valid: {', '.join(INITIAL_KINDS)}")
-    sizes = _check_sizes(cfg, sizes)
-    if kind == "NO_OP":
-        prog = make_program(cfg, validate=False)
-        return Program(
-            *(
-                Component(
-                    instructions=comp.instructions, data=comp.data, size=jnp.asarray(s, jnp.int32)
-                )
-                for comp, s in zip((prog.setup, prog.predict, prog.learn), sizes)
-            )
-        )
-    if kind == "RANDOM":
-        ins3, data3 = _fresh_from_draws(_draws(key, cfg), cfg, cfg.jnp_dtype)
-        stacked = _canonical_stacked(ins3, data3, jnp.asarray(sizes, jnp.int32), cfg.features)
-        return _unstack_components(*stacked, cfg)
-    return jax.tree_util.tree_map(jnp.asarray, _hand_written(cfg, kind, sizes))

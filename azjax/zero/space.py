@@ -20,13 +20,8 @@ from typing import Optional, Tuple
 
 import jax
 
-from azjax.zero.mutations import (
-    INITIAL_KINDS,
-    MutationConfig,
-    _check_sizes,
-    initial_program,
-    mutate,
-)
+from azjax.zero.initial_programs import INITIAL_KINDS, check_sizes, initial_program
+from azjax.zero.mutations import MutationConfig, mutate
 from azjax.zero.program import Program, ZeroConfig, validate_program
 
 __all__ = ["ProgramSpace"]
@@ -70,7 +65,7 @@ class ProgramSpace:
             )
         object.__setattr__(self, "initial", self.initial.upper())
         object.__setattr__(
-            self, "sizes_init", _check_sizes(self.cfg, self.sizes_init, "ProgramSpace.sizes_init")
+            self, "sizes_init", check_sizes(self.cfg, self.sizes_init, "ProgramSpace.sizes_init")
         )
         self.mutation_config.check(self.cfg)
         # Builds (and caches) hand-written programs now, so a config that cannot hold them fails

@@ -52,7 +52,7 @@ def test_native_op_table_equals_the_instruction_set():
 
 
 def test_registry_and_bad_names():
-    assert backends.BACKENDS == ("native", "select", "cond")
+    assert backends.BACKENDS == ("native", "select", "cond", "pallas")
     assert backends.default_backend(platform="cpu").name == "native"
     assert backends.default_backend(platform="gpu").name == "select"
     with pytest.raises(ValueError, match="backend must be one of"):

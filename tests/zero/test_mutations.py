@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from azjax import zero
+from azjax.zero import initial_programs as IP
 from azjax.zero import mutations as M
 from azjax.zero import ops as ops_lib
 
@@ -50,7 +51,7 @@ C = zero.program.COMPONENTS
 
 @functools.partial(jax.jit, static_argnums=(1, 2))
 def _random_programs(keys, cfg, sizes):
-    return jax.vmap(lambda k: M.initial_program(k, cfg, "RANDOM", sizes))(keys)
+    return jax.vmap(lambda k: IP.initial_program(k, cfg, "RANDOM", sizes))(keys)
 
 
 SEMANTICS = jax.jit(jax.vmap(lambda k, p, t: M.apply_mutation(k, p, CFG, MCFG, t)))
@@ -343,7 +344,7 @@ def test_every_mutation_is_valid_and_types_are_uniform(name, semantics):
         mcfg = M.MutationConfig(
             types=M.MUTATION_TYPES + ("IDENTITY",), setup_size_min=0, predict_size_min=0
         )
-        progs = jax.vmap(lambda k: M.initial_program(k, cfg, "NO_OP", (3, 1, 2)))(
+        progs = jax.vmap(lambda k: IP.initial_program(k, cfg, "NO_OP", (3, 1, 2)))(
             jax.random.split(key, n)
         )
     else:
@@ -395,24 +396,24 @@ def test_paper_constant_steps_are_uniform_in_half_to_two():
 def test_initial_programs():
     cfg = zero.algorithms.linear_regression_config()
     key = jax.random.key(0)
-    noop = M.initial_program(key, cfg, "NO_OP", (3, 1, 2))
+    noop = IP.initial_program(key, cfg, "NO_OP", (3, 1, 2))
     assert [int(noop.component(c).size) for c in C] == [3, 1, 2]
     assert not np.any(np.asarray(noop.setup.instructions))
-    rand = jax.jit(lambda k: M.initial_program(k, cfg, "RANDOM", (5, 1, 4)))(key)
+    rand = jax.jit(lambda k: IP.initial_program(k, cfg, "RANDOM", (5, 1, 4)))(key)
     zero.validate_program(rand, cfg)
     assert [int(rand.component(c).size) for c in C] == [5, 1, 4]
     assert np.all(np.asarray(rand.setup.instructions[:5, 0]) != 0)
-    lin = M.initial_program(key, cfg, "LINEAR", (0, 0, 0))
+    lin = IP.initial_program(key, cfg, "LINEAR", (0, 0, 0))
     assert zero.format_program(lin, cfg) == zero.algorithms.linear_regression_text()
-    padded = M.initial_program(key, cfg, "LINEAR", (3, 2, 4))
+    padded = IP.initial_program(key, cfg, "LINEAR", (3, 2, 4))
     assert zero.format_program(padded, cfg) == zero.algorithms.linear_regression_text().replace(
         "def Predict():", "  no_op\n  no_op\ndef Predict():"
     ).replace("def Learn():", "  no_op\ndef Learn():")
     with pytest.raises(
         ValueError, match="initial=NEURAL_NET: the hand-written program does not fit"
     ):
-        M.initial_program(key, cfg, "NEURAL_NET")
+        IP.initial_program(key, cfg, "NEURAL_NET")
     with pytest.raises(ValueError, match="initial kind 'LINEAR_REGRESSION' unknown"):
-        M.initial_program(key, cfg, "LINEAR_REGRESSION")
+        IP.initial_program(key, cfg, "LINEAR_REGRESSION")
     with pytest.raises(ValueError, match="sizes: the predict size 3 must lie in"):
-        M.initial_program(key, cfg, "NO_OP", (1, 3, 1))
+        IP.initial_program(key, cfg, "NO_OP", (1, 3, 1))

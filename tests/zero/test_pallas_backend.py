@@ -320,3 +320,17 @@ def test_lowers_for_gpu_through_triton():
     lowered = jax.jit(fn).trace(progs, *prepare_tasks(_tasks(MIX), MIX), keys, jnp.ones((3,), bool)).lower(
         lowering_platforms=("cuda",))
     assert "__gpu$xla.gpu.triton" in lowered.as_text()
+
+
+@pytest.mark.slow
+def test_all_ops_match_cond():
+    """All 65 ops in every component against `cond` (`select` compiles for minutes with every op): fixed random
+    programs, so the ulp-level differences (Gaussian draws) stay small; NaN in the same places."""
+    names = tuple(op.name for op in ops_lib.OPS[1:])
+    cfg = zero.ZeroConfig(num_scalars=5, num_vectors=4, num_matrices=3, features=3, setup_ops=names,
+                          predict_ops=names, learn_ops=names, setup_size=4, predict_size=4, learn_size=5)
+    progs = random_programs.random_programs(jax.random.key(1), cfg, 12)
+    tasks = zero.linear_regression_tasks(jax.random.key(0), 2, 3, 6, 4, num_epochs=2)
+    pallas, cond = _both(progs, tasks, cfg, key=2, backend="cond")
+    _assert_equal(pallas, cond, rtol=max(1e-6, PRED_RTOL))
+    assert np.isfinite(pallas[1]["train"]).mean() > 0.5

@@ -1,9 +1,15 @@
-"""Population sharding over local devices (jax.sharding; no pmap).
+"""Population sharding over devices (jax.sharding; no pmap).
 
 A population-wise function `fn(population_args..., shared_args...)` is run with `jax.shard_map` over a 1-D
 mesh axis "pop": every device gets an equal slice of the population and a replicated copy of the shared
 arguments, and runs `fn` on its slice. Per-individual PRNG keys are split for the whole population before
 sharding, so the results do not depend on the number of devices.
+
+In a multi-process run (`jax.distributed`, docs/scaling.md) the mesh is global: the first `num_devices`
+local devices of every process, in process order. Every process holds the whole batch on the host (the
+strategy state is replicated); :func:`global_array` places on this process's devices only the slices they
+own, so each process computes its share, and the outputs are gathered onto every device
+(`replicate_outputs`) so that every process reads the whole result.
 """
 from __future__ import annotations
 
@@ -34,11 +40,54 @@ def resolve_num_devices(num_devices: Optional[int] = None) -> int:
     return int(num_devices)
 
 
-def make_mesh(num_devices: Optional[int] = None) -> Mesh:
+def make_mesh(num_devices: Optional[int] = None, global_mesh: Optional[bool] = None) -> Mesh:
     """A 1-D Auto mesh over the first ``num_devices`` local devices (:func:`resolve_num_devices`:
-    None or 0 -> all of them)."""
+    None or 0 -> all of them). With ``global_mesh`` (default: whenever ``jax.process_count() > 1``)
+    the mesh holds those devices of every process, process 0's first: ``num_devices`` is then per
+    process, and the mesh size ``num_devices * jax.process_count()``."""
     n = resolve_num_devices(num_devices)
-    return Mesh(np.array(jax.local_devices()[:n]), (POP_AXIS,))
+    if global_mesh is None:
+        global_mesh = jax.process_count() > 1
+    if not global_mesh:
+        return Mesh(np.array(jax.local_devices()[:n]), (POP_AXIS,))
+    devices = []
+    for p in range(jax.process_count()):
+        mine = sorted((d for d in jax.devices() if d.process_index == p), key=lambda d: d.id)
+        if len(mine) < n:
+            raise ValueError(f"num_devices={n} per process, but process {p} has {len(mine)} devices")
+        devices += mine[:n]
+    return Mesh(np.array(devices), (POP_AXIS,))
+
+
+def spans_processes(mesh: Mesh) -> bool:
+    """Whether the mesh holds devices of other processes (arrays on it must be global arrays)."""
+    return any(d.process_index != jax.process_index() for d in mesh.devices.flat)
+
+
+def global_array(mesh: Mesh, host: np.ndarray, sharded: bool) -> jax.Array:
+    """A global array on ``mesh`` from the whole array ``host``, which every process holds: split
+    on its leading axis (``sharded``) or replicated. Only the slices of this process's devices are
+    transferred."""
+    host = np.asarray(host)
+    sh = population_sharding(mesh) if sharded else replicated(mesh)
+    return jax.make_array_from_callback(host.shape, sh, lambda index: host[index])
+
+
+def interleave(n: int, num_devices: int) -> np.ndarray:
+    """Where row ``i`` of an ``n``-row batch goes when its rows are dealt round-robin over
+    ``num_devices`` equal contiguous slices (``n`` a multiple of ``num_devices``): row ``i`` lands on
+    device ``i % num_devices``. A batch whose active rows come first is then split evenly."""
+    if n % num_devices:
+        raise ValueError(f"n={n} is not a multiple of num_devices={num_devices}")
+    i = np.arange(n)
+    return (i % num_devices) * (n // num_devices) + i // num_devices
+
+
+def local_rows(mesh: Mesh, n: int) -> np.ndarray:
+    """The row indices of an ``n``-row population-sharded array held by this process's devices."""
+    idx = population_sharding(mesh).addressable_devices_indices_map((n,))
+    rows = sorted({i for sl in idx.values() for i in range(n)[sl[0]]})
+    return np.asarray(rows, np.int64)
 
 
 def round_up(n: int, mesh: Mesh) -> int:

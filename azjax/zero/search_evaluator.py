@@ -66,6 +66,13 @@ def _sigmoid(x):
     return 1 / (1 + np.exp(-x))
 
 
+def _wrap_key_data(fn):
+    """`fn` taking its lane keys (argument 6) as raw uint32 key data."""
+    def wrapped(programs, train_x, train_y, valid_x, valid_y, orders, keys, active):
+        return fn(programs, train_x, train_y, valid_x, valid_y, orders, jax.random.wrap_key_data(keys), active)
+    return wrapped
+
+
 class ProgramEvaluator:
     """Host-side evaluator of program batches for `azjax.search.run`.
 
@@ -114,20 +121,27 @@ class ProgramEvaluator:
                               num_epochs=1)
                 self._probe_arrays = prepare_tasks(probe, cfg)
         self.mesh = sharding.make_mesh(num_devices)
+        # Multi-process (docs/scaling.md): the mesh holds every process's devices; each process runs the
+        # same host-side steps on the whole batch, its devices evaluate their slice, and the outputs are
+        # gathered onto every device, so dedup, FEC and hurdles see the same results everywhere.
+        self._global = sharding.spans_processes(self.mesh)
         if self.mesh.size == 1:
             self._full = self.backend.jitted(cfg, tasks.eval_type, tasks.num_epochs, False, True)
             self._probe = self.backend.jitted(cfg, tasks.eval_type, 1, True, True)
         else:
             # Programs, keys and the active mask are split over devices; task data is replicated.
             split = (True, False, False, False, False, False, True, True)
-            self._full = sharding.shard_population_fn(
-                self.backend.make_evaluate_fn(cfg, tasks.eval_type, tasks.num_epochs, False, True),
-                self.mesh, split)
-            self._probe = sharding.shard_population_fn(
-                self.backend.make_evaluate_fn(cfg, tasks.eval_type, 1, True, True), self.mesh, split)
+            full = self.backend.make_evaluate_fn(cfg, tasks.eval_type, tasks.num_epochs, False, True)
+            probe = self.backend.make_evaluate_fn(cfg, tasks.eval_type, 1, True, True)
+            if self._global:  # lane keys travel as raw key data (global arrays are built from NumPy)
+                full, probe = _wrap_key_data(full), _wrap_key_data(probe)
+            self._full = sharding.shard_population_fn(full, self.mesh, split, replicate_outputs=self._global)
+            self._probe = sharding.shard_population_fn(probe, self.mesh, split, replicate_outputs=self._global)
         self._steps_full = tasks.num_train * tasks.num_epochs
         self._probe_keys: Dict[Tuple[int, int], object] = {}
-        self.counters = {"evaluated": 0, "cache_hits": 0, "duplicates": 0}
+        self._global_tasks: Dict[int, tuple] = {}
+        # evaluated_here: programs fully evaluated on this process's devices (= evaluated in one process).
+        self.counters = {"evaluated": 0, "cache_hits": 0, "duplicates": 0, "evaluated_here": 0}
 
     # -- ExtraState protocol (checkpointing the cache and the hurdle history) --
     def get_state(self):
@@ -190,9 +204,43 @@ class ProgramEvaluator:
             if cache_key is None:
                 keys = (self.backend.lane_keys(key, P, T) if self.mesh.size == 1
                         else KeyRule.lane_keys(key, P, T))  # sharded: every device gets its programs' lanes
-            # NumPy arrays go to the jitted function as they are (its fast argument path), in the dtypes it
-            # was compiled for.
-            return fn(_host_programs(programs, self.cfg), *task_arrays, keys, np.asarray(active))
+            active = np.asarray(active)
+            if self.mesh.size == 1:
+                if fn is self._full:
+                    self.counters["evaluated_here"] += int(active.sum())
+                # NumPy arrays go to the jitted function as they are (its fast argument path), in the dtypes
+                # it was compiled for.
+                return fn(_host_programs(programs, self.cfg), *task_arrays, keys, active)
+            # Sharded: the batch's rows (active programs first) are dealt round-robin over the devices, so
+            # every device gets an equal share of the work; each program takes its lane keys along, so its
+            # result does not depend on where it runs (docs/scaling.md).
+            pos = sharding.interleave(P, self.mesh.size)
+            order = np.argsort(pos)
+            progs = jax.tree_util.tree_map(lambda x: x[order], _host_programs(programs, self.cfg))
+            raw_keys = np.asarray(jax.random.key_data(keys))[order]
+            active = active[order]
+            if not self._global:
+                if fn is self._full:
+                    self.counters["evaluated_here"] += int(active.sum())
+                out = fn(progs, *task_arrays, jax.random.wrap_key_data(raw_keys), active)
+            else:
+                if fn is self._full:
+                    self.counters["evaluated_here"] += int(active[sharding.local_rows(self.mesh, P)].sum())
+                out = fn(*self._global_args(progs, task_arrays, raw_keys, active))
+            return jax.tree_util.tree_map(lambda x: np.asarray(x)[pos], out)
+
+    def _global_args(self, programs: Program, task_arrays, raw_keys, active):
+        """The arguments of a multi-process call as global arrays: this process's devices get their
+        slice of the programs, lane keys and mask, and a copy of the task data (built once per task set)."""
+        mesh = self.mesh
+        progs = jax.tree_util.tree_map(lambda x: sharding.global_array(mesh, x, True), programs)
+        tasks = self._global_tasks.get(id(task_arrays))
+        if tasks is None or tasks[0] is not task_arrays:
+            tasks = (task_arrays, tuple(sharding.global_array(mesh, a, False) for a in task_arrays))
+            if task_arrays is self._task_arrays or task_arrays is getattr(self, "_probe_arrays", None):
+                self._global_tasks[id(task_arrays)] = tasks
+        return (progs, *tasks[1], sharding.global_array(mesh, raw_keys, True),
+                sharding.global_array(mesh, active, True))
 
     def __call__(self, key: jax.Array, programs: Program) -> Tuple[np.ndarray, Dict[str, float]]:
         host = jax.device_get(programs)  # one transfer for every leaf

@@ -15,14 +15,16 @@ SCRIPT = textwrap.dedent("""
     tasks = zero.linear_regression_tasks(jax.random.key(0), 2, 4, 20, 10)
     space = zero.ProgramSpace(cfg)
     results = {}
-    for strategy in ("select", "cond"):
+    from azjax.zero.backends import native
+    names = ("select", "cond") + (("native",) if native.available() else ())
+    for strategy in names:
         for n in (1, 8):
             ev = zero.ProgramEvaluator(cfg, tasks, backend=strategy, num_devices=n)
             strat = search.RegularizedEvolution(space, population_size=16, tournament_size=4, batch_size=8)
             r = search.run(space, strat, ev, jax.random.key(1), max_evaluations=40)
             results[strategy, n] = r
             assert ev.mesh.size == n
-    for strategy in ("select", "cond"):
+    for strategy in names:
         base = results[strategy, 1]
         for n in (8,):
             other = results[strategy, n]
@@ -34,8 +36,17 @@ SCRIPT = textwrap.dedent("""
     ev = zero.ProgramEvaluator(cfg, tasks, backend="select", num_devices=8, fec=None)
     from azjax.zero import random_programs
     progs = random_programs.random_programs(jax.random.key(2), cfg, 16)
-    out = ev._run(ev._full, ev._task_arrays, progs, jax.random.key(3), np.ones(16, bool))
+    from azjax.zero.search_evaluator import _host_programs
+    from azjax.zero.backends.base import KeyRule
+    out = ev._full(_host_programs(progs, cfg), *ev._task_arrays, KeyRule.lane_keys(jax.random.key(3), 16, 2),
+                   np.ones(16, bool))
     assert len(out.sharding.device_set) == 8, out.sharding
+    # Active programs are dealt round-robin: 5 of 16 rows active -> devices 0-4 get one each.
+    ev.counters["evaluated_here"] = 0
+    ev._run(ev._full, ev._task_arrays, progs, jax.random.key(3), np.arange(16) < 5)
+    assert ev.counters["evaluated_here"] == 5
+    assert sorted(search.sharding.interleave(16, 8)) == list(range(16))
+    assert list(search.sharding.interleave(16, 8)[:3]) == [0, 2, 4]
     print("OK")
 """)
 

@@ -2,8 +2,10 @@
 
 With ``--multihost`` every host runs the same program: :func:`initialize` calls
 ``jax.distributed.initialize()`` (coordinator, process count and id are auto-detected on TPU VMs,
-Slurm and Open MPI) before any other JAX call, and only process 0 logs, prints and writes files
-(:func:`is_main_process`); every process reads checkpoints from storage all hosts can see.
+Slurm and Open MPI, or given by ``--coordinator_address``, ``--num_processes``, ``--process_id``)
+before any other JAX call, the launchers split their work over the devices of all processes
+(docs/scaling.md), and only process 0 logs, prints and writes files (:func:`is_main_process`);
+every process reads checkpoints from storage all hosts can see.
 :func:`pop_none_overrides` and :func:`apply_none_overrides` let ``--config.FIELD=None`` set an
 optional field to ``None`` from the command line.
 """
@@ -17,13 +19,36 @@ from typing import Any
 
 import jax
 import ml_collections
-from absl import logging
+from absl import flags, logging
 
 
-def initialize(multihost: bool) -> None:
-    """Start the multi-host runtime when ``multihost``; silence INFO logs off process 0."""
+def define_multihost_flags() -> None:
+    """The launchers' ``--multihost`` flag and the optional explicit cluster description (for
+    clusters JAX does not detect, and several processes on one machine; docs/scaling.md)."""
+    flags.DEFINE_bool("multihost", False, "Call jax.distributed.initialize() first: every process runs the "
+                      "same command and the work is split over all processes' devices (docs/scaling.md).")
+    flags.DEFINE_string("coordinator_address", None, "With --multihost: host:port of process 0 (default: "
+                        "detected on TPU VMs, Slurm and Open MPI).")
+    flags.DEFINE_integer("num_processes", None, "With --multihost: the number of processes (default: detected).")
+    flags.DEFINE_integer("process_id", None, "With --multihost: this process's index (default: detected).")
+
+
+def initialize_from_flags() -> None:
+    """:func:`initialize` with the flags of :func:`define_multihost_flags`."""
+    f = flags.FLAGS
+    initialize(f.multihost, coordinator_address=f.coordinator_address, num_processes=f.num_processes,
+               process_id=f.process_id)
+
+
+def initialize(multihost: bool, coordinator_address: str | None = None, num_processes: int | None = None,
+               process_id: int | None = None) -> None:
+    """Start the multi-host runtime when ``multihost`` (cluster settings left ``None`` are detected by
+    ``jax.distributed.initialize``); silence INFO logs off process 0."""
     if multihost:
-        jax.distributed.initialize()
+        kw = dict(coordinator_address=coordinator_address, num_processes=num_processes, process_id=process_id)
+        jax.distributed.initialize(**{k: v for k, v in kw.items() if v is not None})
+    elif any(v is not None for v in (coordinator_address, num_processes, process_id)):
+        raise ValueError("coordinator_address, num_processes and process_id need --multihost")
     if not is_main_process():
         logging.set_verbosity(logging.WARNING)
         pylogging.getLogger("azjax").setLevel(pylogging.WARNING)

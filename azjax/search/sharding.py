@@ -40,14 +40,12 @@ def resolve_num_devices(num_devices: Optional[int] = None) -> int:
     return int(num_devices)
 
 
-def make_mesh(num_devices: Optional[int] = None, global_mesh: Optional[bool] = None) -> Mesh:
+def make_mesh(num_devices: Optional[int] = None, global_mesh: bool = False) -> Mesh:
     """A 1-D Auto mesh over the first ``num_devices`` local devices (:func:`resolve_num_devices`:
-    None or 0 -> all of them). With ``global_mesh`` (default: whenever ``jax.process_count() > 1``)
-    the mesh holds those devices of every process, process 0's first: ``num_devices`` is then per
-    process, and the mesh size ``num_devices * jax.process_count()``."""
+    None or 0 -> all of them). With ``global_mesh`` the mesh holds those devices of every process,
+    process 0's first: ``num_devices`` is then per process, and the mesh size
+    ``num_devices * jax.process_count()``."""
     n = resolve_num_devices(num_devices)
-    if global_mesh is None:
-        global_mesh = jax.process_count() > 1
     if not global_mesh:
         return Mesh(np.array(jax.local_devices()[:n]), (POP_AXIS,))
     devices = []

@@ -12,6 +12,12 @@ median) for a batch of programs and does as little work as it can:
 `info` carries counters the search loop accumulates: `train_steps` (probe and full training steps, the
 reference's budget unit), `evaluated` (full evaluations run), `cache_hits`, `duplicates`.
 The FEC cache is saved with checkpoints through `get_state`/`set_state`.
+
+Multi-process runs (`jax.distributed`, docs/scaling.md): every process holds the whole batch and runs steps
+1-3 on the host identically; only the device work (the probe and the full evaluations) is split over all
+processes' devices, and its outputs are gathered onto every process. The FEC cache and the hurdle history are
+therefore replicated: each process looks up and inserts the same gathered results, so hits are exact and the
+same everywhere, and the search does not depend on the process count.
 """
 from __future__ import annotations
 
@@ -86,8 +92,9 @@ class ProgramEvaluator:
       train_budget_factor: if set, the reference's op-cost train budget (docs/automl_zero.md): programs costlier than
         this factor times the hand-written network get fitness 0 without being evaluated.
       hurdle: if set, hurdles (paper §3.2, see HurdleConfig).
-      num_devices: local devices the batch is sharded over (default: all). Keys are split per (program,
-        task) before sharding, so fitness does not depend on the device count.
+      num_devices: local devices the batch is sharded over (default: all); in a multi-process run, the devices
+        of each process, and the batch is split over all of them. Keys are split per (program, task) before
+        sharding, so fitness does not depend on the device or process count.
       strategy: deprecated alias of `backend`.
     """
 
@@ -120,7 +127,7 @@ class ProgramEvaluator:
                 probe = Tasks(tx[:, :n], ty[:, :n], vx[:, :m], vy[:, :m], eval_type=tasks.eval_type,
                               num_epochs=1)
                 self._probe_arrays = prepare_tasks(probe, cfg)
-        self.mesh = sharding.make_mesh(num_devices)
+        self.mesh = sharding.make_mesh(num_devices, global_mesh=jax.process_count() > 1)
         # Multi-process (docs/scaling.md): the mesh holds every process's devices; each process runs the
         # same host-side steps on the whole batch, its devices evaluate their slice, and the outputs are
         # gathered onto every device, so dedup, FEC and hurdles see the same results everywhere.

@@ -27,7 +27,7 @@ from experiments.automl_zero import search
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Path to a config file.", lock_config=True)
 flags.DEFINE_string("workdir", None, "Output and checkpoint directory (default: a new temporary one).")
-flags.DEFINE_bool("multihost", False, "Call jax.distributed.initialize() first (TPU VM pods).")
+common.define_multihost_flags()
 flags.DEFINE_string("compilation_cache_dir", os.path.join("~", ".cache", "azjax", "jax"),
                     "JAX persistent compilation cache ('' to disable): later runs of a config skip most of "
                     "the compilation.")
@@ -38,7 +38,7 @@ _NONE_FIELDS = []  # --config.FIELD=None flags, taken off argv before absl parse
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    common.initialize(FLAGS.multihost)
+    common.initialize_from_flags()
     if FLAGS.compilation_cache_dir:
         import jax
         jax.config.update("jax_compilation_cache_dir", os.path.expanduser(FLAGS.compilation_cache_dir))

@@ -180,6 +180,11 @@ def validate_config(config) -> None:
         except ValueError as e:
             raise ValueError(f"config.fec: {e}") from None
     sharding.resolve_num_devices(config.get("num_devices"))
+    if jax.process_count() > 1 and config.get("max_seconds") is not None:
+        # Each process has its own clock: a time limit could stop one process an iteration before the
+        # others, which would then wait for it in the next batch's collectives.
+        raise ValueError("config.max_seconds must be None in a multi-process run (--multihost): bound the "
+                         "run by max_train_steps or max_experiments")
     # op names, sizes, mutation types, initial kind; the island fields
     make_strategy(config, make_space(config))
 

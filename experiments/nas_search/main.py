@@ -34,7 +34,7 @@ from experiments.nas_search import search
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Path to a config file.", lock_config=True)
 flags.DEFINE_string("workdir", None, "Output and checkpoint directory (default: a new temp one).")
-flags.DEFINE_bool("multihost", False, "Call jax.distributed.initialize() first (TPU VM pods).")
+common.define_multihost_flags()
 flags.mark_flags_as_required(["config"])
 
 
@@ -47,7 +47,7 @@ def _log(m: dict) -> None:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    common.initialize(FLAGS.multihost)
+    common.initialize_from_flags()
     main_process = common.is_main_process()
     if main_process:
         pylogging.getLogger("azjax.search").setLevel(pylogging.INFO)

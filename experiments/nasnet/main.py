@@ -26,7 +26,7 @@ FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Path to a config file.", lock_config=True)
 flags.DEFINE_string("workdir", None, "Checkpoints, genotype.json and metrics.json go here.")
 flags.DEFINE_string("genotype_json", None, "Genotype JSON (default: NASNet-A).")
-flags.DEFINE_bool("multihost", False, "Call jax.distributed.initialize() first (TPU VM pods).")
+common.define_multihost_flags()
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -38,7 +38,7 @@ def _log(metrics: dict) -> None:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    common.initialize(FLAGS.multihost)
+    common.initialize_from_flags()
     main_process = common.is_main_process()
     try:
         metrics = train.run(FLAGS.config, FLAGS.workdir, FLAGS.genotype_json,

@@ -131,7 +131,7 @@ def make_xla_evaluate_fn(backend: "XlaBackend", cfg: ZeroConfig, eval_type: str,
             else:
                 e = y - s1
                 bad = jnp.isnan(e) | (jnp.abs(e) > max_abs)
-            loss = loss + jnp.where(is_valid & ~skip, e * e if not accuracy else e, 0)
+            loss = loss + jnp.where(is_valid & ~skip, ops_lib.product(e, e) if not accuracy else e, 0)
             valid_bad = valid_bad | (is_valid & ~skip & bad)
             if accuracy:
                 fit = (1 - loss / M).astype(dt)

@@ -117,3 +117,25 @@ def test_two_processes_split_the_search_select():
     single, = run_processes(1, 4, "select", False)
     _check_split(multi, single)
     assert single["counters"]["cache_hits"] == 0
+
+
+def test_layout_helpers_in_one_process():
+    """The pieces of the multi-process path that a single process can check (fast)."""
+    import jax
+    from azjax.search import sharding
+    from experiments import common
+    pos = sharding.interleave(8, 4)
+    assert pos.tolist() == [0, 2, 4, 6, 1, 3, 5, 7]  # row i on device i % 4
+    assert sorted(sharding.interleave(12, 3).tolist()) == list(range(12))
+    with pytest.raises(ValueError, match="multiple"):
+        sharding.interleave(10, 4)
+    mesh = sharding.make_mesh(None, global_mesh=True)
+    assert mesh.size == jax.local_device_count() and not sharding.spans_processes(mesh)
+    x = np.arange(8 * mesh.size * 3, dtype=np.float32).reshape(8 * mesh.size, 3)
+    g = sharding.global_array(mesh, x, True)
+    np.testing.assert_array_equal(np.asarray(g), x)
+    assert g.sharding == sharding.population_sharding(mesh)
+    assert sharding.global_array(mesh, x, False).sharding.is_fully_replicated
+    assert sharding.local_rows(mesh, x.shape[0]).tolist() == list(range(x.shape[0]))
+    with pytest.raises(ValueError, match="multihost"):
+        common.initialize(False, num_processes=2)

@@ -139,3 +139,52 @@ def test_layout_helpers_in_one_process():
     assert sharding.local_rows(mesh, x.shape[0]).tolist() == list(range(x.shape[0]))
     with pytest.raises(ValueError, match="multihost"):
         common.initialize(False, num_processes=2)
+
+
+def _launcher(workdir, extra=()):
+    return [sys.executable, "-m", "experiments.automl_zero.main",
+            "--config=experiments/automl_zero/configs/linear_demo.py", "--config.max_experiments=1",
+            "--config.num_devices=1", "--config.checkpoint_every_seconds=0", "--config.max_train_steps=2e6",
+            "--compilation_cache_dir=", f"--workdir={workdir}", *extra]
+
+
+@pytest.mark.slow
+def test_launcher_two_processes_then_resume_on_one(tmp_path):
+    """`--multihost` launcher on 2 processes (process 0 alone writes); its checkpoint of iteration 5
+    resumed by 1 process ends exactly where an uninterrupted 1-process run ends."""
+    env = dict(os.environ, JAX_PLATFORMS="cpu", AZJAX_NATIVE_THREADS="1",
+               XLA_FLAGS="--xla_force_host_platform_device_count=1")
+    port = str(_free_port())
+    run = tmp_path / "multi"
+    procs = [subprocess.Popen(_launcher(run, ["--multihost", f"--coordinator_address=127.0.0.1:{port}",
+                                                 "--num_processes=2", f"--process_id={i}"]),
+                              cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for i in range(2)]
+    try:
+        outs = [p.communicate(timeout=600) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    for p, (_, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-4000:]
+    assert "Best program" in outs[0][0] and "Best program" not in outs[1][0]  # process 0 alone prints
+    multi = json.loads((run / "summary.json").read_text())
+    ckpts = sorted((run / "experiment_0").glob("ckpt_*.npz"))
+    assert len(ckpts) >= 2 and ckpts[-1].name == "ckpt_0000000007.npz", ckpts
+    for c in ckpts:  # back to iteration 5, then resume on one process
+        if c.name > "ckpt_0000000005.npz":
+            c.unlink()
+    (run / "experiments.jsonl").unlink()
+    (run / "summary.json").unlink()
+    out = subprocess.run(_launcher(run), cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-4000:]
+    assert "resumed from checkpoint" in out.stderr and "ckpt_0000000005" in out.stderr
+    resumed = json.loads((run / "summary.json").read_text())
+    fresh_dir = tmp_path / "fresh"
+    out = subprocess.run(_launcher(fresh_dir), cwd=ROOT, env=env, capture_output=True, text=True,
+                         timeout=600)
+    assert out.returncode == 0, out.stderr[-4000:]
+    fresh = json.loads((fresh_dir / "summary.json").read_text())
+    for k in ("search_fitness", "select_fitness", "evaluations", "train_steps", "program"):
+        assert multi[k] == fresh[k] == resumed[k], k

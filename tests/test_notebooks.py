@@ -22,7 +22,7 @@ NOTEBOOKS = pathlib.Path(__file__).resolve().parent.parent / "notebooks"
 #   01_instruction_set            fast (default suite)
 #   02_rediscover_backprop         54 / 47   (115-170 wall at load 7-11)
 #   03_nasnet_cells               fast (default suite)
-#   04_controller_vs_evolution     86 / 83   (supernet compile ~31 s)
+#   04_controller_vs_evolution     86 / 83   (tabular benchmark, 10 seeds x 4 strategies x 2 tables)
 #   05_multi_device                47 / 45   (slow: two searches, 1 and 8 fake devices, compile apart)
 # The whole slow step above, cold compilation cache, 2 workers, load ~4 from other jobs: 187 s wall
 # (04: 131 s, 02: 76 s, 00: 74 s, 05: 46 s; 226 CPU-s in all).

@@ -93,7 +93,7 @@ def evaluate(programs: Program, tasks: Tasks, cfg: ZeroConfig, *, key: jax.Array
       tasks: the task collection.
       cfg: the program space / execution config.
       key: PRNG key; random-set ops draw from a key per (program, task).
-      backend: "native", "select" or "cond" (or a Backend); default: `native` on CPU, `select` on
+      backend: "native", "select", "cond" or "pallas" (or a Backend); default: `native` on CPU, `select` on
         accelerators (docs/backends.md says how their results compare).
       return_predictions: also return {"train": [P, T, E, N], "valid": [P, T, E, M]}: s1 after each
         training Predict (after the sigmoid for accuracy tasks) and each validation Predict; NaN for steps

@@ -87,7 +87,7 @@ class ProgramEvaluator:
       tasks: the search tasks (T_search).
       combine: "mean" or "median" over tasks.
       fec: FEC settings, or None to disable the cache.
-      backend: interpreter backend ("native", "select", "cond" or a Backend; default: native on CPU, select
+      backend: interpreter backend ("native", "select", "cond", "pallas" or a Backend; default: native on CPU, select
         on accelerators).
       train_budget_factor: if set, the reference's op-cost train budget (docs/automl_zero.md): programs costlier than
         this factor times the hand-written network get fitness 0 without being evaluated.

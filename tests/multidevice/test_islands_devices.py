@@ -34,8 +34,11 @@ SCRIPT = textwrap.dedent("""
             # (K*B members of the final populations: the batch shape the search compiled).
             progs = jax.tree_util.tree_map(lambda x: x[:strat.batch_size],
                                            results[n].state.population)
-            out = ev._run(ev._full, ev._task_arrays, progs, jax.random.key(3),
-                          np.ones(strat.batch_size, bool))
+            from azjax.zero.backends.base import KeyRule
+            from azjax.zero.search_evaluator import _host_programs
+            out = ev._full(_host_programs(progs, cfg), *ev._task_arrays,
+                           KeyRule.lane_keys(jax.random.key(3), strat.batch_size, tasks.num_tasks),
+                           np.ones(strat.batch_size, bool))
             assert len(out.sharding.device_set) == n, (n, out.sharding)
             want = sharding.population_sharding(ev.mesh)
             assert out.sharding.is_equivalent_to(want, out.ndim), out.sharding

@@ -24,6 +24,7 @@
 #include <functional>
 #include <limits>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -297,6 +298,33 @@ static int decode(const int32_t* ins, const T* data, int n, const char* flags, c
 // -0 terms is -0, and a sum of 2^k equal values is exact. A full reduction (a vector, or a matrix read in
 // column-major order) adds packets of two elements as a halving tree, then the two lanes, then a leftover
 // element; a reduction along one matrix axis is a halving tree over its F terms. `term(k)` is the k-th term.
+// The terms are written into a buffer first (`kSumBuffer` elements on the stack, small enough to need no
+// stack probing; longer sums fall back to recursion over the term function).
+constexpr int kSumBuffer = 64;
+
+template <typename T>
+static inline T tree_in_place(T* x, int n, int stride) {  // halving tree over x[0], x[stride], ...; destroys x
+  if ((n & (n - 1)) == 0) {
+    // For 2^k terms the halving tree is the bottom-up pairwise reduction.
+    for (int w = 1; w < n; w *= 2)
+      for (int i = 0; i + w < n; i += 2 * w) x[i * stride] += x[(i + w) * stride];
+    return x[0];
+  }
+  const int half = n / 2;
+  const T left = tree_in_place(x, half, stride);
+  return left + tree_in_place(x + half * stride, n - half, stride);
+}
+
+template <typename T>
+static inline T packet_sum_in_place(T* x, int n) {  // the full-reduction rule over x[0..n); destroys x
+  if (n == 1) return x[0];
+  const int pairs = n / 2;
+  const T lane0 = tree_in_place(x, pairs, 2);
+  const T lane1 = tree_in_place(x + 1, pairs, 2);
+  const T total = lane0 + lane1;
+  return (n % 2) ? total + x[n - 1] : total;
+}
+
 template <typename T, typename Term>
 static inline T halving_tree(const Term& term, int lo, int n) {
   if (n == 1) return term(lo);
@@ -304,30 +332,46 @@ static inline T halving_tree(const Term& term, int lo, int n) {
   return halving_tree<T>(term, lo, half) + halving_tree<T>(term, lo + half, n - half);
 }
 
+// The full-reduction rule over term(0..n) (a vector's elements in order).
 template <typename T, typename Term>
 static inline T full_sum(const Term& term, int n) {
+  if (n <= kSumBuffer) {
+    T buf[kSumBuffer];
+    for (int k = 0; k < n; ++k) buf[k] = term(k);
+    return packet_sum_in_place(buf, n);
+  }
   if (n == 1) return term(0);
   const int pairs = n / 2;
-  const T lane0 = halving_tree<T>([&](int k) { return term(2 * k); }, 0, pairs);
-  const T lane1 = halving_tree<T>([&](int k) { return term(2 * k + 1); }, 0, pairs);
-  const T total = lane0 + lane1;
+  const T total = halving_tree<T>([&](int k) { return term(2 * k); }, 0, pairs) +
+                  halving_tree<T>([&](int k) { return term(2 * k + 1); }, 0, pairs);
   return (n % 2) ? total + term(n - 1) : total;
 }
 
 template <typename T, typename Term>
 static inline T axis_sum(const Term& term, int n) {
-  return halving_tree<T>(term, 0, n);
+  if (n > kSumBuffer) return halving_tree<T>(term, 0, n);
+  T buf[kSumBuffer];
+  for (int k = 0; k < n; ++k) buf[k] = term(k);
+  return tree_in_place(buf, n, 1);
 }
 
 template <typename T, int FS>
 struct Machine {
   int F_;
   T* mem;
-  T* scratch;  // F * F
+  T* scratch;   // F * F
+  T* colmajor;  // F * F
   Key lane_key;
   inline int F() const { return FS ? FS : F_; }
-  // Element k of a row-major F x F matrix in column-major order (the reference's Eigen layout).
-  inline T col_major(const T* m, int k) const { return m[(k % F()) * F() + k / F()]; }
+  // The full-reduction rule over f(element) of a row-major F x F matrix read in column-major order (the
+  // reference's Eigen layout), through the `colmajor` buffer.
+  template <typename Fn>
+  inline T matrix_sum(const T* m, const Fn& f) {
+    const int F = this->F();
+    for (int j = 0; j < F; ++j)
+      for (int i = 0; i < F; ++i) colmajor[j * F + i] = f(m[i * F + j]);
+    return packet_sum_in_place(colmajor, F * F);
+  }
 
   inline void random_fill(T* o, int n, const Instr<T>& I, uint32_t counter, bool gaussian) {
     const Key k = fold_in(lane_key, counter);
@@ -396,7 +440,7 @@ struct Machine {
           for (int i = 0; i < F; ++i) for (int j = 0; j < F; ++j) scratch[i * F + j] = a[j];
           std::memcpy(o, scratch, sizeof(T) * FF);
           break;
-        case MATRIX_NORM: *o = std::sqrt(full_sum<T>([&](int k) { const T x = col_major(a, k); return x * x; }, FF)); break;
+        case MATRIX_NORM: *o = std::sqrt(matrix_sum(a, [](T x) { return x * x; })); break;
         case MATRIX_COLUMN_NORM:
           for (int j = 0; j < F; ++j)
             scratch[j] = std::sqrt(axis_sum<T>([&](int i) { return a[i * F + j] * a[i * F + j]; }, F));
@@ -428,7 +472,7 @@ struct Machine {
         case VECTOR_MAX: for (int i = 0; i < F; ++i) o[i] = (a[i] < b[i]) ? b[i] : a[i]; break;  // std::max
         case MATRIX_MAX: for (int i = 0; i < FF; ++i) o[i] = (a[i] > b[i]) ? a[i] : b[i]; break;
         case VECTOR_MEAN: *o = full_sum<T>([&](int i) { return a[i]; }, F) / static_cast<T>(F); break;
-        case MATRIX_MEAN: *o = full_sum<T>([&](int k) { return col_major(a, k); }, FF) / static_cast<T>(FF); break;
+        case MATRIX_MEAN: *o = matrix_sum(a, [](T x) { return x; }) / static_cast<T>(FF); break;
         case MATRIX_ROW_MEAN:
           for (int i = 0; i < F; ++i) scratch[i] = axis_sum<T>([&](int j) { return a[i * F + j]; }, F) / static_cast<T>(F);
           std::memcpy(o, scratch, sizeof(T) * F);
@@ -449,8 +493,8 @@ struct Machine {
           break;
         }
         case MATRIX_ST_DEV: {
-          const T m = full_sum<T>([&](int k) { return col_major(a, k); }, FF) / static_cast<T>(FF);
-          const T m2 = full_sum<T>([&](int k) { const T x = col_major(a, k); return x * x; }, FF) / static_cast<T>(FF);
+          const T m = matrix_sum(a, [](T x) { return x; }) / static_cast<T>(FF);
+          const T m2 = matrix_sum(a, [](T x) { return x * x; }) / static_cast<T>(FF);
           *o = std::sqrt(m2 - m * m);
           break;
         }
@@ -507,7 +551,7 @@ static T evaluate_pair(const DecodedProgram<T>& prog, const TaskView<T>& task, c
   if (preds) std::fill(preds, preds + static_cast<int64_t>(E) * (N + M), std::numeric_limits<T>::quiet_NaN());
   if (!active) return T(0);
   std::fill(mem, mem + L.total(), T(0));
-  Machine<T, FS> m{L.F, mem, scratch, key};
+  Machine<T, FS> m{L.F, mem, scratch, scratch + L.F * L.F, key};
   m.run(prog.code[0], prog.size[0], 0u);
   T* s0 = mem;
   T* s1 = mem + 1;
@@ -564,8 +608,8 @@ static T evaluate_pair(const DecodedProgram<T>& prog, const TaskView<T>& task, c
 }
 
 // ----------------------------------------------------------------------------------------------------------
-// XLA's CPU threads run with flush-to-zero and denormals-are-zero set; the reference keeps subnormals, so the
-// kernel clears both modes while it computes (on x86-64; elsewhere the thread's mode is left as it is).
+// XLA's CPU threads run with flush-to-zero and denormals-are-zero set; the reference keeps subnormals, so
+// float64 evaluations clear both modes while they compute (on x86-64; elsewhere the mode is left as it is).
 struct KeepSubnormals {
 #if defined(__x86_64__) || defined(__SSE__)
   unsigned saved;
@@ -613,7 +657,6 @@ class Pool {
     for (auto& w : workers_) w.detach();
   }
   void work(int thread) {
-    KeepSubnormals ieee;
     for (;;) {
       const int64_t i = next_.fetch_add(1);
       if (i >= n_) break;
@@ -653,7 +696,6 @@ static void evaluate_batch(const Config& cfg, int P, int T_, const int32_t* cons
                            int64_t valid_y_stride, int64_t order_stride, const uint32_t* keys,
                            const int32_t* active, T* fitness, T* preds, int64_t preds_per_pair) {
   const Layout& L = cfg.L;
-  KeepSubnormals ieee;
   Pool& pool = Pool::get();
   const int threads = pool.size();
   const int total_len = Ls[0] + Ls[1] + Ls[2];
@@ -733,7 +775,7 @@ static void evaluate_batch(const Config& cfg, int P, int T_, const int32_t* cons
   }
   const int64_t pairs = static_cast<int64_t>(P) * T_;
   const int mem_size = L.total();
-  const int scratch_size = L.F * L.F;
+  const int scratch_size = 2 * L.F * L.F;  // op results, and matrices in column-major order
   static thread_local std::vector<std::vector<T>> tl_mems;
   auto& mems = tl_mems;  // lambdas run on worker threads: use the caller's buffers
   grow(mems, static_cast<size_t>(threads));
@@ -748,6 +790,10 @@ static void evaluate_batch(const Config& cfg, int P, int T_, const int32_t* cons
     task.orders += t * order_stride;
     const Key key{keys[2 * i], keys[2 * i + 1]};
     T* mem = mems[thread].data();
+    // float64 keeps subnormals, as the reference; float32 (an azjax mode, no reference) keeps XLA's
+    // flush-to-zero, like the XLA backends, and its speed when values underflow.
+    std::optional<KeepSubnormals> ieee;
+    if constexpr (sizeof(T) == 8) ieee.emplace();
     fitness[i] = evaluate_pair<T, FS>(progs[p], task, cfg, key, active[p] != 0, mem, mem + mem_size,
                                       preds ? preds + i * preds_per_pair : nullptr);
   };

@@ -292,9 +292,6 @@ _NUM_SCALAR_DRAWS = 12
 _ROW_DRAWS = DRAWS_PER_INSTRUCTION
 
 
-_pick = pick
-
-
 # Row reads/updates at a traced position use one-hot masks over the (short) row axis instead of
 # dynamic gathers/scatters, which vmap turns into separate XLA loop kernels. Table lookups by op id
 # stay gathers: a one-hot over all 65 ops made 1000 mutations 30x slower to run (5 ms -> 160 ms on
@@ -326,9 +323,6 @@ def _num_draws(cfg: ZeroConfig) -> int:
     return _NUM_SCALAR_DRAWS + _ROW_DRAWS * 3 * _max_length(cfg)
 
 
-_address_table = address_table
-
-
 def _fresh_from_draws(u: jax.Array, cfg: ZeroConfig, dtype):
     rows = _max_length(cfg)
     block = u[_NUM_SCALAR_DRAWS : _NUM_SCALAR_DRAWS + 3 * rows * _ROW_DRAWS].reshape(
@@ -358,7 +352,7 @@ def _alter_value(v, r, allow_flip, paper):
 
 
 def _alter_param(ins, data, size, r, addr, paper):
-    pos = _pick(r[_U_POS], size)
+    pos = pick(r[_U_POS], size)
     row, d = _get_row(ins, pos), _get_row(data, pos)
     op = row[0]
     info = _lookup(_OP_INFO, op)
@@ -367,16 +361,16 @@ def _alter_param(ins, data, size, r, addr, paper):
     def at(i):  # info[i] for a traced column i
         return jnp.sum(jnp.where(col == i, info, 0))
 
-    field = at(_FIELD0 + _pick(r[_U_PARAM], info[_N_PARAMS]))
+    field = at(_FIELD0 + pick(r[_U_PARAM], info[_N_PARAMS]))
     # Re-draw the address of the chosen column with that column's bank rules.
     t = at(jnp.clip(field - 1, 0, 2))
     bank = _lookup(addr.T, t)  # (input size, output low, output count)
     new_addr = jnp.where(
-        field == 3, bank[1] + _pick(r[_U_ADDR], bank[2]), _pick(r[_U_ADDR], bank[0])
+        field == 3, bank[1] + pick(r[_U_ADDR], bank[2]), pick(r[_U_ADDR], bank[0])
     )
     new_row = jnp.where(jnp.arange(4) == field, new_addr, row)
     # Or alter the data: a sub-choice picks the slot and how it changes.
-    sub = _pick(r[_U_SUB], info[_N_SUB])
+    sub = pick(r[_U_SUB], info[_N_SUB])
     slot, kind = at(_SLOT0 + sub), at(_KIND0 + sub)
     slots = jnp.arange(3) == slot
     value = jnp.sum(jnp.where(slots, d, 0))
@@ -399,7 +393,7 @@ def _alter_param(ins, data, size, r, addr, paper):
 
 
 def _randomize_instruction(ins, data, size, r, fresh):
-    pos = _pick(r[_U_POS], size)
+    pos = pick(r[_U_POS], size)
     ok = size > 0
     pos = jnp.where(ok, pos, -1)  # -1 matches no row
     return _set_row(ins, pos, fresh[0][0]), _set_row(data, pos, fresh[1][0]), size
@@ -430,7 +424,7 @@ def _remove_at(ins, data, pos):
 
 def _insert(ins, data, size, r, fresh, max_size):
     length = ins.shape[0]
-    pos = _pick(r[_U_POS], size + 1)
+    pos = pick(r[_U_POS], size + 1)
     new_ins, new_data = _insert_at(ins, data, pos, fresh[0][0], fresh[1][0])
     ok = size < max_size - 1  # the reference: `if (size >= max - 1) return;`
     return (
@@ -441,7 +435,7 @@ def _insert(ins, data, size, r, fresh, max_size):
 
 
 def _remove(ins, data, size, r, min_size):
-    pos = _pick(r[_U_REMOVE], size)
+    pos = pick(r[_U_REMOVE], size)
     new_ins, new_data = _remove_at(ins, data, pos)
     ok = size > min_size
     return jnp.where(ok, new_ins, ins), jnp.where(ok, new_data, data), jnp.where(ok, size - 1, size)
@@ -450,9 +444,9 @@ def _remove(ins, data, size, r, min_size):
 def _trade(ins, data, size, r, fresh):
     # Insert then remove with no size checks: the intermediate may be one row longer than the array.
     length = ins.shape[0]
-    pos = _pick(r[_U_POS], size + 1)
+    pos = pick(r[_U_POS], size + 1)
     long_ins, long_data = _insert_at(ins, data, pos, fresh[0][0], fresh[1][0])
-    long_ins, long_data = _remove_at(long_ins, long_data, _pick(r[_U_REMOVE], size + 1))
+    long_ins, long_data = _remove_at(long_ins, long_data, pick(r[_U_REMOVE], size + 1))
     return long_ins[:length], long_data[:length], size
 
 
@@ -509,9 +503,9 @@ def _apply(u, program: Program, cfg: ZeroConfig, mcfg: MutationConfig, type_inde
     length = _max_length(cfg)
     ins3, data3, size3 = _stack_components(program, length)
     fresh3 = _fresh_from_draws(u, cfg, dtype)
-    addr = _address_table(cfg)
+    addr = address_table(cfg)
     comp = _lookup(
-        np.asarray(mutable or (0,), np.int32), _pick(u[_U_COMPONENT], max(len(mutable), 1))
+        np.asarray(mutable or (0,), np.int32), pick(u[_U_COMPONENT], max(len(mutable), 1))
     )
     lo = _lookup(np.asarray([bounds[c][0] for c in COMPONENTS], np.int32), comp)
     hi = _lookup(np.asarray([bounds[c][1] for c in COMPONENTS], np.int32), comp)

@@ -29,16 +29,7 @@ DEMO_OPS = ("SCALAR_CONST_SET", "VECTOR_INNER_PRODUCT", "SCALAR_DIFF", "SCALAR_P
             "SCALAR_VECTOR_PRODUCT", "VECTOR_SUM")
 DEMO = zero.ZeroConfig(num_scalars=4, num_vectors=3, num_matrices=1, features=4, setup_ops=DEMO_OPS,
                        predict_ops=DEMO_OPS, learn_ops=DEMO_OPS, setup_size=10, predict_size=2, learn_size=8)
-SGD = """def Setup():
-  s2 = 0.1
-def Predict():
-  s1 = dot(v0, v1)
-def Learn():
-  s3 = s0 - s1
-  s3 = s2 * s3
-  v2 = s3 * v0
-  v1 = v1 + v2
-"""
+SGD = zero.algorithms.linear_regression_text(learning_rate=0.1)
 _CODE = {None: 0, "s": 1, "v": 2, "m": 3}
 
 

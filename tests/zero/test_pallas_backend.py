@@ -25,16 +25,7 @@ MIX = zero.ZeroConfig(num_scalars=5, num_vectors=3, num_matrices=0, features=4,
                       learn_ops=("SCALAR_DIFF", "SCALAR_PRODUCT", "SCALAR_VECTOR_PRODUCT", "VECTOR_SUM",
                                  "SCALAR_CONST_SET"),
                       setup_size=3, predict_size=3, learn_size=4)
-SGD = """def Setup():
-  s2 = 0.1
-def Predict():
-  s1 = dot(v0, v1)
-def Learn():
-  s3 = s0 - s1
-  s3 = s2 * s3
-  v2 = s3 * v0
-  v1 = v1 + v2
-"""
+SGD = zero.algorithms.linear_regression_text(learning_rate=0.1)
 
 
 def _tasks(cfg, num_tasks=2, num_train=12, num_valid=6, num_epochs=2, kind="linear"):

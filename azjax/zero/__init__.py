@@ -13,8 +13,8 @@ from azjax.zero.program import (Component, Program, ZeroConfig, canonicalize, em
                                 make_program, parse_program, stack_programs, unstack_programs,
                                 validate_program)
 from azjax.zero.tasks import (Tasks, affine_regression_tasks, concat_tasks, fixed_tasks,
-                              linear_regression_tasks, projected_binary_tasks, teacher_network_tasks,
-                              unit_tasks)
+                              linear_regression_tasks, projected_binary_tasks, projected_multiclass_tasks,
+                              teacher_network_tasks, unit_tasks)
 from azjax.zero.evaluate import combine_fitness, evaluate, live_instruction_count
 from azjax.zero import algorithms
 from azjax.zero.export import export_program
@@ -23,13 +23,15 @@ from azjax.zero.initial_programs import initial_program
 from azjax.zero.mutations import MutationConfig, mutate
 from azjax.zero.search_evaluator import HurdleConfig, ProgramEvaluator
 from azjax.zero.space import ProgramSpace
+from azjax.zero.tune_constants import TuningResult, tunable_constants, tune_constants
 
 __all__ = [
     "OPS", "OP_IDS", "OpSpec", "op_id",
     "Component", "Program", "ZeroConfig", "canonicalize", "empty_program", "format_program",
     "make_program", "parse_program", "stack_programs", "unstack_programs", "validate_program",
     "Tasks", "affine_regression_tasks", "concat_tasks", "fixed_tasks", "linear_regression_tasks",
-    "projected_binary_tasks", "teacher_network_tasks", "unit_tasks",
+    "projected_binary_tasks", "projected_multiclass_tasks", "teacher_network_tasks", "unit_tasks",
     "combine_fitness", "evaluate", "live_instruction_count", "algorithms",
     "FECCache", "FECConfig", "MutationConfig", "initial_program", "mutate", "HurdleConfig", "ProgramEvaluator", "ProgramSpace", "export_program",
+    "TuningResult", "tunable_constants", "tune_constants",
 ]

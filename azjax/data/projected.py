@@ -1,9 +1,11 @@
-"""Projected binary classification datasets, built from local images.
+"""Projected binary and multi-class classification datasets, built from local images.
 
 For a class pair (positive, negative) and a data seed: take the images of both classes, label the positive
 class 1 and the negative 0, draw a balanced train/valid split, project the raw pixels to F dimensions with a
 Gaussian random matrix that depends only on the seed (the same projection for every pair, as the reference),
-and standardize every split with the training split's mean and standard deviation.
+and standardize every split with the training split's mean and standard deviation. Multi-class datasets
+(`projected_multiclass_dataset`) do the same with the first K classes, labelled by their class ids, and a
+split stratified by class.
 """
 from __future__ import annotations
 
@@ -84,3 +86,48 @@ def projected_binary_dataset(source: str, positive_class: int, negative_class: i
     y_valid = (labels[valid_idx] == positive_class).astype(np.float32)
     return ((x_train - mean) / std).astype(np.float32), y_train, ((x_valid - mean) / std).astype(np.float32), \
         y_valid
+
+
+def _stratified_counts(class_sizes: np.ndarray, total: int) -> np.ndarray:
+    """Per-class counts summing to `total`, proportional to the class sizes (largest remainders first)."""
+    exact = total * class_sizes / class_sizes.sum()
+    counts = np.floor(exact).astype(np.int64)
+    order = np.argsort(-(exact - counts), kind="stable")
+    counts[order[:total - counts.sum()]] += 1
+    return counts
+
+
+def projected_multiclass_dataset(source: str, seed: int, features: int, num_train: int, num_valid: int,
+                                 num_classes: int = 10, data_dir: Optional[str] = None):
+    """(train_x [N, F], train_y [N], valid_x [M, F], valid_y [M]) float32 numpy arrays of classes
+    0..num_classes-1, labelled by class id; the split is stratified by class and, like the projection, fixed
+    by `seed` (the projection is the binary datasets' one for the same seed)."""
+    images, labels = _load(source, data_dir)
+    key = jax.random.key(seed)
+    k_split, k_proj = jax.random.split(key)
+    members = [np.flatnonzero(labels == c) for c in range(num_classes)]
+    sizes = np.asarray([len(m) for m in members], np.int64)
+    if sizes.sum() < num_train + num_valid:
+        raise ValueError(f"projected multiclass tasks: the {num_classes} classes of {source} have {sizes.sum()} "
+                         f"images, fewer than num_train + num_valid = {num_train + num_valid}")
+    n_train = _stratified_counts(sizes, num_train)
+    n_valid = np.minimum(_stratified_counts(sizes, num_valid), sizes - n_train)
+    if n_valid.sum() != num_valid:
+        raise ValueError(f"projected multiclass tasks: not enough images of {source} for {num_train} train and "
+                         f"{num_valid} valid examples stratified by class")
+    keys = jax.random.split(k_split, num_classes + 2)
+    train_idx, valid_idx = [], []
+    for c, m in enumerate(members):
+        m = m[np.asarray(jax.random.permutation(keys[c], len(m)))]
+        train_idx.append(m[:n_train[c]])
+        valid_idx.append(m[n_train[c]:n_train[c] + n_valid[c]])
+    train_idx, valid_idx = np.concatenate(train_idx), np.concatenate(valid_idx)
+    train_idx = train_idx[np.asarray(jax.random.permutation(keys[-2], len(train_idx)))]
+    valid_idx = valid_idx[np.asarray(jax.random.permutation(keys[-1], len(valid_idx)))]
+    projection = np.asarray(jax.random.normal(k_proj, (images.shape[1], features), jnp.float32))
+    x_train = images[train_idx] @ projection
+    x_valid = images[valid_idx] @ projection
+    mean, std = x_train.mean(0), x_train.std(0)
+    std = np.where(std > 0, std, 1.0)
+    return (((x_train - mean) / std).astype(np.float32), labels[train_idx].astype(np.float32),
+            ((x_valid - mean) / std).astype(np.float32), labels[valid_idx].astype(np.float32))

@@ -17,6 +17,7 @@ import numpy as np
 from azjax.zero import backends
 from azjax.zero import liveness
 from azjax.zero.backends import Backend, KeyRule
+from azjax.zero.backends.base import check_layout
 from azjax.zero.program import COMPONENTS, Program, ZeroConfig, validate_program
 from azjax.zero.tasks import Tasks, epoch_orders
 
@@ -77,6 +78,7 @@ def prepare_tasks(tasks: Tasks, cfg: ZeroConfig):
     if not isinstance(tasks, Tasks):
         raise ValueError(f"tasks: expected a zero.Tasks, got {type(tasks).__name__}")
     tasks.validate(features=cfg.features)
+    check_layout(cfg, tasks.eval_type, tasks.num_classes)
     dt = cfg.jnp_dtype
     orders = epoch_orders(tasks.seeds(), tasks.num_epochs, tasks.num_train)
     return (jnp.asarray(tasks.train_features, dt), jnp.asarray(tasks.train_labels, dt),
@@ -94,10 +96,13 @@ def evaluate(programs: Program, tasks: Tasks, cfg: ZeroConfig, *, key: jax.Array
       cfg: the program space / execution config.
       key: PRNG key; random-set ops draw from a key per (program, task).
       backend: "native", "select", "cond" or "pallas" (or a Backend); default: `native` on CPU, `select` on
-        accelerators (docs/backends.md says how their results compare).
+        accelerators and for multi-class tasks where `native` does not support them (docs/backends.md says
+        how their results compare). A backend whose `supports_multiclass` is False raises ValueError on
+        multi-class tasks.
       return_predictions: also return {"train": [P, T, E, N], "valid": [P, T, E, M]}: s1 after each
         training Predict (after the sigmoid for accuracy tasks) and each validation Predict; NaN for steps
-        that never ran because training stopped early.
+        that never ran because training stopped early. Multi-class tasks add a trailing axis K: the softmax
+        probabilities (training) and the logits v2[:K] (validation).
       validate: check program arrays against cfg first (host side).
       prune: skip dead instructions (results unchanged; see liveness.py).
       strategy: deprecated alias of `backend`.
@@ -109,7 +114,7 @@ def evaluate(programs: Program, tasks: Tasks, cfg: ZeroConfig, *, key: jax.Array
         raise ValueError(f"cfg: expected a zero.ZeroConfig, got {type(cfg).__name__}")
     if not isinstance(tasks, Tasks):
         raise ValueError(f"tasks: expected a zero.Tasks, got {type(tasks).__name__}")
-    backend = backends.resolve(backend, cfg, tasks.num_tasks, strategy=strategy)
+    backend = backends.resolve(backend, cfg, tasks.num_tasks, strategy=strategy, eval_type=tasks.eval_type)
     programs, single = _as_population(programs, cfg)
     if validate:
         validate_program(programs, cfg)

@@ -56,8 +56,12 @@ def check_sizes(cfg: ZeroConfig, sizes, field: str = "sizes") -> Tuple[int, int,
 @functools.lru_cache(maxsize=64)
 def _hand_written(cfg: ZeroConfig, kind: str, sizes: Tuple[int, int, int]) -> Program:
     """The hand-written program (numpy leaves), NO_OP-padded up to `sizes` as the reference pads."""
+    # Multi-class configs (vector label and prediction) get the multi-class versions: softmax regression
+    # and the network with a matrix output layer.
     if kind == "LINEAR":
-        text = algorithms.linear_regression_text()
+        text = algorithms.softmax_regression_text() if cfg.multiclass else algorithms.linear_regression_text()
+    elif cfg.multiclass:
+        text = algorithms.multiclass_neural_network_text(damaged=kind == "DAMAGED_NEURAL_NET")
     else:
         text = algorithms.neural_network_text(damaged=kind == "DAMAGED_NEURAL_NET")
     try:
@@ -88,7 +92,8 @@ def initial_program(key: jax.Array, cfg: ZeroConfig, kind: str = "RANDOM", sizes
       cfg: the program config.
       kind: NO_OP (`sizes` NO_OPs per component), RANDOM (`sizes` random instructions; components
         with an empty op list get NO_OPs), LINEAR, NEURAL_NET or DAMAGED_NEURAL_NET (the
-        hand-written programs of `algorithms`, padded with NO_OPs up to `sizes`).
+        hand-written programs of `algorithms`, padded with NO_OPs up to `sizes`; in a multi-class
+        config LINEAR is softmax regression and the networks have a matrix output layer).
       sizes: the reference's *_size_init as (setup, predict, learn) or a dict; None = the array
         lengths.
 

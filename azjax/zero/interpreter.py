@@ -23,7 +23,7 @@ import numpy as np
 from jax import lax
 
 from azjax.zero import ops as ops_lib
-from azjax.zero.program import ZeroConfig
+from azjax.zero.program import LABEL_VECTOR, PREDICTION_VECTOR, ZeroConfig
 
 
 class Operands(NamedTuple):
@@ -104,6 +104,16 @@ class SelectMemory:
 
     def set_s1(self, mem, value):
         return (mem[0].at[1].set(value), mem[1], mem[2])
+
+    # The multi-class layout's label and prediction vectors (docs/automl_zero.md, "Multi-class tasks").
+    def set_label_vector(self, mem, value):
+        return (mem[0], mem[1].at[LABEL_VECTOR].set(value), mem[2])
+
+    def get_prediction_vector(self, mem):
+        return mem[1][PREDICTION_VECTOR]
+
+    def set_prediction_vector(self, mem, value):
+        return (mem[0], mem[1].at[PREDICTION_VECTOR].set(value), mem[2])
 
     def _make_branch(self, op):
         F, dt = self.cfg.features, self.dtype
@@ -190,6 +200,18 @@ class FlatMemory:
 
     def set_s1(self, mem, value):
         return mem.at[1].set(value)
+
+    def set_label_vector(self, mem, value):
+        start = self.offsets["v"] + LABEL_VECTOR * self.cfg.features
+        return lax.dynamic_update_slice(mem, value.astype(self.dtype), (start,))
+
+    def get_prediction_vector(self, mem):
+        start = self.offsets["v"] + PREDICTION_VECTOR * self.cfg.features
+        return mem[start:start + self.cfg.features]
+
+    def set_prediction_vector(self, mem, value):
+        start = self.offsets["v"] + PREDICTION_VECTOR * self.cfg.features
+        return lax.dynamic_update_slice(mem, value.astype(self.dtype), (start,))
 
     def _read(self, mem, kind, addr):
         start = self.offsets[kind] + addr * self.widths[kind]

@@ -7,6 +7,9 @@ examples, so liveness is a fixed point over the example loop:
     live_out(Predict) = {s1} | live_out(Learn-side) ...   (s1 is read; Learn or the next Predict follows)
     live_out(Setup)   = live_in(Predict) - {s0, v0}
 
+In a multi-class config the prediction is the vector `v2` and the harness also writes the label vector `v1`
+before every Predict and Learn, so the target is {v2} and {s0, v0, v1} are killed instead.
+
 Walking a component backwards, a live instruction removes its output from the live set (unless it writes a
 single element, VECTOR/MATRIX_CONST_SET, which keeps the rest of the old value) and adds its inputs.
 `prune` moves the live instructions to the front (keeping their order and their original positions, so
@@ -23,7 +26,8 @@ import numpy as np
 from jax import lax
 
 from azjax.zero import ops as ops_lib
-from azjax.zero.program import IN1_TYPE, IN2_TYPE, OUT_TYPE, Component, Program, ZeroConfig
+from azjax.zero.program import (IN1_TYPE, IN2_TYPE, LABEL_VECTOR, OUT_TYPE, PREDICTION_VECTOR, Component, Program,
+                                ZeroConfig)
 
 _PARTIAL_WRITE = np.array([op.reads_output for op in ops_lib.OPS])
 
@@ -65,8 +69,12 @@ def live_instructions(prog: Program, cfg: ZeroConfig) -> Program:
     """Bool flags per instruction (a Program-shaped pytree of [L] masks in the `size` leaves' place)."""
     n = _total(cfg)
     off = _offsets(cfg)
-    harness = jnp.zeros((n,), bool).at[jnp.array([off[0] + 0, off[1] + 0])].set(True)  # s0, v0
-    s1 = jnp.zeros((n,), bool).at[off[0] + 1].set(True)
+    if cfg.multiclass:  # harness: s0, v0 and the label vector v1; the prediction is v2
+        harness = jnp.zeros((n,), bool).at[jnp.array([off[0], off[1], off[1] + LABEL_VECTOR])].set(True)
+        s1 = jnp.zeros((n,), bool).at[off[1] + PREDICTION_VECTOR].set(True)
+    else:
+        harness = jnp.zeros((n,), bool).at[jnp.array([off[0] + 0, off[1] + 0])].set(True)  # s0, v0
+        s1 = jnp.zeros((n,), bool).at[off[0] + 1].set(True)
 
     def iterate(carry):
         live_in_p, live_in_l, _ = carry

@@ -12,6 +12,8 @@ instructions padded with NO_OPs, so a population of programs is a pytree of dens
 
 Memory is typed banks: scalars s0..s{S-1}, vectors v0..v{V-1} (length F), matrices m0..m{M-1} (F×F).
 `s0` is the label, `s1` the prediction, `v0` the features; `s0` and `v0` are never written by a program.
+In a multi-class config (`ZeroConfig.num_classes >= 2`, docs/automl_zero.md "Multi-class tasks") the label
+is the one-hot vector `v1` (never written by a program either) and the prediction the vector `v2`.
 """
 from __future__ import annotations
 
@@ -31,6 +33,11 @@ _HEADERS = {"setup": "def Setup():", "predict": "def Predict():", "learn": "def 
 _BANK_NAMES = {"s": "num_scalars", "v": "num_vectors", "m": "num_matrices"}
 # Lowest writable address per bank: s0 (label) and v0 (features) are written only by the harness.
 _FIRST_WRITABLE = {"s": 1, "v": 1, "m": 0}
+# Multi-class configs: v1 holds the one-hot label, written only by the harness too.
+_FIRST_WRITABLE_MULTICLASS = {"s": 1, "v": 2, "m": 0}
+# The reserved vector addresses of the multi-class layout (the reference's kLabelsVectorAddress and
+# kPredictionsVectorAddress).
+LABEL_VECTOR, PREDICTION_VECTOR = 1, 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,6 +52,10 @@ class ZeroConfig:
       setup_size, predict_size, learn_size: maximum component lengths (array lengths).
       dtype: "float32" or "float64" (float64 matches the C++ reference's doubles).
       max_abs_error: training stops when |label - prediction| exceeds it (reference: 100).
+      num_classes: 0 (default) for the scalar layout of regression and binary tasks (label s0, prediction
+        s1); K >= 2 for K-class tasks (`Tasks.eval_type == "multiclass"`): the one-hot label is written to
+        v1 (never writable, like s0), the K logits are read from v2[:K]; needs K <= features and
+        num_vectors >= 3 (docs/automl_zero.md, "Multi-class tasks").
     """
 
     num_scalars: int = 4
@@ -59,6 +70,7 @@ class ZeroConfig:
     learn_size: int = 8
     dtype: str = "float32"
     max_abs_error: float = 100.0
+    num_classes: int = 0
 
     def __post_init__(self):
         def check_int(field, value, minimum):
@@ -77,6 +89,16 @@ class ZeroConfig:
             raise ValueError(f"ZeroConfig.dtype must be 'float32' or 'float64', got {self.dtype!r}")
         if not self.max_abs_error > 0:
             raise ValueError(f"ZeroConfig.max_abs_error must be > 0, got {self.max_abs_error!r}")
+        check_int("num_classes", self.num_classes, 0)
+        if self.num_classes == 1:
+            raise ValueError("ZeroConfig.num_classes must be 0 (scalar label) or >= 2, got 1")
+        if self.num_classes:
+            if self.num_classes > self.features:
+                raise ValueError(f"ZeroConfig.num_classes={self.num_classes} must be <= features={self.features} "
+                                 "(the label and prediction vectors hold one entry per class)")
+            if self.num_vectors < 3:
+                raise ValueError(f"ZeroConfig.num_vectors must be >= 3 for num_classes >= 2 (v0 features, v1 "
+                                 f"label, v2 prediction), got {self.num_vectors}")
         for c in COMPONENTS:
             field = f"{c}_ops"
             names = getattr(self, field)
@@ -94,7 +116,7 @@ class ZeroConfig:
                     t = getattr(op, role)
                     if t is None:
                         continue
-                    available = self.bank_size(t) - (_FIRST_WRITABLE[t] if role == "out" else 0)
+                    available = self.bank_size(t) - (self.first_writable(t) if role == "out" else 0)
                     if available <= 0:
                         raise ValueError(
                             f"ZeroConfig.{field}: op {op.name} needs a {'writable ' if role == 'out' else ''}"
@@ -102,6 +124,15 @@ class ZeroConfig:
                 if op.name not in canonical:
                     canonical.append(op.name)
             object.__setattr__(self, field, tuple(canonical))
+
+    @property
+    def multiclass(self) -> bool:
+        """Whether programs use the multi-class layout (vector label v1, vector prediction v2)."""
+        return self.num_classes >= 2
+
+    def first_writable(self, kind: str) -> int:
+        """The lowest address of bank `kind` ("s", "v", "m") that instructions may write."""
+        return (_FIRST_WRITABLE_MULTICLASS if self.num_classes >= 2 else _FIRST_WRITABLE)[kind]
 
     def bank_size(self, kind: str) -> int:
         return {"s": self.num_scalars, "v": self.num_vectors, "m": self.num_matrices}[kind]
@@ -300,7 +331,7 @@ def validate_program(prog: Program, cfg: ZeroConfig) -> None:
             addr = ins[..., col]
             for code, kind in enumerate("svm"):
                 sel = t == code
-                lo = _FIRST_WRITABLE[kind] if role == "out" else 0
+                lo = cfg.first_writable(kind) if role == "out" else 0
                 bad = sel & ((addr < lo) | (addr >= cfg.bank_size(kind)))
                 if np.any(bad):
                     a = int(addr[bad].ravel()[0])
@@ -446,7 +477,7 @@ def parse_program(text: str, cfg: ZeroConfig) -> Program:
                 kind = getattr(op, role)
                 if addr[f] >= cfg.bank_size(kind):
                     fail(f"address {kind}{addr[f]} out of range ({_BANK_NAMES[kind]}={cfg.bank_size(kind)})")
-                if role == "out" and addr[f] < _FIRST_WRITABLE[kind]:
+                if role == "out" and addr[f] < cfg.first_writable(kind):
                     fail(f"cannot write {kind}{addr[f]} (reserved: written only by the harness)")
             d = [0.0, 0.0, 0.0]
             const = {f: _parse_float(values[f], cfg.np_dtype, fail) for f in ("x", "y", "z") if f in values}

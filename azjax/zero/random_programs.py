@@ -2,7 +2,7 @@
 
 One generator serves initial programs and mutations: an instruction is drawn for a component by choosing
 the op uniformly among the component's allowed ops, addresses uniformly over their banks (outputs never s0
-or v0: they hold the input and the label), and each constant uniformly over its range in the
+or v0: they hold the input and the label; in a multi-class config never v1 either, the label vector), and each constant uniformly over its range in the
 instruction-set table (`ops.DATA_LOW/DATA_HIGH`), as the reference's `SetOpAndRandomizeParams` does. The
 uniform-set ops draw low and high independently (unsorted, so about half start with low > high).
 Jittable and vmappable.
@@ -39,9 +39,10 @@ def allowed_op_table(cfg: ZeroConfig) -> Tuple[np.ndarray, np.ndarray]:
 
 def address_table(cfg: ZeroConfig) -> np.ndarray:
     """int32 [3, 4]: per type code (s, v, m, none) the input bank size, the lowest writable output address
-    and the number of writable output addresses."""
+    and the number of writable output addresses (`ZeroConfig.first_writable`: the vector outputs of a
+    multi-class config start at v2, so that its label vector v1 is never written)."""
     sizes = np.array([cfg.num_scalars, cfg.num_vectors, max(cfg.num_matrices, 1), 1], np.int32)
-    out_low = np.array([1, 1, 0, 0], np.int32)
+    out_low = np.array([cfg.first_writable("s"), cfg.first_writable("v"), cfg.first_writable("m"), 0], np.int32)
     return np.stack([sizes, out_low, np.maximum(sizes - out_low, 1)])
 
 

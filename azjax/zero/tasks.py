@@ -2,8 +2,8 @@
 
 `Tasks` holds T tasks of equal shapes as dense arrays, so evaluation vmaps over them. Generators here build
 the reference's synthetic tasks (linear, affine, teacher 2-layer network, unit tasks) from an explicit key;
-`projected_binary_tasks` builds binary classification tasks from real images (local CIFAR-10 or
-scikit-learn's bundled digits) projected to F dimensions.
+`projected_binary_tasks` and `projected_multiclass_tasks` build binary and K-class classification tasks
+from real images (local CIFAR-10 or scikit-learn's bundled digits) projected to F dimensions.
 """
 from __future__ import annotations
 
@@ -15,15 +15,18 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-EVAL_TYPES = ("rms", "accuracy")
+EVAL_TYPES = ("rms", "accuracy", "multiclass")
 
 
 @struct.dataclass
 class Tasks:
     """T tasks: train features [T, N, F], labels [T, N]; valid features [T, M, F], labels [T, M].
 
-    `eval_type` is "rms" (fitness 1 - (2/pi) atan(RMSE)) or "accuracy" (binary labels in {0, 1}, sigmoid
-    output). Training runs `num_epochs` epochs; epoch 0 visits examples in stored order, later epochs in a
+    `eval_type` is "rms" (fitness 1 - (2/pi) atan(RMSE)), "accuracy" (binary labels in {0, 1}, sigmoid
+    output) or "multiclass" (labels are integer class ids 0..num_classes-1 stored in the float label
+    arrays; softmax output, fitness = the fraction of validation examples whose argmax logit is the label;
+    docs/automl_zero.md, "Multi-class tasks"). `num_classes` is K for "multiclass" and 0 otherwise.
+    Training runs `num_epochs` epochs; epoch 0 visits examples in stored order, later epochs in a
     permutation drawn from the task's `data_seeds` entry (defaults to the task index).
     """
 
@@ -34,6 +37,7 @@ class Tasks:
     eval_type: str = struct.field(pytree_node=False, default="rms")
     num_epochs: int = struct.field(pytree_node=False, default=1)
     data_seeds: Optional[jax.Array] = None
+    num_classes: int = struct.field(pytree_node=False, default=0)
 
     @property
     def num_tasks(self) -> int:
@@ -93,6 +97,23 @@ class Tasks:
             raise ValueError(f"Tasks.num_epochs must be an integer >= 1, got {self.num_epochs!r}")
         if self.data_seeds is not None and np.shape(self.data_seeds) != (tf.shape[0],):
             raise ValueError(f"Tasks.data_seeds: expected shape ({tf.shape[0]},), got {np.shape(self.data_seeds)}")
+        k = self.num_classes
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
+            raise ValueError(f"Tasks.num_classes must be an integer >= 0, got {k!r}")
+        if self.eval_type == "multiclass":
+            if k < 2:
+                raise ValueError(f"Tasks.num_classes must be >= 2 for eval_type 'multiclass', got {k}")
+            for name, labels in (("train_labels", tl), ("valid_labels", vl)):
+                try:
+                    y = np.asarray(labels)
+                except jax.errors.TracerArrayConversionError:
+                    continue  # traced (inside jit): values cannot be checked here
+                if not np.all((y == np.floor(y)) & (y >= 0) & (y < k)):
+                    raise ValueError(f"Tasks.{name}: multiclass labels must be integer class ids in "
+                                     f"[0, {k}), got values such as {y[~((y == np.floor(y)) & (y >= 0) & (y < k))][:3]}")
+        elif k != 0:
+            raise ValueError(f"Tasks.num_classes must be 0 for eval_type {self.eval_type!r} (it is the class "
+                             f"count of 'multiclass' tasks), got {k}")
 
 
 @functools.partial(jax.jit, static_argnums=(1, 2))
@@ -115,12 +136,12 @@ def concat_tasks(*collections: Tasks) -> Tasks:
     """Concatenates task collections of equal shapes and settings along the task axis."""
     first = collections[0]
     for c in collections[1:]:
-        if (c.eval_type, c.num_epochs) != (first.eval_type, first.num_epochs):
-            raise ValueError("concat_tasks: eval_type and num_epochs must agree")
+        if (c.eval_type, c.num_epochs, c.num_classes) != (first.eval_type, first.num_epochs, first.num_classes):
+            raise ValueError("concat_tasks: eval_type, num_epochs and num_classes must agree")
     cat = lambda name: jnp.concatenate([getattr(c, name) for c in collections])  # noqa: E731
     return Tasks(cat("train_features"), cat("train_labels"), cat("valid_features"), cat("valid_labels"),
                  eval_type=first.eval_type, num_epochs=first.num_epochs,
-                 data_seeds=jnp.concatenate([c.seeds() for c in collections]))
+                 data_seeds=jnp.concatenate([c.seeds() for c in collections]), num_classes=first.num_classes)
 
 
 def _dtype(dtype: str):
@@ -246,4 +267,36 @@ def projected_binary_tasks(key: jax.Array, num_tasks: int, features: int, num_tr
     dt = np.float64 if dtype == "float64" else np.float32
     return Tasks(tx.astype(dt), ty.astype(dt), vx.astype(dt), vy.astype(dt), eval_type="accuracy",
                  num_epochs=num_epochs,
+                 data_seeds=np.asarray(jax.random.bits(k_shuffle, (num_tasks,), jnp.uint32)))
+
+
+def projected_multiclass_tasks(key: jax.Array, num_tasks: int, features: int, num_train: int, num_valid: int,
+                               source: str = "digits", data_dir: Optional[str] = None, num_classes: int = 10,
+                               max_data_seed: int = 100, num_epochs: int = 1, dtype: str = "float32") -> Tasks:
+    """Projected K-class classification tasks from local images: "digits" or "cifar10" (10 classes).
+
+    Each task draws a data seed in [0, max_data_seed); the seed fixes the random projection of the raw
+    pixels to `features` dims and a split, stratified by class, of the source's training images into
+    `num_train` train and `num_valid` validation examples (the paper's CIFAR-10 setting is 45,000 / 5,000;
+    the 1,797 digits allow at most 1,797 in all). Labels are the class ids 0..num_classes-1 (the first
+    `num_classes` classes of the source), as float values of the label arrays; `eval_type` "multiclass".
+    """
+    from azjax.data import projected
+
+    _check_sizes(num_tasks, features, num_train, num_valid)
+    if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or \
+            not 2 <= num_classes <= 10:
+        raise ValueError(f"num_classes must be an integer in [2, 10], got {num_classes!r}")
+    if num_classes > features:
+        raise ValueError(f"num_classes={num_classes} must be <= features={features} (one vector entry per class)")
+    if isinstance(max_data_seed, bool) or not isinstance(max_data_seed, (int, np.integer)) or max_data_seed < 1:
+        raise ValueError(f"max_data_seed must be an integer >= 1, got {max_data_seed!r}")
+    k_seed, k_shuffle = jax.random.split(key)
+    seeds = np.asarray(jax.random.randint(k_seed, (num_tasks,), 0, max_data_seed))
+    arrays = [projected.projected_multiclass_dataset(source, int(seeds[t]), features, num_train, num_valid,
+                                                     num_classes, data_dir) for t in range(num_tasks)]
+    tx, ty, vx, vy = (np.stack(a) for a in zip(*arrays))
+    dt = np.float64 if dtype == "float64" else np.float32
+    return Tasks(tx.astype(dt), ty.astype(dt), vx.astype(dt), vy.astype(dt), eval_type="multiclass",
+                 num_epochs=num_epochs, num_classes=int(num_classes),
                  data_seeds=np.asarray(jax.random.bits(k_shuffle, (num_tasks,), jnp.uint32)))

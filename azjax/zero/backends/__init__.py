@@ -21,6 +21,11 @@ from azjax.zero.backends.native import NativeBackend
 from azjax.zero.backends.pallas import PallasBackend
 from azjax.zero.backends.select import SelectBackend, select_chunk
 
+# The native kernel has no multi-class layout yet (docs/backends.md); once native.py declares
+# `supports_multiclass` itself, this default no longer applies.
+if "supports_multiclass" not in vars(NativeBackend):
+    NativeBackend.supports_multiclass = False
+
 _BACKENDS = {"native": NativeBackend(), "select": SelectBackend(), "cond": CondBackend(),
              "pallas": PallasBackend()}
 BACKENDS = tuple(_BACKENDS)
@@ -60,8 +65,11 @@ def default_backend(cfg=None, num_tasks: int = 10, platform: Optional[str] = Non
 
 
 def resolve(backend: Union[None, str, Backend], cfg=None, num_tasks: int = 10,
-            strategy: Optional[str] = None) -> Backend:
-    """The backend for a `backend=` argument (None: the default), accepting the deprecated `strategy=`."""
+            strategy: Optional[str] = None, eval_type: Optional[str] = None) -> Backend:
+    """The backend for a `backend=` argument (None: the default), accepting the deprecated `strategy=`.
+
+    With `eval_type` given, the default is one that supports it (`select` for multi-class tasks where the
+    platform default does not), and an explicitly named backend that does not raises ValueError."""
     if strategy is not None:
         warnings.warn("`strategy=` is deprecated (it means the search strategy elsewhere); pass `backend=`",
                       DeprecationWarning, stacklevel=3)
@@ -69,8 +77,14 @@ def resolve(backend: Union[None, str, Backend], cfg=None, num_tasks: int = 10,
             raise ValueError(f"backend={backend!r} and the deprecated strategy={strategy!r} disagree")
         backend = strategy
     if backend is None:
-        return default_backend(cfg, num_tasks)
-    return get_backend(backend)
+        chosen = default_backend(cfg, num_tasks)
+        if eval_type == "multiclass" and not chosen.supports_multiclass:
+            chosen = _BACKENDS["select"]
+        return chosen
+    chosen = get_backend(backend)
+    if eval_type is not None:
+        chosen.check_eval_type(eval_type)
+    return chosen
 
 
 __all__ = ["Backend", "KeyRule", "BACKENDS", "get_backend", "default_backend", "resolve", "select_chunk",

@@ -70,10 +70,21 @@ class Backend:
 
     name: str = ""
     platforms: Tuple[str, ...] = ("cpu", "gpu", "tpu")
+    # Whether `make_evaluate_fn` implements eval_type "multiclass" (the vector label/prediction layout,
+    # docs/automl_zero.md "Multi-class tasks"); `evaluate` and `ProgramEvaluator` refuse multi-class tasks
+    # on a backend that does not.
+    supports_multiclass: bool = True
 
     def unavailable_reason(self) -> Optional[str]:
         """None if the backend can run here, else a one-line reason."""
         return None
+
+    def check_eval_type(self, eval_type: str) -> None:
+        """Raises ValueError, naming the backend, if it cannot evaluate tasks of `eval_type`."""
+        if eval_type == "multiclass" and not self.supports_multiclass:
+            raise ValueError(f"backend {self.name!r} does not support multi-class tasks (eval_type 'multiclass') "
+                             "yet (Backend.supports_multiclass is False); pass backend='select' or another "
+                             "backend that supports them")
 
     def key_rule(self, cfg: ZeroConfig) -> KeyRule:
         return KeyRule.for_config(cfg)
@@ -104,6 +115,18 @@ class Backend:
 
     def __eq__(self, other) -> bool:
         return type(self) is type(other)
+
+
+def check_layout(cfg: ZeroConfig, eval_type: str, num_classes: Optional[int] = None) -> None:
+    """Raises ValueError when the config's memory layout does not fit the tasks' eval type."""
+    if (eval_type == "multiclass") != cfg.multiclass:
+        if cfg.multiclass:
+            raise ValueError(f"ZeroConfig.num_classes={cfg.num_classes} (the multi-class layout) needs "
+                             f"eval_type 'multiclass' tasks, got eval_type {eval_type!r}")
+        raise ValueError("eval_type 'multiclass' needs a ZeroConfig with num_classes >= 2 (the multi-class "
+                         "memory layout), got num_classes=0")
+    if num_classes is not None and cfg.multiclass and num_classes != cfg.num_classes:
+        raise ValueError(f"Tasks.num_classes={num_classes} but ZeroConfig.num_classes={cfg.num_classes}")
 
 
 @functools.lru_cache(maxsize=64)

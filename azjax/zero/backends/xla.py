@@ -4,7 +4,8 @@ Per (program, task): memory zeroed, Setup run once; each epoch trains over the e
 order, later epochs in the task's permutation): `v0 = x, s0 = 0`, Predict, (accuracy tasks: `s1 =
 sigmoid(s1)` written back), stop early if the error is NaN or > max_abs_error, `v0 = x, s0 = y`, Learn; then
 validation (Predict only, `s0 = 0`, raw `s1` kept) after every epoch; the best epoch counts. A failure in the
-first epoch gives fitness 0, a later one keeps the best earlier epoch.
+first epoch gives fitness 0, a later one keeps the best earlier epoch. Multi-class tasks use the vector layout
+instead (label vector `v1`, prediction `v2`, softmax; `multiclass_softmax`, docs/automl_zero.md).
 
 Setup runs once, then one loop over "steps" (per epoch N train and M validation steps; step 0 stands
 for Setup) with an instruction-loop site for Predict and one for Learn. Each site's switch holds only the
@@ -27,7 +28,7 @@ from jax import lax
 from azjax.zero import interpreter
 from azjax.zero import ops as ops_lib
 from azjax.zero import liveness
-from azjax.zero.backends.base import Backend
+from azjax.zero.backends.base import Backend, check_layout
 from azjax.zero.program import Program, ZeroConfig
 
 _SETUP, _TRAIN, _VALID = 0, 1, 2
@@ -53,6 +54,33 @@ class XlaBackend(Backend):
 def _sigmoid(x):
     # The reference's 1 / (1 + exp(-x)), kept literal so that inf/NaN behave the same.
     return 1 / (1 + jnp.exp(-x))
+
+
+def multiclass_softmax(logits):
+    """Softmax of K logits (a sequence of equally shaped arrays) in a fixed order, written once for every
+    JAX backend: m = max(z_0, ..., z_{K-1}) left to right (NaN propagates), e_k = exp(z_k - m),
+    s = ((e_0 + e_1) + e_2) + ..., p_k = e_k / s. A NaN or +inf logit (or all -inf) makes every p_k NaN."""
+    m = logits[0]
+    for z in logits[1:]:
+        m = jnp.maximum(m, z)
+    e = [jnp.exp(z - m) for z in logits]
+    total = e[0]
+    for x in e[1:]:
+        total = total + x
+    return [x / total for x in e]
+
+
+def multiclass_correct(logits, label):
+    """Whether the first index of the largest of K logits equals `label` (a class id as a float) and every
+    logit is finite (a NaN or infinite logit counts as a wrong answer)."""
+    best, index = logits[0], jnp.zeros(jnp.shape(label), jnp.int32)
+    finite = jnp.isfinite(logits[0])
+    for k, z in enumerate(logits[1:], start=1):
+        better = z > best
+        index = jnp.where(better, k, index)
+        best = jnp.where(better, z, best)
+        finite = finite & jnp.isfinite(z)
+    return finite & (index.astype(label.dtype) == label)
 
 
 def _rms_fitness(loss, dtype):
@@ -85,7 +113,10 @@ def make_xla_evaluate_fn(backend: "XlaBackend", cfg: ZeroConfig, eval_type: str,
     run_predict = mem_model.make_run(interpreter.component_op_ids(cfg, ("predict",)))
     run_learn = mem_model.make_run(interpreter.component_op_ids(cfg, ("learn",)))
     dt = cfg.jnp_dtype
+    check_layout(cfg, eval_type)
     accuracy = eval_type == "accuracy"
+    multiclass = eval_type == "multiclass"
+    K = cfg.num_classes
     max_abs = cfg.max_abs_error
     keys_rule = backend.key_rule(cfg)
 
@@ -105,35 +136,56 @@ def make_xla_evaluate_fn(backend: "XlaBackend", cfg: ZeroConfig, eval_type: str,
             step, mem, alive, loss, valid_bad, best, preds = carry
             is_setup, is_train, is_valid = k == _SETUP, k == _TRAIN, k == _VALID
             mem = mem_model.set_inputs(mem, x, jnp.zeros((), dt))
+            if multiclass:
+                mem = mem_model.set_label_vector(mem, jnp.zeros((x.shape[-1],), dt))
             # The reference's validation returns at its first bad example: later Predicts do not run.
             # (Step 0 stands for Setup, which ran before the loop.)
             skip = is_valid & valid_bad
             n_a = jnp.where(is_setup | skip, 0, prog.predict.size)
             counter = keys_rule.counter(step, "predict", 0)
             mem = run_predict(mem, prog.predict.instructions, prog.predict.data, n_a, key, counter, positions[1])
-            s1 = mem_model.get_s1(mem)
-            if accuracy:
-                p_train = _sigmoid(s1)
-                mem = mem_model.set_s1(mem, jnp.where(is_train, p_train, s1))
+            if multiclass:
+                # The K logits in v2[:K]; training writes the softmax back (zeros beyond K), so Learn sees
+                # probabilities and v1 - v2 is the cross-entropy gradient; validation keeps the logits.
+                v2 = mem_model.get_prediction_vector(mem)
+                logits = [v2[k] for k in range(K)]
+                probs = multiclass_softmax(logits)
+                p_vec = jnp.stack(probs + [jnp.zeros((), dt)] * (x.shape[-1] - K))
+                mem = mem_model.set_prediction_vector(mem, jnp.where(is_train, p_vec, v2))
+                failed = is_train & jnp.any(jnp.isnan(p_vec))
             else:
-                p_train = s1
-            err = jnp.abs(y - p_train)
-            failed = is_train & (jnp.isnan(err) | (err > max_abs))
+                s1 = mem_model.get_s1(mem)
+                if accuracy:
+                    p_train = _sigmoid(s1)
+                    mem = mem_model.set_s1(mem, jnp.where(is_train, p_train, s1))
+                else:
+                    p_train = s1
+                err = jnp.abs(y - p_train)
+                failed = is_train & (jnp.isnan(err) | (err > max_abs))
             ran = jnp.where(is_valid, alive & ~skip, alive)
             new_alive = alive & ~failed
-            mem = mem_model.set_inputs(mem, x, y)
+            if multiclass:
+                mem = mem_model.set_inputs(mem, x, jnp.zeros((), dt))
+                onehot = (jnp.arange(x.shape[-1]) == y.astype(jnp.int32)).astype(dt)
+                mem = mem_model.set_label_vector(mem, onehot)
+            else:
+                mem = mem_model.set_inputs(mem, x, y)
             mem = run_learn(mem, prog.learn.instructions, prog.learn.data,
                       jnp.where(is_train & new_alive, prog.learn.size, 0), key, keys_rule.counter(step, "learn", 0), positions[2])
             # Validation bookkeeping.
-            if accuracy:
+            if multiclass:
+                e = (~multiclass_correct(logits, y)).astype(dt)
+                bad = jnp.zeros((), bool)
+            elif accuracy:
                 e = ((y > 0.5) != (_sigmoid(s1) > 0.5)).astype(dt)
                 bad = jnp.zeros((), bool)
             else:
                 e = y - s1
                 bad = jnp.isnan(e) | (jnp.abs(e) > max_abs)
-            loss = loss + jnp.where(is_valid & ~skip, ops_lib.product(e, e) if not accuracy else e, 0)
+            counts = accuracy or multiclass
+            loss = loss + jnp.where(is_valid & ~skip, ops_lib.product(e, e) if not counts else e, 0)
             valid_bad = valid_bad | (is_valid & ~skip & bad)
-            if accuracy:
+            if counts:
                 fit = (1 - loss / M).astype(dt)
             else:
                 fit = _rms_fitness(loss / M, dt)
@@ -142,11 +194,15 @@ def make_xla_evaluate_fn(backend: "XlaBackend", cfg: ZeroConfig, eval_type: str,
             loss = jnp.where(end, 0, loss)
             valid_bad = jnp.where(end, False, valid_bad)
             if preds is not None:
-                value = jnp.where(is_train, p_train, s1)
+                if multiclass:  # [K]: probabilities in training, logits in validation
+                    value = jnp.where(is_train, p_vec[:K], v2[:K])
+                else:
+                    value = jnp.where(is_train, p_train, s1)
                 preds = preds.at[step].set(jnp.where(ran, value, jnp.nan))
             return step + 1, mem, new_alive, loss, valid_bad, best, preds
 
-        preds0 = jnp.full((num_steps,), jnp.nan, dt) if return_predictions else None
+        pred_shape = (num_steps, K) if multiclass else (num_steps,)
+        preds0 = jnp.full(pred_shape, jnp.nan, dt) if return_predictions else None
         mem0 = run_setup(mem_model.zeros(), prog.setup.instructions, prog.setup.data,
                          jnp.where(active, prog.setup.size, 0), key, 0, positions[0])
         init = (jnp.zeros((), jnp.int32), mem0, active, jnp.zeros((), dt),
@@ -168,7 +224,7 @@ def make_xla_evaluate_fn(backend: "XlaBackend", cfg: ZeroConfig, eval_type: str,
         best, preds = final[5], final[6]
         if not return_predictions:
             return best
-        per_epoch = preds[1:].reshape(num_epochs, N + M)
+        per_epoch = preds[1:].reshape((num_epochs, N + M) + preds.shape[1:])
         return best, {"train": per_epoch[:, :N], "valid": per_epoch[:, N:]}
 
     over_tasks = jax.vmap(evaluate_one, in_axes=(None, None, None, 0, 0, 0, 0, 0, 0))

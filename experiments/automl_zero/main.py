@@ -65,6 +65,12 @@ def main(argv):
           "final fitness {final_fitness:.6f}; {experiments} experiment(s), {evaluations} evaluations in the "
           "last, {seconds:.1f} s):\n".format(**summary))
     print(summary["program"])
+    tuning = summary.get("tuning")
+    if tuning:
+        print("Constants tuned ({num_constants} constant(s), {num_trials} trials): final fitness "
+              "{final_fitness_tuned:.6f} tuned vs {untuned:.6f} untuned (tuning tasks: {tuning_fitness_tuned:.6f} vs "
+              "{tuning_fitness_untuned:.6f}):\n".format(untuned=summary["final_fitness"], **tuning))
+        print(tuning["program"])
 
 
 if __name__ == "__main__":

@@ -132,3 +132,21 @@ def test_bad_inputs_raise_clear_errors():
         zero.tune_constants(np.zeros(3), tasks, CFG, key=key)
     with pytest.raises(ValueError, match="expected a zero.Tasks"):
         zero.tune_constants(program, "tasks", CFG, key=key)
+
+
+def test_launcher_tunes_the_final_program(tmp_path):
+    from experiments.automl_zero import search
+    from tests.experiments.test_automl_zero_launcher import tiny_config
+
+    c = tiny_config()
+    c.backend = ""
+    c.tune_constants.num_trials = 4
+    summary = search.run_experiments(c, str(tmp_path))
+    tuning = summary["tuning"]
+    assert tuning["num_trials"] == 4
+    assert tuning["tuning_fitness_tuned"] >= tuning["tuning_fitness_untuned"]
+    assert 0.0 <= tuning["final_fitness_tuned"] <= 1.0
+    assert (tmp_path / "tuned_program.txt").read_text() == tuning["program"]
+    c.tune_constants.num_trials = -1
+    with pytest.raises(ValueError, match="config.tune_constants.num_trials"):
+        search.run_experiments(c, str(tmp_path / "bad"))

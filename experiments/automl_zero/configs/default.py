@@ -63,4 +63,7 @@ def get_config():
     c.checkpoint_every_seconds = 60.0
     c.log_every_seconds = 5.0
     c.metrics_every = 10        # iterations between metrics rows (each one reads the population back to the host)
+    # Constant tuning (paper S7) of the final program: > 0 trials of log-uniform factors in [0.001, 1000] on
+    # tuning tasks built like select_tasks (their own seed); tuned vs untuned fitness on the final tasks.
+    c.tune_constants = ml_collections.ConfigDict(dict(num_trials=0))
     return c

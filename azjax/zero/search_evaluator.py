@@ -72,6 +72,18 @@ def _sigmoid(x):
     return 1 / (1 + np.exp(-x))
 
 
+def _multiclass_probe_errors(train_probs, valid_logits, train_labels, valid_labels):
+    """FEC probe errors of multi-class tasks: |one-hot - probability| of every class at every training step
+    ([U, T, n * K]) and, per validation example, whether the first argmax of its logits is the label and
+    all logits are finite (the backends' accuracy rule)."""
+    K = train_probs.shape[-1]
+    onehot = (train_labels[..., None] == np.arange(K)).astype(train_probs.dtype)
+    train_err = np.abs(onehot - train_probs).reshape(train_probs.shape[:2] + (-1,))
+    finite = np.all(np.isfinite(valid_logits), axis=-1)
+    guess = np.argmax(np.where(np.isnan(valid_logits), -np.inf, valid_logits), axis=-1)
+    return train_err, (finite & (guess == valid_labels)).astype(train_err.dtype)
+
+
 def _wrap_key_data(fn):
     """`fn` taking its lane keys (argument 6) as raw uint32 key data."""
     def wrapped(programs, train_x, train_y, valid_x, valid_y, orders, keys, active):
@@ -116,7 +128,8 @@ class ProgramEvaluator:
         self.tasks = tasks
         self.combine = combine
         self.fec = fec
-        self.backend = backends.resolve(backend, cfg, tasks.num_tasks, strategy=strategy)
+        self.backend = backends.resolve(backend, cfg, tasks.num_tasks, strategy=strategy,
+                                        eval_type=tasks.eval_type)
         self.cache = FECCache(fec) if fec is not None else None
         self.eval_type = tasks.eval_type
         with jax.enable_x64(cfg.dtype == "float64"):
@@ -125,7 +138,7 @@ class ProgramEvaluator:
                 n, m = min(fec.num_train, tasks.num_train), min(fec.num_valid, tasks.num_valid)
                 tx, ty, vx, vy, _ = self._task_arrays
                 probe = Tasks(tx[:, :n], ty[:, :n], vx[:, :m], vy[:, :m], eval_type=tasks.eval_type,
-                              num_epochs=1)
+                              num_epochs=1, num_classes=tasks.num_classes)
                 self._probe_arrays = prepare_tasks(probe, cfg)
         self.mesh = sharding.make_mesh(num_devices, global_mesh=jax.process_count() > 1)
         # Multi-process (docs/scaling.md): the mesh holds every process's devices; each process runs the
@@ -283,13 +296,16 @@ class ProgramEvaluator:
             train_pred = np.asarray(preds["train"])[:U, :, 0]
             valid_pred = np.asarray(preds["valid"])[:U, :, 0]
             ty, vy = np.asarray(ty)[None], np.asarray(vy)[None]
-            train_err = np.abs(ty - train_pred)
-            if self.eval_type == "accuracy":
+            if self.eval_type == "multiclass":
+                train_err, valid_err = _multiclass_probe_errors(train_pred, valid_pred, ty, vy)
+            elif self.eval_type == "accuracy":
+                train_err = np.abs(ty - train_pred)
                 valid_err = ((vy > 0.5) == (_sigmoid(valid_pred) > 0.5)).astype(train_err.dtype)
             else:
+                train_err = np.abs(ty - train_pred)
                 valid_err = np.abs(vy - valid_pred)
             keys_fp = fingerprints(train_err, valid_err, self._steps_full)  # [U, T]
-            train_steps += U * T * train_err.shape[-1]
+            train_steps += U * T * train_pred.shape[2]
             cached, found = self.cache.lookup_batch(keys_fp, need)
             per_task[found] = cached[found]
             need &= ~found

@@ -39,9 +39,9 @@ from jax.extend import core as jax_core
 
 from azjax.zero import liveness
 from azjax.zero import ops as ops_lib
-from azjax.zero.backends.base import Backend, KeyRule
-from azjax.zero.backends.xla import _rms_fitness, _sigmoid
-from azjax.zero.program import COMPONENTS, Program, ZeroConfig
+from azjax.zero.backends.base import Backend, KeyRule, check_layout
+from azjax.zero.backends.xla import _rms_fitness, _sigmoid, multiclass_correct, multiclass_softmax
+from azjax.zero.program import COMPONENTS, LABEL_VECTOR, PREDICTION_VECTOR, Program, ZeroConfig
 
 _BANKS = ("s", "v", "m")
 
@@ -349,7 +349,10 @@ def make_pallas_evaluate_fn(cfg: ZeroConfig, eval_type: str, num_epochs: int, re
       num_warps: Triton warps per kernel instance (one program) on GPU.
     """
     pl = _pallas()
+    check_layout(cfg, eval_type)
     accuracy = eval_type == "accuracy"
+    multiclass = eval_type == "multiclass"
+    K = cfg.num_classes if multiclass else 1  # predictions per step
     E = int(num_epochs)
     tables = {c: _branch_table(cfg, c) for c in COMPONENTS}
 
@@ -390,13 +393,13 @@ def make_pallas_evaluate_fn(cfg: ZeroConfig, eval_type: str, num_epochs: int, re
         out_shape = [jax.ShapeDtypeStruct((P, lanes), dt)]
         aliases = {}
         if return_predictions:
-            nan_train = jnp.full((P, E * N, lanes), jnp.nan, dt)
-            nan_valid = jnp.full((P, E * M, lanes), jnp.nan, dt)
+            nan_train = jnp.full((P, E * N * K, lanes), jnp.nan, dt)
+            nan_valid = jnp.full((P, E * M * K, lanes), jnp.nan, dt)
             aliases = {len(inputs): 1, len(inputs) + 1: 2}
             inputs += [nan_train, nan_valid]
             out_shape += [jax.ShapeDtypeStruct(nan_train.shape, dt), jax.ShapeDtypeStruct(nan_valid.shape, dt)]
         kernel = functools.partial(_kernel, cfg=cfg, E=E, N=N, M=M, T=T, F=F, lanes=lanes, accuracy=accuracy,
-                                   return_predictions=return_predictions)
+                                   multiclass=multiclass, return_predictions=return_predictions)
         compiler_params = None
         if not use_interpret:
             from jax.experimental.pallas import triton as plgpu
@@ -407,14 +410,15 @@ def make_pallas_evaluate_fn(cfg: ZeroConfig, eval_type: str, num_epochs: int, re
         fitness = outs[0][:, :T]
         if not return_predictions:
             return fitness
-        train = jnp.transpose(outs[1][:, :, :T], (0, 2, 1)).reshape(P, T, E, N)
-        valid = jnp.transpose(outs[2][:, :, :T], (0, 2, 1)).reshape(P, T, E, M)
+        per_step = (K,) if multiclass else ()
+        train = jnp.transpose(outs[1][:, :, :T], (0, 2, 1)).reshape((P, T, E, N) + per_step)
+        valid = jnp.transpose(outs[2][:, :, :T], (0, 2, 1)).reshape((P, T, E, M) + per_step)
         return fitness, {"train": train, "valid": valid}
 
     return fn
 
 
-def _kernel(*refs, cfg: ZeroConfig, E, N, M, T, F, lanes, accuracy, return_predictions):
+def _kernel(*refs, cfg: ZeroConfig, E, N, M, T, F, lanes, accuracy, multiclass, return_predictions):
     pl = _pallas()
     (ins_s, dat_s, size_s, pos_s, ins_p, dat_p, size_p, pos_p, ins_l, dat_l, size_l, pos_l,
      active_ref, k0_ref, k1_ref, xs_ref, ys_ref) = refs[:17]
@@ -457,6 +461,16 @@ def _kernel(*refs, cfg: ZeroConfig, E, N, M, T, F, lanes, accuracy, return_predi
         s, v, m = mem
         return ((s[0], (value,)) + s[2:], v, m)
 
+    # The multi-class layout (docs/automl_zero.md): one-hot label vector v1, logits v2[:K].
+    K = cfg.num_classes
+
+    def set_vector(mem, addr, value):
+        s, v, m = mem
+        return (s, v[:addr] + (tuple(value),) + v[addr + 1:], m)
+
+    def onehot(y):
+        return tuple((y == f).astype(dt) if f < K else zero for f in range(F))
+
     def any_true(mask):
         return jnp.max(mask.astype(jnp.int32)) > 0
 
@@ -470,6 +484,8 @@ def _kernel(*refs, cfg: ZeroConfig, E, N, M, T, F, lanes, accuracy, return_predi
 
     def predict(mem, step, x):
         mem = set_inputs(mem, x, zero)
+        if multiclass:
+            mem = set_vector(mem, LABEL_VECTOR, (zero,) * F)
         return run(mem, ins_p, dat_p, pos_p, n_p, step * stride, branches["predict"])
 
     def epoch(e, carry):
@@ -481,18 +497,31 @@ def _kernel(*refs, cfg: ZeroConfig, E, N, M, T, F, lanes, accuracy, return_predi
             step = base + j + 1
             x, y = example(base + j)
             mem = predict(mem, step, x)
-            s1 = mem[0][1][0]
-            if accuracy:
-                pred = _sigmoid(s1)
-                mem = set_s1(mem, pred)
+            if multiclass:
+                probs = multiclass_softmax(list(mem[1][PREDICTION_VECTOR][:K]))
+                mem = set_vector(mem, PREDICTION_VECTOR, tuple(probs) + (zero,) * (F - K))
+                failed = jnp.isnan(probs[0])
+                for q in probs[1:]:
+                    failed = failed | jnp.isnan(q)
+                if return_predictions:
+                    for k, q in enumerate(probs):
+                        ptrain_ref[p, (e * N + j) * K + k, :] = jnp.where(alive, q, jnp.nan).astype(dt)
             else:
-                pred = s1
-            err = jnp.abs(y - pred)
-            failed = jnp.isnan(err) | (err > cfg.max_abs_error)
-            if return_predictions:
-                ptrain_ref[p, e * N + j, :] = jnp.where(alive, pred, jnp.nan).astype(dt)
+                s1 = mem[0][1][0]
+                if accuracy:
+                    pred = _sigmoid(s1)
+                    mem = set_s1(mem, pred)
+                else:
+                    pred = s1
+                err = jnp.abs(y - pred)
+                failed = jnp.isnan(err) | (err > cfg.max_abs_error)
+                if return_predictions:
+                    ptrain_ref[p, e * N + j, :] = jnp.where(alive, pred, jnp.nan).astype(dt)
             alive = alive & ~failed
-            mem = set_inputs(mem, x, y)
+            if multiclass:
+                mem = set_vector(set_inputs(mem, x, zero), LABEL_VECTOR, onehot(y))
+            else:
+                mem = set_inputs(mem, x, y)
             mem = run(mem, ins_l, dat_l, pos_l, n_l, step * stride + rule.predict_stride, branches["learn"])
             return j + 1, mem, alive
 
@@ -510,7 +539,11 @@ def _kernel(*refs, cfg: ZeroConfig, E, N, M, T, F, lanes, accuracy, return_predi
             runs = ~bad_seen
             if E > 1:
                 new = jax.tree_util.tree_map(lambda a, b: jnp.where(runs, a, b), new, mem)
-            if accuracy:
+            if multiclass:
+                logits = list(new[1][PREDICTION_VECTOR][:K])
+                add = (~multiclass_correct(logits, y)).astype(dt)
+                bad = jnp.zeros((lanes,), bool)
+            elif accuracy:
                 add = ((y > 0.5) != (_sigmoid(s1) > 0.5)).astype(dt)
                 bad = jnp.zeros((lanes,), bool)
             else:
@@ -518,14 +551,18 @@ def _kernel(*refs, cfg: ZeroConfig, E, N, M, T, F, lanes, accuracy, return_predi
                 add = err * err
                 bad = jnp.isnan(err) | (jnp.abs(err) > cfg.max_abs_error)
             if return_predictions:
-                pvalid_ref[p, e * M + j, :] = jnp.where(alive & runs, s1, jnp.nan).astype(dt)
+                if multiclass:
+                    for k, z in enumerate(logits):
+                        pvalid_ref[p, (e * M + j) * K + k, :] = jnp.where(alive & runs, z, jnp.nan).astype(dt)
+                else:
+                    pvalid_ref[p, e * M + j, :] = jnp.where(alive & runs, s1, jnp.nan).astype(dt)
             loss = loss + jnp.where(runs, add, 0).astype(dt)
             bad_seen = bad_seen | (runs & bad)
             return j + 1, new, alive, loss, bad_seen
 
         init = (jnp.int32(0), mem, alive, zero, jnp.zeros((lanes,), bool))
         _, mem, alive, loss, bad_seen = lax.while_loop(lambda c: (c[0] < M) & any_true(c[2]), valid_body, init)
-        fit = (1 - loss / M).astype(dt) if accuracy else _rms_fitness(loss / M, dt)
+        fit = (1 - loss / M).astype(dt) if (accuracy or multiclass) else _rms_fitness(loss / M, dt)
         fit = jnp.where(bad_seen, 0, fit).astype(dt)
         best = jnp.where(alive, jnp.maximum(best, fit), best)
         return mem, alive, best

@@ -13,8 +13,8 @@ from azjax.zero.program import (Component, Program, ZeroConfig, canonicalize, em
                                 make_program, parse_program, stack_programs, unstack_programs,
                                 validate_program)
 from azjax.zero.tasks import (Tasks, affine_regression_tasks, concat_tasks, fixed_tasks,
-                              linear_regression_tasks, projected_binary_tasks, teacher_network_tasks,
-                              unit_tasks)
+                              linear_regression_tasks, projected_binary_tasks, projected_multiclass_tasks,
+                              teacher_network_tasks, unit_tasks)
 from azjax.zero.evaluate import combine_fitness, evaluate, live_instruction_count
 from azjax.zero import algorithms
 from azjax.zero.export import export_program
@@ -30,7 +30,7 @@ __all__ = [
     "Component", "Program", "ZeroConfig", "canonicalize", "empty_program", "format_program",
     "make_program", "parse_program", "stack_programs", "unstack_programs", "validate_program",
     "Tasks", "affine_regression_tasks", "concat_tasks", "fixed_tasks", "linear_regression_tasks",
-    "projected_binary_tasks", "teacher_network_tasks", "unit_tasks",
+    "projected_binary_tasks", "projected_multiclass_tasks", "teacher_network_tasks", "unit_tasks",
     "combine_fitness", "evaluate", "live_instruction_count", "algorithms",
     "FECCache", "FECConfig", "MutationConfig", "initial_program", "mutate", "HurdleConfig", "ProgramEvaluator", "ProgramSpace", "export_program",
     "TuningResult", "tunable_constants", "tune_constants",

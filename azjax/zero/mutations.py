@@ -46,6 +46,7 @@ import numpy as np
 
 from azjax.zero import ops as ops_lib
 from azjax.zero.program import (
+    _CANONICAL_RULES,
     COMPONENTS,
     Component,
     Program,
@@ -337,18 +338,21 @@ def _fresh_from_draws(u: jax.Array, cfg: ZeroConfig, dtype):
 # this component.
 
 
-def _alter_value(v, r, allow_flip, paper):
-    """The reference's MutateActivationLogScaleOrFlip (or the paper's U[0.5, 2] scaling)."""
+def _scale_factor(r, paper):
+    """The factor a scaled constant is multiplied by: exp(N(0, 1)) (the reference's
+    MutateActivationLogScaleOrFlip) or the paper's U[0.5, 2]."""
     if paper:
         lo, hi = _PAPER_SCALE
-        factor = lo + (hi - lo) * r[_U_PAPER]
-    else:
-        # Box-Muller from two uniforms (1 - u lies in (0, 1], so the log is finite).
-        normal = jnp.sqrt(-2.0 * jnp.log1p(-r[_U_N1])) * jnp.cos(2.0 * np.pi * r[_U_N2])
-        factor = jnp.exp(normal)
-    # v * factor = sign(v) * exp(log|v| + N): 0 stays 0.
+        return lo + (hi - lo) * r[_U_PAPER]
+    # Box-Muller from two uniforms (1 - u lies in (0, 1], so the log is finite).
+    normal = jnp.sqrt(-2.0 * jnp.log1p(-r[_U_N1])) * jnp.cos(2.0 * np.pi * r[_U_N2])
+    return jnp.exp(normal)
+
+
+def _alter_value(v, r, allow_flip, paper):
+    """A constant scaled (sign(v) * exp(log|v| + N): 0 stays 0) or, with probability 0.1, sign-flipped."""
     flip = allow_flip & (r[_U_FLIP] < _FLIP_PROBABILITY)
-    return jnp.where(flip, -v, v * factor.astype(v.dtype))
+    return jnp.where(flip, -v, v * _scale_factor(r, paper).astype(v.dtype))
 
 
 def _alter_param(ins, data, size, r, addr, paper):
@@ -493,7 +497,7 @@ def draw_mutation_type(u: jax.Array, mcfg: MutationConfig) -> jax.Array:
     return jnp.sum(u >= cumulative).astype(jnp.int32)
 
 
-def _apply(u, program: Program, cfg: ZeroConfig, mcfg: MutationConfig, type_index) -> Program:
+def _apply_xla(u, program: Program, cfg: ZeroConfig, mcfg: MutationConfig, type_index) -> Program:
     types = [t for t, _ in mcfg.type_weights]
     bounds = mcfg.size_bounds(cfg)
     mutable = _mutable_components(cfg)
@@ -556,8 +560,70 @@ def _apply(u, program: Program, cfg: ZeroConfig, mcfg: MutationConfig, type_inde
     return _unstack_components(*_canonical_stacked(ins3, data3, size3, cfg.features), cfg)
 
 
+@functools.lru_cache(maxsize=64)
+def _native_tables(cfg: ZeroConfig, mcfg: MutationConfig) -> Dict[str, np.ndarray]:
+    """The tables the native kernel reads, as FFI attributes (the same ones `_apply_xla` reads)."""
+    bounds = mcfg.size_bounds(cfg)
+    mutable = _mutable_components(cfg)
+    as64 = lambda x: np.ascontiguousarray(np.asarray(x, np.int64).reshape(-1))  # noqa: E731
+    return dict(info=as64(_OP_INFO), rules=as64(_CANONICAL_RULES), address=as64(address_table(cfg)),
+                mutable_components=as64(mutable or (0,)), size_min=as64([bounds[c][0] for c in COMPONENTS]),
+                size_max=as64([bounds[c][1] for c in COMPONENTS]),
+                type_ids=as64([_TYPE_ID[t] for t, _ in mcfg.type_weights]),
+                is_mutable=as64([i in mutable for i in range(3)]), features=np.int64(cfg.features))
+
+
+def _apply_native(u, program: Program, cfg: ZeroConfig, mcfg: MutationConfig, type_index) -> Program:
+    """`_apply_xla` with its control part (picks, row shifts, canonical form) in the native kernel
+    (`backends/mutation_kernel.cc`); the draws, fresh rows and the scaling factor stay XLA's, so the
+    results are the same bits (tested in tests/zero/test_native_mutations.py)."""
+    from azjax.zero.backends import native
+
+    dtype = program.setup.data.dtype
+    u = u.astype(dtype)
+    length = _max_length(cfg)
+    ins3, data3, size3 = _stack_components(program, length)
+    fresh_ins, fresh_data = _fresh_from_draws(u, cfg, dtype)
+    factor = _scale_factor(u, mcfg.paper_variant).astype(dtype)
+    F = cfg.features
+    centers = jnp.asarray(((np.arange(F) + 0.5) / F).astype(np.float32).astype(dtype))
+    out = (jax.ShapeDtypeStruct(ins3.shape, jnp.int32), jax.ShapeDtypeStruct(data3.shape, dtype),
+           jax.ShapeDtypeStruct((3,), jnp.int32))
+    call = jax.ffi.ffi_call(native.MUTATE_TARGET, out, vmap_method="expand_dims")
+    ins3, data3, size3 = call(ins3.astype(jnp.int32), data3.astype(dtype), size3.astype(jnp.int32),
+                              u[:_NUM_SCALAR_DRAWS], fresh_ins.astype(jnp.int32), fresh_data.astype(dtype), factor,
+                              jnp.asarray(type_index, jnp.int32), centers, **_native_tables(cfg, mcfg))
+    return _unstack_components(ins3, data3, size3, cfg)
+
+
+IMPLEMENTATIONS = ("auto", "xla", "native")
+
+
+def _apply(u, program: Program, cfg: ZeroConfig, mcfg: MutationConfig, type_index,
+           implementation: str = "auto") -> Program:
+    """One mutation by the chosen implementation. "auto": the native kernel when the computation runs on
+    the CPU and the kernel is built, else XLA; both give the same bits, so this is a speed choice only."""
+    if implementation not in IMPLEMENTATIONS:
+        raise ValueError(f"implementation must be one of {IMPLEMENTATIONS}, got {implementation!r}")
+    if implementation == "xla":
+        return _apply_xla(u, program, cfg, mcfg, type_index)
+    from azjax.zero.backends import native
+
+    if implementation == "native":
+        if not native.mutations_available():
+            raise RuntimeError(f"native mutations unavailable: {native.reason() or 'the kernel library predates them'}")
+        return _apply_native(u, program, cfg, mcfg, type_index)
+    if not native.mutations_available():
+        return _apply_xla(u, program, cfg, mcfg, type_index)
+    return jax.lax.platform_dependent(
+        u, program, type_index,
+        cpu=lambda u_, p_, t_: _apply_native(u_, p_, cfg, mcfg, t_),
+        default=lambda u_, p_, t_: _apply_xla(u_, p_, cfg, mcfg, t_))
+
+
 def apply_mutation(
-    key: jax.Array, program: Program, cfg: ZeroConfig, mcfg: MutationConfig, type_index: jax.Array
+    key: jax.Array, program: Program, cfg: ZeroConfig, mcfg: MutationConfig, type_index: jax.Array,
+    implementation: str = "auto",
 ) -> Program:
     """Applies the mutation `mcfg.type_weights[type_index]` (may be traced), randomness from `key`.
 
@@ -565,26 +631,29 @@ def apply_mutation(
     type while sharing one compiled function across types.
     """
     mcfg.check(cfg)
-    return _apply(_draws(key, cfg), program, cfg, mcfg, type_index)
+    return _apply(_draws(key, cfg), program, cfg, mcfg, type_index, implementation)
 
 
 def mutate_with_type(
-    key: jax.Array, program: Program, cfg: ZeroConfig, mcfg: MutationConfig
+    key: jax.Array, program: Program, cfg: ZeroConfig, mcfg: MutationConfig, implementation: str = "auto"
 ) -> Tuple[Program, jax.Array]:
     """`mutate`, also returning the index into `mcfg.type_weights` of the applied type."""
     mcfg.check(cfg)
     u = _draws(key, cfg)
     type_index = draw_mutation_type(u[_U_TYPE], mcfg)
-    return _apply(u, program, cfg, mcfg, type_index), type_index
+    return _apply(u, program, cfg, mcfg, type_index, implementation), type_index
 
 
-def mutate(key: jax.Array, program: Program, cfg: ZeroConfig, mcfg: MutationConfig) -> Program:
+def mutate(key: jax.Array, program: Program, cfg: ZeroConfig, mcfg: MutationConfig,
+           implementation: str = "auto") -> Program:
     """Applies exactly one mutation (type and component drawn as the reference does).
 
     Jittable and vmappable.
 
     `program` must be a valid, unbatched program of `cfg` (vmap for populations). The result is
     canonical and valid. Raises ValueError (at trace time) if `mcfg` does not fit `cfg`.
+    `implementation`: "xla", "native" (the CPU kernel, `backends/mutation_kernel.cc`) or "auto" (native
+    where the computation runs on the CPU and the kernel is built); all give the same bits.
     """
-    return mutate_with_type(key, program, cfg, mcfg)[0]
+    return mutate_with_type(key, program, cfg, mcfg, implementation)[0]
 

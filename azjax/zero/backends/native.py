@@ -23,6 +23,7 @@ from azjax.zero.backends.base import Backend
 from azjax.zero.program import ZeroConfig
 
 _TARGET = "azjax_zero_evaluate"
+MUTATE_TARGET = "azjax_zero_mutate"  # mutation_kernel.cc, called by azjax/zero/mutations.py
 _lock = threading.Lock()
 _state = {"lib": None, "reason": None, "loaded": False}
 
@@ -57,6 +58,11 @@ def _load():
             _state["reason"] = f"loading {path} failed: {e}"
             return None
         _state["lib"] = lib
+        try:  # a library built before the mutation kernel existed still evaluates
+            jax.ffi.register_ffi_target(MUTATE_TARGET, jax.ffi.pycapsule(lib.AzjaxZeroMutate), platform="cpu")
+            _state["mutate"] = True
+        except Exception:  # noqa: BLE001
+            _state["mutate"] = False
         return lib
 
 
@@ -68,6 +74,11 @@ def library():
 def available() -> bool:
     """Whether the native kernel is built and loadable on this machine."""
     return _load() is not None
+
+
+def mutations_available() -> bool:
+    """Whether the library also holds the mutation kernel (`mutations.py` then uses it on the CPU)."""
+    return _load() is not None and bool(_state.get("mutate"))
 
 
 def reason() -> Optional[str]:

@@ -1,0 +1,348 @@
+// The control part of one AutoML-Zero mutation per batch element, as an XLA FFI custom call on the CPU.
+//
+// `azjax/zero/mutations.py` is the definition: it draws the uniforms, builds the fresh random rows and the
+// constant-scaling factor in XLA (everything that involves threefry or a transcendental function), and
+// either applies the mutation in XLA or calls this kernel with those arrays. The kernel only picks,
+// copies, shifts and compares, plus the exact float operations of the XLA code (one multiply per pick,
+// one multiply per scaled constant, float32 rounding in the canonical form), so both give the same bits
+// (docs/backends.md, "Native mutations"). Every table it reads (the per-op ALTER_PARAM rules, the address
+// banks, the canonical-form rules) comes from Python as an attribute: nothing here restates the
+// instruction set.
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
+
+namespace azjax_mutation {
+
+// Columns of the per-op ALTER_PARAM table (mutations._OP_INFO).
+constexpr int kTIn1 = 0, kNParams = 3, kField0 = 4, kNSub = 7, kSlot0 = 8, kKind0 = 11, kIsUniform = 14;
+constexpr int kInfoWidth = 15;
+constexpr int kRuleWidth = 12;  // program._CANONICAL_RULES
+// Scalar draws (mutations._U_*).
+constexpr int kUComponent = 1, kUPos = 2, kURemove = 3, kUParam = 4, kUSub = 5, kUAddr = 6, kUIndex = 7,
+              kUFlip = 8;
+constexpr int kNumScalarDraws = 12;
+// Branch codes (mutations.MUTATION_TYPES ids).
+enum Branch { kAlterParam = 0, kRandomizeInstruction = 1, kRandomizeComponent = 2, kIdentity = 3, kInsert = 4,
+              kRemove = 5, kTrade = 6, kRandomizeAlgorithm = 7 };
+
+struct Tables {
+  const int64_t* info;      // [num_ops, 15]
+  int64_t num_ops;
+  const int64_t* rules;     // [num_ops, 12]
+  const int64_t* address;   // [3, 4]: input bank size, lowest writable output, writable count per type code
+  const int64_t* mutable_components;  // the components that may be mutated (or {0})
+  int64_t num_mutable;
+  const int64_t* size_min;  // [3]
+  const int64_t* size_max;  // [3]
+  const int64_t* type_ids;  // per type index: the MUTATION_TYPES id
+  int64_t num_types;
+  const int64_t* is_mutable;  // [3]
+  int64_t features;
+};
+
+// `pick` of random_programs.py: floor(u * n) in the draws' precision, clipped to [0, max(n - 1, 0)].
+template <typename T>
+static inline int64_t pick(T u, int64_t n) {
+  T scaled = std::floor(u * static_cast<T>(n));
+  int64_t i = static_cast<int64_t>(static_cast<int32_t>(scaled));
+  return std::min<int64_t>(std::max<int64_t>(i, 0), std::max<int64_t>(n - 1, 0));
+}
+
+// XLA's minimum/maximum (IEEE 754-2019 minimum/maximum): NaN wins, and -0 < +0.
+template <typename T>
+static inline T xla_min(T a, T b) {
+  if (std::isnan(a) || std::isnan(b)) return std::isnan(a) ? a : b;
+  if (a == b) return std::signbit(a) ? a : b;
+  return a < b ? a : b;
+}
+template <typename T>
+static inline T xla_max(T a, T b) {
+  if (std::isnan(a) || std::isnan(b)) return std::isnan(a) ? a : b;
+  if (a == b) return std::signbit(a) ? b : a;
+  return a > b ? a : b;
+}
+
+// One component being mutated: rows [L, 4] / [L, 3] and its size.
+template <typename T>
+struct Rows {
+  int32_t* ins;
+  T* data;
+  int32_t size;
+};
+
+// The XLA code reads a row at a traced position as a masked sum, which turns -0 into +0; so does this.
+template <typename T>
+static inline T read_zero(T v) { return v + T(0); }
+
+template <typename T>
+static void insert_row(Rows<T>& c, int64_t L, int64_t pos, const int32_t* fresh_ins, const T* fresh_data,
+                       int32_t* tmp_ins, T* tmp_data) {
+  // L + 1 rows: [0, pos) kept, pos new, (pos, L] shifted down by one.
+  for (int64_t i = 0; i <= L; ++i) {
+    const int32_t* si = i < pos ? c.ins + 4 * i : (i == pos ? fresh_ins : c.ins + 4 * (i - 1));
+    const T* sd = i < pos ? c.data + 3 * i : (i == pos ? fresh_data : c.data + 3 * (i - 1));
+    std::memcpy(tmp_ins + 4 * i, si, 4 * sizeof(int32_t));
+    std::memcpy(tmp_data + 3 * i, sd, 3 * sizeof(T));
+  }
+}
+
+template <typename T>
+static void remove_row(int32_t* ins, T* data, int64_t rows, int64_t pos) {
+  // Rows [pos, rows - 1) shift up by one; the last row stays (it is past the size).
+  for (int64_t i = std::max<int64_t>(pos, 0); i + 1 < rows; ++i) {
+    std::memcpy(ins + 4 * i, ins + 4 * (i + 1), 4 * sizeof(int32_t));
+    std::memcpy(data + 3 * i, data + 3 * (i + 1), 3 * sizeof(T));
+  }
+}
+
+template <typename T>
+static void alter_param(const Tables& t, Rows<T>& c, const T* r, T factor) {
+  const int64_t pos = pick(r[kUPos], c.size);
+  int32_t* row = c.ins + 4 * pos;
+  T* d = c.data + 3 * pos;
+  const int32_t op = row[0];
+  const int64_t* info = t.info + kInfoWidth * std::min<int64_t>(std::max<int64_t>(op, 0), t.num_ops - 1);
+  const int64_t field = info[kField0 + pick(r[kUParam], info[kNParams])];
+  int64_t type = info[kTIn1 + std::min<int64_t>(std::max<int64_t>(field - 1, 0), 2)];
+  if (type < 0) type += 4;  // "no operand" reads the table's last column, as a negative index does in XLA
+  const int64_t bank_size = t.address[type], out_low = t.address[4 + type], out_count = t.address[8 + type];
+  const int64_t new_addr = field == 3 ? out_low + pick(r[kUAddr], out_count) : pick(r[kUAddr], bank_size);
+  const int64_t sub = pick(r[kUSub], info[kNSub]);
+  const int64_t slot = info[kSlot0 + sub], kind = info[kKind0 + sub];
+  T dv[3] = {read_zero(d[0]), read_zero(d[1]), read_zero(d[2])};
+  T nd[3] = {dv[0], dv[1], dv[2]};
+  if (slot >= 0 && slot < 3) {
+    const T value = dv[slot];
+    T altered;
+    if (kind == 0) {
+      altered = r[kUIndex];
+    } else {
+      const bool flip = kind == 1 && r[kUFlip] < static_cast<T>(0.1);
+      altered = flip ? -value : value * factor;
+    }
+    nd[slot] = altered;
+  }
+  if (info[kIsUniform] == 1) {
+    const T low = xla_min(nd[0], nd[1]), high = xla_max(nd[0], nd[1]);
+    nd[0] = low;
+    nd[1] = high;
+  }
+  const bool is_data = field < 0;
+  const bool change_row = c.size > 0 && op != 0 && !is_data;
+  const bool change_data = c.size > 0 && is_data;
+  if (change_row && field >= 0 && field < 4) row[field] = static_cast<int32_t>(new_addr);
+  const T* src = change_data ? nd : dv;
+  for (int k = 0; k < 3; ++k) d[k] = src[k];
+}
+
+// The canonical form of one component's rows (program.canonical_rows).
+template <typename T>
+static void canonical(const Tables& t, int32_t* ins, T* data, int64_t L, int32_t size, const T* centers) {
+  const int64_t F = t.features;
+  for (int64_t i = 0; i < L; ++i) {
+    int32_t* row = ins + 4 * i;
+    T* d = data + 3 * i;
+    const int32_t op = i < size ? row[0] : 0;
+    const int64_t* rule = t.rules + kRuleWidth * std::min<int64_t>(std::max<int64_t>(op, 0), t.num_ops - 1);
+    row[0] = op;
+    for (int k = 0; k < 3; ++k)
+      if (!rule[k]) row[1 + k] = 0;
+    for (int k = 0; k < 3; ++k) {
+      const float narrow = static_cast<float>(d[k]);
+      T v = rule[9 + k] ? static_cast<T>(narrow) : d[k];
+      if (rule[6 + k]) {
+        const float scaled = (std::isnan(narrow) ? 0.0f : narrow) * static_cast<float>(F);
+        float f = std::floor(scaled);
+        f = std::min(std::max(f, 0.0f), static_cast<float>(F - 1));
+        v = centers[static_cast<int32_t>(f)];
+      }
+      d[k] = rule[3 + k] ? v : T(0);
+    }
+  }
+}
+
+template <typename T>
+static ffi::Error run(const Tables& t, ffi::AnyBuffer ins_in, ffi::AnyBuffer data_in, ffi::AnyBuffer size_in,
+                      ffi::AnyBuffer draws, ffi::AnyBuffer fresh_ins_in, ffi::AnyBuffer fresh_data_in,
+                      ffi::AnyBuffer factor_in, ffi::AnyBuffer type_in, ffi::AnyBuffer centers_in,
+                      ffi::Result<ffi::AnyBuffer> ins_out, ffi::Result<ffi::AnyBuffer> data_out,
+                      ffi::Result<ffi::AnyBuffer> size_out) {
+  auto dims = ins_out->dimensions();
+  if (dims.size() < 3 || dims[dims.size() - 1] != 4 || dims[dims.size() - 3] != 3)
+    return ffi::Error::InvalidArgument("azjax mutation: instructions must be [..., 3, L, 4]");
+  const int64_t L = dims[dims.size() - 2];
+  const int64_t per = 3 * L;
+  const int64_t B = static_cast<int64_t>(ins_out->element_count()) / (per * 4);
+  // Inputs a vmap left unbatched arrive with a leading 1 (vmap_method="expand_dims"): stride 0.
+  auto stride = [&](ffi::AnyBuffer b, int64_t elems) -> int64_t {
+    const int64_t n = static_cast<int64_t>(b.element_count());
+    return n == elems ? 0 : elems;
+  };
+  auto batch_ok = [&](ffi::AnyBuffer b, int64_t elems) {
+    const int64_t n = static_cast<int64_t>(b.element_count());
+    return n == elems || n == elems * B;
+  };
+  if (!batch_ok(ins_in, per * 4) || !batch_ok(data_in, per * 3) || !batch_ok(size_in, 3) ||
+      !batch_ok(draws, kNumScalarDraws) || !batch_ok(fresh_ins_in, per * 4) ||
+      !batch_ok(fresh_data_in, per * 3) || !batch_ok(factor_in, 1) || !batch_ok(type_in, 1) ||
+      static_cast<int64_t>(centers_in.element_count()) != t.features)
+    return ffi::Error::InvalidArgument("azjax mutation: inputs disagree in shape");
+  const int64_t s_ins = stride(ins_in, per * 4), s_data = stride(data_in, per * 3), s_size = stride(size_in, 3),
+                s_draws = stride(draws, kNumScalarDraws), s_fi = stride(fresh_ins_in, per * 4),
+                s_fd = stride(fresh_data_in, per * 3), s_factor = stride(factor_in, 1), s_type = stride(type_in, 1);
+  const int32_t* ins_src = reinterpret_cast<const int32_t*>(ins_in.untyped_data());
+  const T* data_src = reinterpret_cast<const T*>(data_in.untyped_data());
+  const int32_t* size_src = reinterpret_cast<const int32_t*>(size_in.untyped_data());
+  const T* u = reinterpret_cast<const T*>(draws.untyped_data());
+  const int32_t* fresh_ins = reinterpret_cast<const int32_t*>(fresh_ins_in.untyped_data());
+  const T* fresh_data = reinterpret_cast<const T*>(fresh_data_in.untyped_data());
+  const T* factor = reinterpret_cast<const T*>(factor_in.untyped_data());
+  const int32_t* type_index = reinterpret_cast<const int32_t*>(type_in.untyped_data());
+  const T* centers = reinterpret_cast<const T*>(centers_in.untyped_data());
+  int32_t* out_ins = reinterpret_cast<int32_t*>(ins_out->untyped_data());
+  T* out_data = reinterpret_cast<T*>(data_out->untyped_data());
+  int32_t* out_size = reinterpret_cast<int32_t*>(size_out->untyped_data());
+
+  // Scratch for the one-row-longer intermediate of insert/trade.
+  constexpr int64_t kStackRows = 256;
+  int32_t stack_ins[4 * (kStackRows + 1)];
+  T stack_data[3 * (kStackRows + 1)];
+  if (L > kStackRows) return ffi::Error::InvalidArgument("azjax mutation: components longer than 256 rows");
+
+  for (int64_t b = 0; b < B; ++b) {
+    int32_t* ins3 = out_ins + b * per * 4;
+    T* data3 = out_data + b * per * 3;
+    int32_t* size3 = out_size + b * 3;
+    std::memcpy(ins3, ins_src + b * s_ins, per * 4 * sizeof(int32_t));
+    std::memcpy(data3, data_src + b * s_data, per * 3 * sizeof(T));
+    std::memcpy(size3, size_src + b * s_size, 3 * sizeof(int32_t));
+    const T* r = u + b * s_draws;
+    const int32_t* fi3 = fresh_ins + b * s_fi;
+    const T* fd3 = fresh_data + b * s_fd;
+    const int64_t type_id = t.type_ids[std::min<int64_t>(std::max<int64_t>(type_index[b * s_type], 0),
+                                                         t.num_types - 1)];
+    const int64_t comp = t.mutable_components[pick(r[kUComponent], std::max<int64_t>(t.num_mutable, 1))];
+    Rows<T> c{ins3 + comp * L * 4, data3 + comp * L * 3, size3[comp]};
+    // The fresh rows of this component, read as the XLA code reads them (masked sum: -0 becomes +0).
+    const int32_t* fi = fi3 + comp * L * 4;
+    T fd[3 * (kStackRows + 1)];
+    for (int64_t k = 0; k < 3 * L; ++k) fd[k] = read_zero(fd3[comp * L * 3 + k]);
+    // The component's own rows are read the same way.
+    for (int64_t k = 0; k < 3 * L; ++k) c.data[k] = read_zero(c.data[k]);
+    switch (type_id) {
+      case kAlterParam:
+        alter_param(t, c, r, factor[b * s_factor]);
+        break;
+      case kRandomizeInstruction:
+        if (c.size > 0) {
+          const int64_t pos = pick(r[kUPos], c.size);
+          std::memcpy(c.ins + 4 * pos, fi, 4 * sizeof(int32_t));
+          std::memcpy(c.data + 3 * pos, fd, 3 * sizeof(T));
+        }
+        break;
+      case kRandomizeComponent:
+      case kRandomizeAlgorithm:
+        std::memcpy(c.ins, fi, 4 * L * sizeof(int32_t));
+        std::memcpy(c.data, fd, 3 * L * sizeof(T));
+        break;
+      case kInsert:
+        if (c.size < t.size_max[comp] - 1) {
+          insert_row(c, L, pick(r[kUPos], c.size + 1), fi, fd, stack_ins, stack_data);
+          std::memcpy(c.ins, stack_ins, 4 * L * sizeof(int32_t));
+          std::memcpy(c.data, stack_data, 3 * L * sizeof(T));
+          c.size += 1;
+        }
+        break;
+      case kRemove:
+        if (c.size > t.size_min[comp]) {
+          remove_row(c.ins, c.data, L, pick(r[kURemove], c.size));
+          c.size -= 1;
+        }
+        break;
+      case kTrade: {
+        insert_row(c, L, pick(r[kUPos], c.size + 1), fi, fd, stack_ins, stack_data);
+        remove_row(stack_ins, stack_data, L + 1, pick(r[kURemove], c.size + 1));
+        std::memcpy(c.ins, stack_ins, 4 * L * sizeof(int32_t));
+        std::memcpy(c.data, stack_data, 3 * L * sizeof(T));
+        break;
+      }
+      default:  // IDENTITY
+        break;
+    }
+    size3[comp] = c.size;
+    if (type_id == kRandomizeAlgorithm) {
+      for (int64_t k = 0; k < 3; ++k) {
+        if (!t.is_mutable[k]) continue;
+        std::memcpy(ins3 + k * L * 4, fi3 + k * L * 4, 4 * L * sizeof(int32_t));
+        std::memcpy(data3 + k * L * 3, fd3 + k * L * 3, 3 * L * sizeof(T));
+      }
+    }
+    for (int64_t k = 0; k < 3; ++k) canonical(t, ins3 + k * L * 4, data3 + k * L * 3, L, size3[k], centers);
+  }
+  return ffi::Error::Success();
+}
+
+static ffi::Error MutateImpl(ffi::AnyBuffer ins, ffi::AnyBuffer data, ffi::AnyBuffer size, ffi::AnyBuffer draws,
+                             ffi::AnyBuffer fresh_ins, ffi::AnyBuffer fresh_data, ffi::AnyBuffer factor,
+                             ffi::AnyBuffer type_index, ffi::AnyBuffer centers,
+                             ffi::Result<ffi::AnyBuffer> ins_out, ffi::Result<ffi::AnyBuffer> data_out,
+                             ffi::Result<ffi::AnyBuffer> size_out, ffi::Span<const int64_t> info,
+                             ffi::Span<const int64_t> rules, ffi::Span<const int64_t> address,
+                             ffi::Span<const int64_t> mutable_components, ffi::Span<const int64_t> size_min,
+                             ffi::Span<const int64_t> size_max, ffi::Span<const int64_t> type_ids,
+                             ffi::Span<const int64_t> is_mutable, int64_t features) {
+  if (info.size() % kInfoWidth != 0 || rules.size() != info.size() / kInfoWidth * kRuleWidth ||
+      address.size() != 12 || size_min.size() != 3 || size_max.size() != 3 || is_mutable.size() != 3 ||
+      mutable_components.size() == 0 || type_ids.size() == 0 || features < 1)
+    return ffi::Error::InvalidArgument("azjax mutation: malformed tables");
+  Tables t{info.begin(), static_cast<int64_t>(info.size() / kInfoWidth), rules.begin(), address.begin(),
+           mutable_components.begin(), static_cast<int64_t>(mutable_components.size()), size_min.begin(),
+           size_max.begin(), type_ids.begin(), static_cast<int64_t>(type_ids.size()), is_mutable.begin(),
+           features};
+  const ffi::DataType dt = data.element_type();
+  if (ins.element_type() != ffi::DataType::S32 || size.element_type() != ffi::DataType::S32 ||
+      fresh_ins.element_type() != ffi::DataType::S32 || type_index.element_type() != ffi::DataType::S32 ||
+      draws.element_type() != dt || fresh_data.element_type() != dt || factor.element_type() != dt ||
+      centers.element_type() != dt)
+    return ffi::Error::InvalidArgument("azjax mutation: unexpected dtypes");
+  if (dt == ffi::DataType::F32)
+    return run<float>(t, ins, data, size, draws, fresh_ins, fresh_data, factor, type_index, centers, ins_out,
+                      data_out, size_out);
+  if (dt == ffi::DataType::F64)
+    return run<double>(t, ins, data, size, draws, fresh_ins, fresh_data, factor, type_index, centers, ins_out,
+                       data_out, size_out);
+  return ffi::Error::InvalidArgument("azjax mutation: constants must be float32 or float64");
+}
+
+}  // namespace azjax_mutation
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(AzjaxZeroMutate, azjax_mutation::MutateImpl,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::AnyBuffer>()  // instructions [..., 3, L, 4] int32 (stacked)
+                                  .Arg<ffi::AnyBuffer>()  // constants [..., 3, L, 3]
+                                  .Arg<ffi::AnyBuffer>()  // sizes [..., 3] int32
+                                  .Arg<ffi::AnyBuffer>()  // scalar draws [..., 12]
+                                  .Arg<ffi::AnyBuffer>()  // fresh instructions [..., 3, L, 4] int32
+                                  .Arg<ffi::AnyBuffer>()  // fresh constants [..., 3, L, 3]
+                                  .Arg<ffi::AnyBuffer>()  // constant-scaling factor [...]
+                                  .Arg<ffi::AnyBuffer>()  // type index [...] int32
+                                  .Arg<ffi::AnyBuffer>()  // index-fraction centres [F]
+                                  .Ret<ffi::AnyBuffer>()  // instructions
+                                  .Ret<ffi::AnyBuffer>()  // constants
+                                  .Ret<ffi::AnyBuffer>()  // sizes
+                                  .Attr<ffi::Span<const int64_t>>("info")
+                                  .Attr<ffi::Span<const int64_t>>("rules")
+                                  .Attr<ffi::Span<const int64_t>>("address")
+                                  .Attr<ffi::Span<const int64_t>>("mutable_components")
+                                  .Attr<ffi::Span<const int64_t>>("size_min")
+                                  .Attr<ffi::Span<const int64_t>>("size_max")
+                                  .Attr<ffi::Span<const int64_t>>("type_ids")
+                                  .Attr<ffi::Span<const int64_t>>("is_mutable")
+                                  .Attr<int64_t>("features"));

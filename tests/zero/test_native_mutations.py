@@ -1,0 +1,132 @@
+"""The native mutation kernel gives the same bits as the XLA mutation code.
+
+`mutations.mutate(..., implementation="native")` runs the control part of a mutation in C++
+(`backends/mutation_kernel.cc`); "auto", the default, picks it on the CPU. Search trajectories must not
+depend on that choice, so every comparison here is bitwise (the sign of zero and NaN payloads included),
+over many generations of mutated programs, every mutation type, both dtypes, the paper's variant and
+configs with every op.
+"""
+import dataclasses
+import functools
+
+import jax
+import numpy as np
+import pytest
+
+from azjax import zero
+from azjax.zero import mutations as M
+from azjax.zero import ops as ops_lib
+from azjax.zero import random_programs as R
+from azjax.zero.backends import native
+
+pytestmark = pytest.mark.skipif(not native.mutations_available(),
+                                reason=f"native mutation kernel unavailable: {native.reason()}")
+
+ALL_OPS = tuple(op.name for op in ops_lib.OPS[1:])
+EVERY_OP = zero.ZeroConfig(num_scalars=5, num_vectors=4, num_matrices=2, features=4, setup_ops=ALL_OPS,
+                           predict_ops=ALL_OPS, learn_ops=ALL_OPS, setup_size=7, predict_size=5, learn_size=6)
+DEMO = zero.ZeroConfig(setup_ops=zero.algorithms.LINEAR_OPS, predict_ops=zero.algorithms.LINEAR_OPS,
+                       learn_ops=zero.algorithms.LINEAR_OPS)  # the reference demo's space
+EVERY_TYPE = M.MutationConfig(types=M.MUTATION_TYPES, setup_size_min=1, predict_size_min=0, learn_size_min=2,
+                              setup_size_max=5, learn_size_max=7)
+B = 128
+GENERATIONS = 3
+
+
+def _bits(tree, nan_sign=True):
+    out = []
+    for x in jax.tree_util.tree_leaves(tree):
+        x = np.array(x)
+        if not nan_sign and x.dtype.kind == "f":
+            x[np.isnan(x)] = np.nan
+        out.append(np.ascontiguousarray(x).view(np.uint8))
+    return out
+
+
+def _assert_bitwise(a, b, what, nan_sign=True):
+    for i, (x, y) in enumerate(zip(_bits(a, nan_sign), _bits(b, nan_sign))):
+        if not np.array_equal(x, y):
+            rows = np.flatnonzero((x != y).reshape(x.shape[0], -1).any(1)) if x.ndim else []
+            raise AssertionError(f"{what}: leaf {i} differs in {len(rows)} programs (first: {rows[:5]})")
+
+
+@functools.lru_cache(maxsize=None)
+def _mutators(cfg, mcfg):
+    return {impl: jax.jit(jax.vmap(lambda k, p, impl=impl: M.mutate_with_type(k, p, cfg, mcfg, impl)))
+            for impl in ("xla", "native")}
+
+
+def _generations(cfg, mcfg, seed):
+    """Programs after several rounds of mutation (each round from the XLA results), compared per round."""
+    fns = _mutators(cfg, mcfg)
+    progs = R.random_programs(jax.random.key(seed), cfg, B)
+    seen = set()
+    for g in range(GENERATIONS):
+        keys = jax.random.split(jax.random.key(1000 * seed + g), B)
+        (x, tx), (n, tn) = fns["xla"](keys, progs), fns["native"](keys, progs)
+        _assert_bitwise((x, tx), (n, tn), f"generation {g}")
+        zero.validate_program(n, cfg)
+        seen |= set(np.asarray(tx).tolist())
+        progs = x
+    return seen
+
+
+@pytest.mark.parametrize("cfg,mcfg", [
+    (DEMO, M.MutationConfig()),
+    pytest.param(dataclasses.replace(DEMO, dtype="float64"), M.MutationConfig(), marks=pytest.mark.slow),
+    (EVERY_OP, EVERY_TYPE),
+    (dataclasses.replace(EVERY_OP, dtype="float64"), EVERY_TYPE),
+    (EVERY_OP, M.MutationConfig(paper_variant=True)),
+], ids=["demo-f32", "demo-f64", "every-op-f32", "every-op-f64", "paper-variant"])
+def test_native_mutations_equal_xla_bitwise(cfg, mcfg):
+    with jax.enable_x64(cfg.dtype == "float64"):
+        seen = _generations(cfg, mcfg, seed=3)
+    assert len(seen) == len(mcfg.type_weights)  # every type was exercised
+
+
+def test_forced_types_and_unbatched_inputs():
+    """apply_mutation with a forced type: the program and type are shared across the batch (the kernel
+    reads inputs a vmap left unbatched with stride 0), and a call outside any vmap."""
+    cfg, mcfg = EVERY_OP, EVERY_TYPE
+    prog = jax.tree_util.tree_map(lambda x: x[0], R.random_programs(jax.random.key(7), cfg, 1))
+    keys = jax.random.split(jax.random.key(8), 64)
+    for t in range(len(mcfg.type_weights)):
+        fns = [jax.jit(jax.vmap(lambda k, impl=impl, t=t: M.apply_mutation(k, prog, cfg, mcfg, t, impl)))
+               for impl in ("xla", "native")]
+        _assert_bitwise(fns[0](keys), fns[1](keys), f"type {mcfg.type_weights[t][0]}")
+    one = [jax.jit(lambda k, impl=impl: M.mutate(k, prog, cfg, mcfg, impl)) for impl in ("xla", "native")]
+    _assert_bitwise(one[0](keys[0]), one[1](keys[0]), "unbatched")
+
+
+def test_signed_zero_and_nan_constants():
+    """Constants that are -0 or NaN go through the kernel as through XLA. The sign bit of a NaN that a
+    uniform op's range re-sort produces may differ (XLA's minimum/maximum pick NaN bits in ways that depend
+    on operand order); mutations never make a NaN from finite constants, so only hand-made programs have
+    them (docs/backends.md)."""
+    cfg, mcfg = EVERY_OP, EVERY_TYPE
+    progs = R.random_programs(jax.random.key(11), cfg, B)
+
+    def poison(c):
+        data = np.array(c.data)
+        data[::3, :, 0] = -0.0
+        data[1::3, :, 1] = np.nan
+        data[2::3, :, 2] = -np.nan
+        return c.replace(data=data)
+
+    progs = progs.replace(setup=poison(progs.setup), predict=poison(progs.predict), learn=poison(progs.learn))
+    fns = _mutators(cfg, mcfg)
+    keys = jax.random.split(jax.random.key(12), B)
+    _assert_bitwise(fns["xla"](keys, progs), fns["native"](keys, progs), "-0 / NaN constants", nan_sign=False)
+    zeros = progs.replace(**{c: getattr(progs, c).replace(data=np.where(np.isnan(getattr(progs, c).data), -0.0,
+                                                                          getattr(progs, c).data))
+                             for c in ("setup", "predict", "learn")})
+    _assert_bitwise(fns["xla"](keys, zeros), fns["native"](keys, zeros), "-0 constants")
+
+
+def test_auto_picks_native_on_cpu_and_bad_implementation_is_named():
+    cfg, mcfg = DEMO, M.MutationConfig()
+    prog = jax.tree_util.tree_map(lambda x: x[0], R.random_programs(jax.random.key(1), cfg, 1))
+    text = jax.jit(lambda k: M.mutate(k, prog, cfg, mcfg, "auto")).lower(jax.random.key(0)).as_text()
+    assert native.MUTATE_TARGET in text
+    with pytest.raises(ValueError, match="implementation"):
+        M.mutate(jax.random.key(0), prog, cfg, mcfg, "fast")

@@ -33,7 +33,7 @@ from azjax.zero import backends
 from azjax.zero import ops as ops_lib
 from azjax.zero.backends import Backend, KeyRule
 from azjax.zero.evaluate import prepare_tasks
-from azjax.zero.fec import FECCache, FECConfig, fingerprints
+from azjax.zero.fec import _KEY, FECCache, FECConfig, fingerprints
 from azjax.zero.program import Program, ZeroConfig
 from azjax.zero.tasks import Tasks
 
@@ -158,6 +158,11 @@ class ProgramEvaluator:
             self._full = sharding.shard_population_fn(full, self.mesh, split, replicate_outputs=self._global)
             self._probe = sharding.shard_population_fn(probe, self.mesh, split, replicate_outputs=self._global)
         self._steps_full = tasks.num_train * tasks.num_epochs
+        # A backend that hashes the probe's errors itself (native) returns 16 bytes per (program, task)
+        # instead of every prediction; sharded runs keep the predictions path.
+        fp_fn = (self.backend.make_fingerprint_fn(cfg, tasks.eval_type, self._steps_full)
+                 if fec is not None and self.mesh.size == 1 else None)
+        self._probe_fingerprints = jax.jit(fp_fn) if fp_fn is not None else None
         self._probe_keys: Dict[Tuple[int, int], object] = {}
         self._global_tasks: Dict[int, tuple] = {}
         # evaluated_here: programs fully evaluated on this process's devices (= evaluated in one process).
@@ -288,7 +293,17 @@ class ProgramEvaluator:
         keys_fp = None
         cache_hit = np.zeros(U, bool)
         # 2. FEC probe.
-        if self.cache is not None and need.any():
+        if self.cache is not None and need.any() and self._probe_fingerprints is not None:
+            padded = self._pad(unique, B)
+            active = np.arange(padded.setup.size.shape[0]) < U
+            words = np.asarray(self._run(self._probe_fingerprints, self._probe_arrays, padded, None, active))
+            keys_fp = np.ascontiguousarray(words[:U]).view(_KEY)[..., 0]  # [U, T]
+            train_steps += U * T * self._probe_arrays[0].shape[1]
+            cached, found = self.cache.lookup_batch(keys_fp, need)
+            per_task[found] = cached[found]
+            need &= ~found
+            cache_hit |= found
+        elif self.cache is not None and need.any():
             padded = self._pad(unique, B)
             active = np.arange(padded.setup.size.shape[0]) < U
             _, preds = self._run(self._probe, self._probe_arrays, padded, None, active)

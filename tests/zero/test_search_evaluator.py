@@ -133,3 +133,44 @@ def test_fingerprints_hash_exact_errors_task_and_train_length():
     same_valid = np.broadcast_to(va[:1, :1], (1, 4, 10))
     assert len({k.tobytes() for k in fingerprints(same_errors, same_valid, 100).reshape(-1)}) == 4
     assert not np.any(fingerprints(tr, va, 101) == keys)
+
+
+@pytest.mark.parametrize("eval_type,dtype", [("rms", "float32"), ("rms", "float64"), ("accuracy", "float32"),
+                                             ("accuracy", "float64")])
+def test_native_kernel_fingerprints_equal_the_predictions_path(eval_type, dtype):
+    """The native backend hashes the FEC probe's errors in the kernel; its keys must be the bytes that
+    `fec.fingerprints` gives from the predictions (NaN/inf predictions and padding rows included)."""
+    import dataclasses
+
+    from azjax.zero import backends
+    from azjax.zero.backends import native
+    from azjax.zero.evaluate import prepare_tasks
+    from azjax.zero.fec import _KEY, fingerprints
+    from azjax.zero.search_evaluator import _sigmoid
+
+    if not native.available():
+        pytest.skip(native.reason())
+    cfg = dataclasses.replace(CFG, dtype=dtype, learn_ops=CFG.learn_ops + ("SCALAR_DIVISION", "SCALAR_EXP"))
+    backend = backends.resolve("native", cfg, T)
+    with jax.enable_x64(dtype == "float64"):
+        tasks = zero.linear_regression_tasks(jax.random.key(0), T, 4, N, M)
+        if eval_type == "accuracy":
+            tasks = zero.Tasks(tasks.train_features, (tasks.train_labels > 0).astype(tasks.train_labels.dtype),
+                               tasks.valid_features, (tasks.valid_labels > 0).astype(tasks.valid_labels.dtype),
+                               eval_type="accuracy")
+        arrays = prepare_tasks(tasks, cfg)
+        progs = jax.tree_util.tree_map(np.asarray, random_programs.random_programs(jax.random.key(3), cfg, 64))
+        keys = jax.random.key(5)
+        active = np.arange(64) < 60  # the last rows are batch padding
+        fp_fn = jax.jit(backend.make_fingerprint_fn(cfg, eval_type, 1234))
+        words = np.asarray(fp_fn(progs, *arrays, keys, active))
+        _, preds = jax.jit(backend.make_evaluate_fn(cfg, eval_type, 1, True))(progs, *arrays, keys, active)
+    train, valid = np.asarray(preds["train"])[:, :, 0], np.asarray(preds["valid"])[:, :, 0]
+    ty, vy = np.asarray(tasks.train_labels)[None], np.asarray(tasks.valid_labels)[None]
+    train_err = np.abs(ty - train)
+    valid_err = (((vy > 0.5) == (_sigmoid(valid) > 0.5)).astype(train_err.dtype) if eval_type == "accuracy"
+                 else np.abs(vy - valid))
+    assert np.isnan(train_err).any() and np.isfinite(train_err).any()  # both kinds of probe are covered
+    expected = fingerprints(train_err, valid_err, 1234)
+    got = np.ascontiguousarray(words).view(_KEY)[..., 0]
+    np.testing.assert_array_equal(got.view(np.uint8), expected.view(np.uint8))

@@ -93,6 +93,13 @@ class Backend:
                          return_predictions: bool = False, prune: bool = True) -> Callable:
         raise NotImplementedError
 
+    def make_fingerprint_fn(self, cfg: ZeroConfig, eval_type: str, num_train_steps: int) -> Optional[Callable]:
+        """Optional: a function like `make_evaluate_fn(cfg, eval_type, 1, ...)` that returns the FEC fingerprints
+        (`fec.fingerprints` of the probe's errors, keyed by `num_train_steps`) instead of
+        fitness and predictions, as uint32 [P, T, 4] (two little-endian uint64 words per lane, so x64 mode is
+        not needed). None (the default): the evaluator computes them from the predictions."""
+        return None
+
     def lane_keys(self, key: jax.Array, num_programs: int, num_tasks: int):
         """The lane keys [P, T] this backend's evaluation function takes (KeyRule.lane_keys)."""
         return KeyRule.lane_keys(key, num_programs, num_tasks)

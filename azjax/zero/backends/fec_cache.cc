@@ -157,30 +157,36 @@ extern "C" {
 
 // fec.fingerprints: two position-dependent 64-bit mixes of the errors' bit patterns, the task index and the
 // number of training steps, summed (the same formula as the NumPy implementation; a test compares them).
+void azjax_fec_fingerprint_lane(const double* train_err, const double* valid_err, int64_t n_train,
+                                int64_t n_valid, int64_t task, int64_t num_train_steps, uint64_t* out) {
+  const uint64_t kGolden = 0x9E3779B97F4A7C15ull, kM2 = 0x94D049BB133111EBull;
+  const int64_t n = n_train + n_valid;
+  uint64_t h1 = 0, h2 = 0;
+  for (int64_t i = 0; i < n + 2; ++i) {
+    uint64_t w;
+    if (i < n_train) {
+      std::memcpy(&w, train_err + i, 8);
+    } else if (i < n) {
+      std::memcpy(&w, valid_err + (i - n_train), 8);
+    } else {
+      w = (i == n) ? static_cast<uint64_t>(task) : static_cast<uint64_t>(num_train_steps);
+    }
+    const uint64_t pos = static_cast<uint64_t>(i + 1) * kGolden;
+    h1 += mix64(w + pos);
+    h2 += mix64((w ^ mix64(pos)) * kM2 + pos);
+  }
+  out[0] = h1;
+  out[1] = h2;
+}
+
 void azjax_fec_fingerprints(const double* train_err, const double* valid_err, int64_t num_programs,
                             int64_t num_tasks, int64_t n_train, int64_t n_valid, int64_t num_train_steps,
                             uint64_t* out) {
-  const uint64_t kGolden = 0x9E3779B97F4A7C15ull, kM2 = 0x94D049BB133111EBull;
-  const int64_t n = n_train + n_valid;
   for (int64_t p = 0; p < num_programs; ++p) {
     for (int64_t t = 0; t < num_tasks; ++t) {
-      uint64_t h1 = 0, h2 = 0;
       const int64_t pt = p * num_tasks + t;
-      for (int64_t i = 0; i < n + 2; ++i) {
-        uint64_t w;
-        if (i < n_train) {
-          std::memcpy(&w, train_err + pt * n_train + i, 8);
-        } else if (i < n) {
-          std::memcpy(&w, valid_err + pt * n_valid + (i - n_train), 8);
-        } else {
-          w = (i == n) ? static_cast<uint64_t>(t) : static_cast<uint64_t>(num_train_steps);
-        }
-        const uint64_t pos = static_cast<uint64_t>(i + 1) * kGolden;
-        h1 += mix64(w + pos);
-        h2 += mix64((w ^ mix64(pos)) * kM2 + pos);
-      }
-      out[2 * pt] = h1;
-      out[2 * pt + 1] = h2;
+      azjax_fec_fingerprint_lane(train_err + pt * n_train, valid_err + pt * n_valid, n_train, n_valid, t,
+                                 num_train_steps, out + 2 * pt);
     }
   }
 }

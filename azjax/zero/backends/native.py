@@ -129,10 +129,22 @@ class NativeBackend(Backend):
 
     def make_evaluate_fn(self, cfg: ZeroConfig, eval_type: str, num_epochs: int,
                          return_predictions: bool = False, prune: bool = True) -> Callable:
+        return self._make_fn(cfg, eval_type, num_epochs, return_predictions, prune, fingerprint_steps=0)
+
+    def make_fingerprint_fn(self, cfg: ZeroConfig, eval_type: str, num_train_steps: int) -> Optional[Callable]:
+        """The FEC probe with the errors hashed in the kernel: no predictions leave it (docs/backends.md)."""
+        if eval_type not in ("rms", "accuracy"):
+            return None
+        return self._make_fn(cfg, eval_type, 1, False, True, fingerprint_steps=num_train_steps)
+
+    def _make_fn(self, cfg: ZeroConfig, eval_type: str, num_epochs: int, return_predictions: bool, prune: bool,
+                 fingerprint_steps: int) -> Callable:
         if _load() is None:
             raise RuntimeError(f"native backend unavailable: {reason()}")
+        if fingerprint_steps < 0:
+            raise ValueError(f"fingerprint_steps must be >= 0, got {fingerprint_steps}")
         keys_rule = self.key_rule(cfg)
-        attrs = dict(num_scalars=np.int64(cfg.num_scalars), num_vectors=np.int64(cfg.num_vectors),
+        attrs = dict(fingerprint_steps=np.int64(fingerprint_steps), num_scalars=np.int64(cfg.num_scalars), num_vectors=np.int64(cfg.num_vectors),
                      num_matrices=np.int64(cfg.num_matrices), features=np.int64(cfg.features),
                      eval_type=np.int64(1 if eval_type == "accuracy" else 0), num_epochs=np.int64(num_epochs),
                      max_abs_error=np.float64(cfg.max_abs_error), la=np.int64(keys_rule.predict_stride),
@@ -144,8 +156,9 @@ class NativeBackend(Backend):
             M = valid_x.shape[1]
             steps = num_epochs * (N + M)
             dt = train_x.dtype
-            out = (jax.ShapeDtypeStruct((P, T), dt),
-                   jax.ShapeDtypeStruct((P, T, steps if return_predictions else 0), dt))
+            second = (jax.ShapeDtypeStruct((P, T, 4), jnp.uint32) if fingerprint_steps
+                      else jax.ShapeDtypeStruct((P, T, steps if return_predictions else 0), dt))
+            out = (jax.ShapeDtypeStruct((P, T), dt), second)
             call = jax.ffi.ffi_call(_TARGET, out, vmap_method="sequential")
             comps = (programs.setup, programs.predict, programs.learn)
             args = []
@@ -153,6 +166,8 @@ class NativeBackend(Backend):
                 args += [c.instructions.astype(jnp.int32), c.data.astype(dt), c.size.astype(jnp.int32)]
             fitness, preds = call(*args, train_x, train_y, valid_x, valid_y, orders.astype(jnp.int32),
                                   _raw_keys(keys), active.astype(jnp.int32), **attrs)
+            if fingerprint_steps:
+                return preds
             if not return_predictions:
                 return fitness
             preds = preds.reshape(P, T, num_epochs, N + M)

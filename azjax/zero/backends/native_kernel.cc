@@ -37,6 +37,10 @@
 
 namespace ffi = xla::ffi;
 
+// fec_cache.cc: the FEC fingerprint of one (program, task) probe, the formula of fec.fingerprints.
+extern "C" void azjax_fec_fingerprint_lane(const double* train_err, const double* valid_err, int64_t n_train,
+                                           int64_t n_valid, int64_t task, int64_t num_train_steps, uint64_t* out);
+
 namespace azjax_native {
 
 // ----------------------------------------------------------------------------------------------------------
@@ -521,6 +525,7 @@ struct Config {
   int num_epochs;
   double max_abs_error;
   int64_t la, lb;  // random-op counter strides: step * (la + lb) (+ la for Learn)
+  int64_t fingerprint_steps = 0;  // > 0: return FEC fingerprints (keyed by this step count), not predictions
 };
 
 template <typename T>
@@ -694,7 +699,8 @@ static void evaluate_batch(const Config& cfg, int P, int T_, const int32_t* cons
                            const int32_t* const sizes[3], const int Ls[3], bool prune, const TaskView<T>& task0,
                            int64_t task_x_stride, int64_t task_y_stride, int64_t valid_x_stride,
                            int64_t valid_y_stride, int64_t order_stride, const uint32_t* keys,
-                           const int32_t* active, T* fitness, T* preds, int64_t preds_per_pair) {
+                           const int32_t* active, T* fitness, T* preds, int64_t preds_per_pair,
+                           uint64_t* fingerprints) {
   const Layout& L = cfg.L;
   Pool& pool = Pool::get();
   const int threads = pool.size();
@@ -780,6 +786,16 @@ static void evaluate_batch(const Config& cfg, int P, int T_, const int32_t* cons
   auto& mems = tl_mems;  // lambdas run on worker threads: use the caller's buffers
   grow(mems, static_cast<size_t>(threads));
   for (auto& v : mems) grow(v, static_cast<size_t>(mem_size + scratch_size + 1));
+  static thread_local std::vector<std::vector<T>> tl_fp_preds;
+  static thread_local std::vector<std::vector<double>> tl_fp_errors;
+  auto& fp_preds = tl_fp_preds;  // lambdas run on worker threads: use the caller's buffers
+  auto& fp_errors = tl_fp_errors;
+  if (fingerprints) {
+    grow(fp_preds, static_cast<size_t>(threads));
+    grow(fp_errors, static_cast<size_t>(threads));
+    for (auto& v : fp_preds) grow(v, static_cast<size_t>(task0.N + task0.M));
+    for (auto& v : fp_errors) grow(v, static_cast<size_t>(task0.N + task0.M));
+  }
   auto job = [&](int64_t i, int thread) {
     const int p = static_cast<int>(i / T_), t = static_cast<int>(i % T_);
     TaskView<T> task = task0;
@@ -794,6 +810,21 @@ static void evaluate_batch(const Config& cfg, int P, int T_, const int32_t* cons
     // flush-to-zero, like the XLA backends, and its speed when values underflow.
     std::optional<KeepSubnormals> ieee;
     if constexpr (sizeof(T) == 8) ieee.emplace();
+    if (fingerprints) {
+      // The FEC probe (one epoch): errors as fec.fingerprints gets them from the predictions, hashed here.
+      T* pred = fp_preds[thread].data();
+      double* err = fp_errors[thread].data();
+      fitness[i] = evaluate_pair<T, FS>(progs[p], task, cfg, key, active[p] != 0, mem, mem + mem_size, pred);
+      const int N = task.N, M = task.M;
+      for (int j = 0; j < N; ++j) err[j] = static_cast<double>(std::fabs(task.train_y[j] - pred[j]));
+      for (int j = 0; j < M; ++j) {
+        const T y = task.valid_y[j], q = pred[N + j];
+        err[N + j] = cfg.eval_type == 1 ? ((y > T(0.5)) == (sigmoid(q) > T(0.5)) ? 1.0 : 0.0)
+                                        : static_cast<double>(std::fabs(y - q));
+      }
+      azjax_fec_fingerprint_lane(err, err + N, N, M, t, cfg.fingerprint_steps, fingerprints + 2 * i);
+      return;
+    }
     fitness[i] = evaluate_pair<T, FS>(progs[p], task, cfg, key, active[p] != 0, mem, mem + mem_size,
                                       preds ? preds + i * preds_per_pair : nullptr);
   };
@@ -845,10 +876,21 @@ static ffi::Error dispatch(const Config& cfg, ffi::AnyBuffer si, ffi::AnyBuffer 
   TaskView<T> task{static_cast<const T*>(tx.untyped_data()), static_cast<const T*>(ty.untyped_data()),
                    static_cast<const T*>(vx.untyped_data()), static_cast<const T*>(vy.untyped_data()),
                    static_cast<const int32_t*>(orders.untyped_data()), N, M};
-  const int64_t per_pair = preds->dimensions().size() == 3 ? preds->dimensions()[2] : 0;
-  T* preds_ptr = per_pair > 0 ? static_cast<T*>(preds->untyped_data()) : nullptr;
-  if (preds_ptr && per_pair != static_cast<int64_t>(cfg.num_epochs) * (N + M))
-    return ffi::Error::InvalidArgument("azjax native: predictions buffer has the wrong size");
+  uint64_t* fps = nullptr;
+  int64_t per_pair = 0;
+  T* preds_ptr = nullptr;
+  if (cfg.fingerprint_steps > 0) {
+    // uint32 [P, T, 4]: two little-endian uint64 words per lane (uint64 arrays need JAX's x64 mode).
+    if (cfg.num_epochs != 1 || preds->element_type() != ffi::DataType::U32 ||
+        static_cast<int64_t>(preds->element_count()) != 4 * static_cast<int64_t>(P) * T_)
+      return ffi::Error::InvalidArgument("azjax native: fingerprints need one epoch and a uint32 [P, T, 4] output");
+    fps = static_cast<uint64_t*>(preds->untyped_data());
+  } else {
+    per_pair = preds->dimensions().size() == 3 ? preds->dimensions()[2] : 0;
+    preds_ptr = per_pair > 0 ? static_cast<T*>(preds->untyped_data()) : nullptr;
+    if (preds_ptr && per_pair != static_cast<int64_t>(cfg.num_epochs) * (N + M))
+      return ffi::Error::InvalidArgument("azjax native: predictions buffer has the wrong size");
+  }
   const uint32_t* k = static_cast<const uint32_t*>(keys.untyped_data());
   static thread_local std::vector<uint32_t> tl_lanes;
   auto& lanes = tl_lanes;  // lambdas run on worker threads: use the caller's buffers
@@ -864,7 +906,7 @@ static ffi::Error dispatch(const Config& cfg, ffi::AnyBuffer si, ffi::AnyBuffer 
                 os = static_cast<int64_t>(cfg.num_epochs) * N;
 #define AZJAX_CASE(FSV)                                                                                  \
   evaluate_batch<T, FSV>(cfg, P, T_, ins, data, sizes, Ls, prune, task, xs, ys, vxs, vys, os, k, act, fit, \
-                         preds_ptr, per_pair)
+                         preds_ptr, per_pair, fps)
   switch (F) {
     case 2: AZJAX_CASE(2); break;
     case 4: AZJAX_CASE(4); break;
@@ -884,7 +926,8 @@ static ffi::Error EvaluateImpl(ffi::AnyBuffer si, ffi::AnyBuffer sd, ffi::AnyBuf
                                ffi::AnyBuffer active, ffi::Result<ffi::AnyBuffer> fitness,
                                ffi::Result<ffi::AnyBuffer> preds, int64_t num_scalars, int64_t num_vectors,
                                int64_t num_matrices, int64_t features, int64_t eval_type, int64_t num_epochs,
-                               double max_abs_error, int64_t la, int64_t lb, bool prune) {
+                               double max_abs_error, int64_t la, int64_t lb, bool prune,
+                               int64_t fingerprint_steps) {
   Config cfg;
   cfg.L = Layout{static_cast<int>(num_scalars), static_cast<int>(num_vectors), static_cast<int>(num_matrices),
                  static_cast<int>(features)};
@@ -893,6 +936,7 @@ static ffi::Error EvaluateImpl(ffi::AnyBuffer si, ffi::AnyBuffer sd, ffi::AnyBuf
   cfg.max_abs_error = max_abs_error;
   cfg.la = la;
   cfg.lb = lb;
+  cfg.fingerprint_steps = fingerprint_steps;
   const auto dt = tx.element_type();
   if (dt == ffi::DataType::F32)
     return dispatch<float>(cfg, si, sd, ss, pi, pd, ps, li, ld, ls, tx, ty, vx, vy, orders, keys, active,
@@ -924,7 +968,8 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(AzjaxZeroEvaluate, azjax_native::EvaluateImpl,
                                   .Arg<ffi::AnyBuffer>()  // lane keys [P, T, 2] or a base key [2], uint32
                                   .Arg<ffi::AnyBuffer>()  // active [P] int32
                                   .Ret<ffi::AnyBuffer>()  // fitness [P, T]
-                                  .Ret<ffi::AnyBuffer>()  // predictions [P, T, E * (N + M)] or [P, T, 0]
+                                  .Ret<ffi::AnyBuffer>()  // predictions [P, T, E * (N + M)] or [P, T, 0],
+                                                          // or fingerprints, uint32 [P, T, 4]
                                   .Attr<int64_t>("num_scalars")
                                   .Attr<int64_t>("num_vectors")
                                   .Attr<int64_t>("num_matrices")
@@ -934,7 +979,8 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(AzjaxZeroEvaluate, azjax_native::EvaluateImpl,
                                   .Attr<double>("max_abs_error")
                                   .Attr<int64_t>("la")
                                   .Attr<int64_t>("lb")
-                                  .Attr<bool>("prune"));
+                                  .Attr<bool>("prune")
+                                  .Attr<int64_t>("fingerprint_steps"));
 
 // The op-type table, for the test that keeps it equal to azjax/zero/ops.py's.
 extern "C" int azjax_native_op_table(int8_t* out, int capacity) {

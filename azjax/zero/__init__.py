@@ -24,6 +24,7 @@ from azjax.zero.mutations import MutationConfig, mutate
 from azjax.zero.search_evaluator import HurdleConfig, ProgramEvaluator
 from azjax.zero.space import ProgramSpace
 from azjax.zero.tune_constants import TuningResult, tunable_constants, tune_constants
+from azjax.zero.program_genome import ProgramGenomeSpace
 
 __all__ = [
     "OPS", "OP_IDS", "OpSpec", "op_id",
@@ -33,5 +34,5 @@ __all__ = [
     "projected_binary_tasks", "projected_multiclass_tasks", "teacher_network_tasks", "unit_tasks",
     "combine_fitness", "evaluate", "live_instruction_count", "algorithms",
     "FECCache", "FECConfig", "MutationConfig", "initial_program", "mutate", "HurdleConfig", "ProgramEvaluator", "ProgramSpace", "export_program",
-    "TuningResult", "tunable_constants", "tune_constants",
+    "TuningResult", "tunable_constants", "tune_constants", "ProgramGenomeSpace",
 ]

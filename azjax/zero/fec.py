@@ -257,6 +257,13 @@ def _native_lib():
         lib.azjax_fec_lookup_all.argtypes = [c.c_void_p, c.c_void_p, c.c_int64, c.c_int64, c.c_void_p,
                                              c.c_void_p, c.c_void_p]
         lib.azjax_fec_insert.argtypes = [c.c_void_p, c.c_void_p, c.c_void_p, c.c_int64]
+        lib.azjax_memo_new.restype = c.c_void_p
+        lib.azjax_memo_new.argtypes = [c.c_int64, c.c_int64]
+        lib.azjax_memo_free.argtypes = [c.c_void_p]
+        lib.azjax_memo_size.restype = c.c_int64
+        lib.azjax_memo_size.argtypes = [c.c_void_p]
+        lib.azjax_memo_lookup.argtypes = [c.c_void_p, c.c_void_p, c.c_void_p, c.c_int64, c.c_void_p, c.c_void_p]
+        lib.azjax_memo_insert.argtypes = [c.c_void_p, c.c_void_p, c.c_void_p, c.c_void_p, c.c_int64]
         lib.azjax_fec_export.restype = c.c_int64
         lib.azjax_fec_export.argtypes = [c.c_void_p, c.c_void_p, c.c_void_p, c.c_void_p, c.c_int64]
         lib.azjax_fec_import.argtypes = [c.c_void_p, c.c_void_p, c.c_void_p, c.c_void_p, c.c_int64, c.c_int64,

@@ -22,6 +22,7 @@ same everywhere, and the search does not depend on the process count.
 from __future__ import annotations
 
 import collections
+import ctypes
 import dataclasses
 from typing import Dict, Optional, Tuple, Union
 
@@ -33,7 +34,7 @@ from azjax.zero import backends
 from azjax.zero import ops as ops_lib
 from azjax.zero.backends import Backend, KeyRule
 from azjax.zero.evaluate import prepare_tasks
-from azjax.zero.fec import _KEY, FECCache, FECConfig, fingerprints
+from azjax.zero.fec import _KEY, FECCache, FECConfig, _ptr, fingerprints
 from azjax.zero.program import Program, ZeroConfig
 from azjax.zero.tasks import Tasks
 
@@ -89,6 +90,40 @@ def _wrap_key_data(fn):
     def wrapped(programs, train_x, train_y, valid_x, valid_y, orders, keys, active):
         return fn(programs, train_x, train_y, valid_x, valid_y, orders, jax.random.wrap_key_data(keys), active)
     return wrapped
+
+
+class _ProbeMemo:
+    """Pruned-code key -> FEC keys [T] of its probe, bounded (cleared when full), held by the native library.
+    Only a cache of a pure function: results never depend on what it holds, so it is not checkpointed."""
+
+    def __init__(self, num_tasks: int, capacity: int = 1 << 16):
+        from azjax.zero.fec import _native_lib
+
+        self._lib = _native_lib()
+        self.num_tasks = num_tasks
+        self._handle = ctypes.c_void_p(self._lib.azjax_memo_new(num_tasks, capacity))
+
+    def __del__(self):
+        if getattr(self, "_handle", None) is not None:
+            self._lib.azjax_memo_free(self._handle)
+            self._handle = None
+
+    def __len__(self) -> int:
+        return int(self._lib.azjax_memo_size(self._handle))
+
+    def lookup(self, code: np.ndarray, want: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        """(keys [U, T], missing [U]) for the rows in `want`; missing rows must be probed."""
+        code = np.ascontiguousarray(code)
+        keys = np.zeros((len(code), self.num_tasks), _KEY)
+        missing = np.zeros(len(code), np.uint8)
+        want = np.ascontiguousarray(want, np.uint8)
+        self._lib.azjax_memo_lookup(self._handle, _ptr(code), _ptr(want), len(code), _ptr(keys), _ptr(missing))
+        return keys, missing.astype(bool)
+
+    def insert(self, code: np.ndarray, keys: np.ndarray, rows: np.ndarray) -> None:
+        code, keys = np.ascontiguousarray(code), np.ascontiguousarray(keys, _KEY)
+        rows = np.ascontiguousarray(rows, np.uint8)
+        self._lib.azjax_memo_insert(self._handle, _ptr(code), _ptr(keys), _ptr(rows), len(code))
 
 
 class ProgramEvaluator:
@@ -163,6 +198,7 @@ class ProgramEvaluator:
         fp_fn = (self.backend.make_fingerprint_fn(cfg, tasks.eval_type, self._steps_full)
                  if fec is not None and self.mesh.size == 1 else None)
         self._probe_fingerprints = jax.jit(fp_fn) if fp_fn is not None else None
+        self._probe_memo = _ProbeMemo(tasks.num_tasks) if self._probe_fingerprints is not None else None
         self._probe_keys: Dict[Tuple[int, int], object] = {}
         self._global_tasks: Dict[int, tuple] = {}
         # evaluated_here: programs fully evaluated on this process's devices (= evaluated in one process).
@@ -294,10 +330,7 @@ class ProgramEvaluator:
         cache_hit = np.zeros(U, bool)
         # 2. FEC probe.
         if self.cache is not None and need.any() and self._probe_fingerprints is not None:
-            padded = self._pad(unique, B)
-            active = np.arange(padded.setup.size.shape[0]) < U
-            words = np.asarray(self._run(self._probe_fingerprints, self._probe_arrays, padded, None, active))
-            keys_fp = np.ascontiguousarray(words[:U]).view(_KEY)[..., 0]  # [U, T]
+            keys_fp = self._kernel_fingerprints(unique, need, B)
             train_steps += U * T * self._probe_arrays[0].shape[1]
             cached, found = self.cache.lookup_batch(keys_fp, need)
             per_task[found] = cached[found]
@@ -357,6 +390,29 @@ class ProgramEvaluator:
         for k in ("evaluated", "cache_hits", "duplicates"):
             self.counters[k] += int(info[k])
         return combined[inverse].astype(np.float32), info
+
+    def _kernel_fingerprints(self, unique: Program, need: np.ndarray, batch: int) -> np.ndarray:
+        """FEC keys [U, T] of the needed rows, hashed by the backend's kernel. A program whose pruned code was
+        probed before (and has no live random op) takes the remembered keys; the others are probed in their
+        own rows (a random op's lane key depends on the row), the rest of the batch inactive."""
+        U = unique.setup.size.shape[0]
+        code = self.backend.live_code_keys(unique, self.cfg)
+        if code is None:
+            probe = need.copy()
+            keys_fp = np.zeros((U, self.tasks.num_tasks), _KEY)
+        else:
+            code, has_random = code
+            keys_fp, probe = self._probe_memo.lookup(code, need & ~has_random)
+            probe |= need & has_random
+        if probe.any():
+            padded = self._pad(unique, batch)
+            active = np.zeros(padded.setup.size.shape[0], bool)
+            active[:U] = probe
+            words = np.asarray(self._run(self._probe_fingerprints, self._probe_arrays, padded, None, active))
+            keys_fp[probe] = np.ascontiguousarray(words[:U]).view(_KEY)[..., 0][probe]
+            if code is not None:
+                self._probe_memo.insert(code, keys_fp, probe & ~has_random)
+        return keys_fp
 
     @property
     def strategy(self) -> str:

@@ -1,4 +1,6 @@
 """The search evaluator: dedup, FEC accounting, train budget, resumable search with the cache."""
+import dataclasses
+
 import jax
 import numpy as np
 import pytest
@@ -174,3 +176,56 @@ def test_native_kernel_fingerprints_equal_the_predictions_path(eval_type, dtype)
     expected = fingerprints(train_err, valid_err, 1234)
     got = np.ascontiguousarray(words).view(_KEY)[..., 0]
     np.testing.assert_array_equal(got.view(np.uint8), expected.view(np.uint8))
+
+
+def test_live_code_keys_see_only_what_the_kernel_runs():
+    """Equal keys for programs that differ only in dead code; different keys when live code differs;
+    programs with a live random op are flagged (their probe depends on their row)."""
+    from azjax.zero.backends import native
+
+    if not native.available():
+        pytest.skip(native.reason())
+    text = ("def Setup():\n  s2 = 0.5\ndef Predict():\n  s1 = dot(v0, v1)\n"
+            "def Learn():\n  s3 = s0 - s1\n  s3 = s2 * s3\n  v2 = s3 * v0\n  v1 = v1 + v2\n")
+    cfg = dataclasses.replace(CFG, setup_ops=CFG.setup_ops + ("SCALAR_GAUSSIAN_SET",), learn_size=6)
+    live = zero.parse_program(text, cfg)
+    other = zero.parse_program(text.replace("s2 = 0.5", "s2 = 0.25"), cfg)
+    noisy = zero.parse_program(text.replace("s2 = 0.5", "s2 = gaussian(0.5, 0.1)"), cfg)
+    progs = zero.stack_programs([live, live, other, noisy])
+    keys, has_random = native.NativeBackend().live_code_keys(jax.device_get(progs), cfg)
+    shifted = zero.parse_program(text.replace("  s3 = s2 * s3\n", "  s3 = s2 * s3\n  s2 = s2 * s2\n"), cfg)
+    same = zero.parse_program(text + "  s3 = s1 * s1\n", cfg)  # a dead instruction after the live ones
+    keys2, _ = native.NativeBackend().live_code_keys(jax.device_get(zero.stack_programs([live, same, shifted])), cfg)
+    assert keys2[0].tobytes() == keys2[1].tobytes()
+    assert keys2[0].tobytes() != keys2[2].tobytes()  # a live instruction more
+    assert keys[0].tobytes() != keys[2].tobytes()  # a live constant differs
+    np.testing.assert_array_equal(has_random, [False, False, False, True])
+
+
+def test_probe_memo_does_not_change_the_search():
+    """The native evaluator skips the FEC probe of programs whose pruned code it probed before; the search
+    (fitness, counters, cache contents) is the same with and without it, random ops included."""
+    from azjax.zero.backends import native
+
+    if not native.available():
+        pytest.skip(native.reason())
+    cfg = dataclasses.replace(CFG, setup_ops=CFG.setup_ops + ("SCALAR_UNIFORM_SET", "VECTOR_GAUSSIAN_SET"),
+                              predict_ops=CFG.predict_ops + ("SCALAR_GAUSSIAN_SET", "SCALAR_SUM"))
+    tasks = zero.linear_regression_tasks(jax.random.key(0), T, 4, N, M)
+    space = zero.ProgramSpace(cfg, initial="RANDOM")
+    strategy = search.RegularizedEvolution(space, population_size=32, tournament_size=4, batch_size=16)
+    runs = []
+    for memo in (True, False):
+        ev = zero.ProgramEvaluator(cfg, tasks, backend="native")
+        if not memo:
+            ev.backend = type("NoMemo", (type(ev.backend),), {"live_code_keys": lambda self, p, c: None})()
+        res = search.run(space, strategy, ev, jax.random.key(4), max_evaluations=32 + 16 * 12)
+        runs.append((jax.device_get(res.state), dict(ev.counters), ev.cache.get_state()))
+        if memo:
+            assert len(ev._probe_memo) > 0
+    (s1, c1, k1), (s2, c2, k2) = runs
+    for a, b in zip(jax.tree_util.tree_leaves(s1), jax.tree_util.tree_leaves(s2)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert c1 == c2
+    np.testing.assert_array_equal(k1["keys"], k2["keys"])
+    np.testing.assert_array_equal(k1["fitness"], k2["fitness"])

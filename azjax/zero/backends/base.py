@@ -100,6 +100,12 @@ class Backend:
         not needed). None (the default): the evaluator computes them from the predictions."""
         return None
 
+    def live_code_keys(self, programs, cfg: ZeroConfig):
+        """Optional: (keys [P] 16-byte `np.void`, has_random [P] bool) of host programs, equal for programs
+        whose pruned code is the same, so that programs without a live random op share their FEC probe
+        (docs/backends.md, "The probe memo"). None (the default): every program is probed."""
+        return None
+
     def lane_keys(self, key: jax.Array, num_programs: int, num_tasks: int):
         """The lane keys [P, T] this backend's evaluation function takes (KeyRule.lane_keys)."""
         return KeyRule.lane_keys(key, num_programs, num_tasks)

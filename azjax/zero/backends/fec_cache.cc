@@ -8,6 +8,7 @@
 #include <cstring>
 #include <list>
 #include <unordered_map>
+#include <vector>
 
 namespace {
 
@@ -141,6 +142,58 @@ void azjax_fec_import(void* cache, const uint64_t* keys, const double* fitness, 
   }
   c->hits = hits;
   c->misses = misses;
+}
+
+// The probe memo (search_evaluator._ProbeMemo): pruned-code key -> the probe's T fingerprints, cleared when
+// full. A cache of a pure function, so its policy never changes results.
+struct ProbeMemo {
+  int64_t num_tasks, capacity;
+  std::unordered_map<Key, int64_t, KeyHash> index;
+  std::vector<uint64_t> rows;  // [capacity, num_tasks, 2]
+};
+
+void* azjax_memo_new(int64_t num_tasks, int64_t capacity) {
+  ProbeMemo* m = new ProbeMemo();
+  m->num_tasks = num_tasks;
+  m->capacity = capacity;
+  m->rows.resize(static_cast<size_t>(capacity * num_tasks * 2));
+  m->index.reserve(static_cast<size_t>(capacity));
+  return m;
+}
+
+void azjax_memo_free(void* memo) { delete static_cast<ProbeMemo*>(memo); }
+
+int64_t azjax_memo_size(void* memo) { return static_cast<int64_t>(static_cast<ProbeMemo*>(memo)->index.size()); }
+
+// For each u with want[u]: copies the remembered fingerprints into keys[u] (T x 2 words) or sets missing[u].
+void azjax_memo_lookup(void* memo, const uint64_t* code, const uint8_t* want, int64_t n, uint64_t* keys,
+                       uint8_t* missing) {
+  ProbeMemo* m = static_cast<ProbeMemo*>(memo);
+  const int64_t w = 2 * m->num_tasks;
+  for (int64_t u = 0; u < n; ++u) {
+    missing[u] = 0;
+    if (!want[u]) continue;
+    auto it = m->index.find(Key{code[2 * u], code[2 * u + 1]});
+    if (it == m->index.end()) {
+      missing[u] = 1;
+    } else {
+      std::memcpy(keys + u * w, m->rows.data() + it->second * w, w * sizeof(uint64_t));
+    }
+  }
+}
+
+void azjax_memo_insert(void* memo, const uint64_t* code, const uint64_t* keys, const uint8_t* rows, int64_t n) {
+  ProbeMemo* m = static_cast<ProbeMemo*>(memo);
+  const int64_t w = 2 * m->num_tasks;
+  for (int64_t u = 0; u < n; ++u) {
+    if (!rows[u]) continue;
+    const Key k{code[2 * u], code[2 * u + 1]};
+    if (m->index.count(k)) continue;
+    if (static_cast<int64_t>(m->index.size()) >= m->capacity) m->index.clear();
+    const int64_t i = static_cast<int64_t>(m->index.size());
+    m->index.emplace(k, i);
+    std::memcpy(m->rows.data() + i * w, keys + u * w, w * sizeof(uint64_t));
+  }
 }
 
 }  // extern "C"

@@ -137,6 +137,28 @@ class NativeBackend(Backend):
             return None
         return self._make_fn(cfg, eval_type, 1, False, True, fingerprint_steps=num_train_steps)
 
+    def live_code_keys(self, programs, cfg: ZeroConfig):
+        """(keys [P] of 16-byte `np.void`, has_random [P] bool) of host programs: a hash of what the kernel runs
+        for each program with liveness pruning (docs/backends.md, "The probe memo")."""
+        lib = _load()
+        if lib is None:
+            raise RuntimeError(f"native backend unavailable: {reason()}")
+        comps = (programs.setup, programs.predict, programs.learn)
+        ins = [np.ascontiguousarray(c.instructions, np.int32) for c in comps]
+        data = [np.ascontiguousarray(c.data, cfg.np_dtype) for c in comps]
+        sizes = [np.ascontiguousarray(c.size, np.int32) for c in comps]
+        P = sizes[0].shape[0]
+        keys = np.empty((P, 2), np.uint64)
+        has_random = np.empty(P, np.uint8)
+        ptrs = lambda arrays: (ctypes.c_void_p * 3)(*(a.ctypes.data for a in arrays))  # noqa: E731
+        lengths = np.asarray([a.shape[1] for a in ins], np.int64)
+        lib.azjax_native_live_code_keys(ptrs(ins), ptrs(data), ptrs(sizes), lengths.ctypes.data_as(ctypes.c_void_p),
+                                        ctypes.c_int64(P), ctypes.c_int64(cfg.num_scalars),
+                                        ctypes.c_int64(cfg.num_vectors), ctypes.c_int64(cfg.num_matrices),
+                                        ctypes.c_int64(data[0].dtype.itemsize), keys.ctypes.data_as(ctypes.c_void_p),
+                                        has_random.ctypes.data_as(ctypes.c_void_p))
+        return keys.view(np.dtype((np.void, 16)))[:, 0], has_random.astype(bool)
+
     def _make_fn(self, cfg: ZeroConfig, eval_type: str, num_epochs: int, return_predictions: bool, prune: bool,
                  fingerprint_steps: int) -> Callable:
         if _load() is None:

@@ -693,6 +693,43 @@ class Pool {
   uint64_t generation_ = 0;
 };
 
+// Which instructions of a program are live (as azjax/zero/liveness.py): a fixed point over the example loop
+// gives live_in(Predict) and live_in(Learn), with the harness slots s0 / v0 removed at the component
+// boundaries and s1 read after Predict; then one backward pass per component marks its live instructions.
+// `buf` holds 5 * (S + V + M) chars of scratch.
+static void live_flags(const Liveness& live, const Layout& L, const int32_t* const I[3], const int n[3], char* buf,
+                       char* const flags[3]) {
+  const int slots = L.S + L.V + L.M;
+  char *live_p = buf, *live_l = buf + slots, *tmp = buf + 2 * slots, *out_p = buf + 3 * slots,
+       *new_l = buf + 4 * slots;
+  const int s0 = 0, v0 = L.S;
+  std::fill(live_p, live_p + slots, 0);
+  std::fill(live_l, live_l + slots, 0);
+  for (;;) {
+    std::copy(live_p, live_p + slots, new_l);
+    new_l[s0] = new_l[v0] = 0;
+    live.backward(I[2], n[2], new_l, nullptr);
+    for (int q = 0; q < slots; ++q) out_p[q] = (new_l[q] || live_p[q]) ? 1 : 0;
+    out_p[s0] = out_p[v0] = 0;
+    out_p[1] = 1;
+    live.backward(I[1], n[1], out_p, nullptr);
+    const bool changed = !std::equal(out_p, out_p + slots, live_p) || !std::equal(new_l, new_l + slots, live_l);
+    std::copy(out_p, out_p + slots, live_p);
+    std::copy(new_l, new_l + slots, live_l);
+    if (!changed) break;
+  }
+  std::copy(live_p, live_p + slots, tmp);
+  tmp[s0] = tmp[v0] = 0;
+  live.backward(I[2], n[2], tmp, flags[2]);
+  for (int q = 0; q < slots; ++q) tmp[q] = (live_l[q] || live_p[q]) ? 1 : 0;
+  tmp[s0] = tmp[v0] = 0;
+  tmp[1] = 1;
+  live.backward(I[1], n[1], tmp, flags[1]);
+  std::copy(live_p, live_p + slots, tmp);
+  tmp[s0] = tmp[v0] = 0;
+  live.backward(I[0], n[0], tmp, flags[0]);
+}
+
 // ----------------------------------------------------------------------------------------------------------
 template <typename T, int FS>
 static void evaluate_batch(const Config& cfg, int P, int T_, const int32_t* const ins[3], const T* const data[3],
@@ -735,39 +772,8 @@ static void evaluate_batch(const Config& cfg, int P, int T_, const int32_t* cons
       n[c] = std::max(0, std::min(sizes[c][p], Ls[c]));
     }
     char* buf = scratch_live[thread].data();
-    char *live_p = buf, *live_l = buf + slots, *tmp = buf + 2 * slots, *out_p = buf + 3 * slots,
-         *new_l = buf + 4 * slots;
     char* flags[3] = {buf + 5 * slots, buf + 5 * slots + Ls[0] + 1, buf + 5 * slots + Ls[0] + Ls[1] + 2};
-    const int s0 = 0, v0 = L.S;
-    if (prune) {
-      // Fixed point over the example loop (as azjax/zero/liveness.py): live_in(Predict) and live_in(Learn),
-      // with the harness slots s0 / v0 removed at the component boundaries and s1 read after Predict.
-      std::fill(live_p, live_p + slots, 0);
-      std::fill(live_l, live_l + slots, 0);
-      for (;;) {
-        std::copy(live_p, live_p + slots, new_l);
-        new_l[s0] = new_l[v0] = 0;
-        live.backward(I[2], n[2], new_l, nullptr);
-        for (int q = 0; q < slots; ++q) out_p[q] = (new_l[q] || live_p[q]) ? 1 : 0;
-        out_p[s0] = out_p[v0] = 0;
-        out_p[1] = 1;
-        live.backward(I[1], n[1], out_p, nullptr);
-        const bool changed = !std::equal(out_p, out_p + slots, live_p) || !std::equal(new_l, new_l + slots, live_l);
-        std::copy(out_p, out_p + slots, live_p);
-        std::copy(new_l, new_l + slots, live_l);
-        if (!changed) break;
-      }
-      std::copy(live_p, live_p + slots, tmp);
-      tmp[s0] = tmp[v0] = 0;
-      live.backward(I[2], n[2], tmp, flags[2]);
-      for (int q = 0; q < slots; ++q) tmp[q] = (live_l[q] || live_p[q]) ? 1 : 0;
-      tmp[s0] = tmp[v0] = 0;
-      tmp[1] = 1;
-      live.backward(I[1], n[1], tmp, flags[1]);
-      std::copy(live_p, live_p + slots, tmp);
-      tmp[s0] = tmp[v0] = 0;
-      live.backward(I[0], n[0], tmp, flags[0]);
-    }
+    if (prune) live_flags(live, L, I, n, buf, flags);
     for (int c = 0; c < 3; ++c) {
       dp.code[c] = out;
       dp.size[c] = decode<T>(I[c], data[c] + static_cast<int64_t>(p) * Ls[c] * 3, n[c], prune ? flags[c] : nullptr,
@@ -997,3 +1003,70 @@ extern "C" int azjax_native_op_table(int8_t* out, int capacity) {
 }
 
 extern "C" int azjax_native_num_threads() { return azjax_native::Pool::get().size(); }
+
+namespace azjax_native {
+static inline uint64_t mix_word(uint64_t x) {  // splitmix64's finalizer
+  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+  return x ^ (x >> 31);
+}
+static inline bool is_random_op(int op) {
+  return op == SCALAR_UNIFORM_SET || op == VECTOR_UNIFORM_SET || op == MATRIX_UNIFORM_SET ||
+         op == SCALAR_GAUSSIAN_SET || op == VECTOR_GAUSSIAN_SET || op == MATRIX_GAUSSIAN_SET;
+}
+}  // namespace azjax_native
+
+// A 128-bit key of what the kernel executes for each program with liveness pruning: the live instructions
+// (component, position, op, addresses and constant bytes). Programs with equal keys give equal outputs on
+// equal lanes; `has_random` marks programs with a live random op, whose outputs also depend on the lane key
+// (so on the program's row in the batch). `data` are [P, L_c, 3] of `data_bytes` (4 or 8) bytes.
+extern "C" void azjax_native_live_code_keys(const int32_t* const* ins, const void* const* data,
+                                            const int32_t* const* sizes, const int64_t* lengths, int64_t P,
+                                            int64_t num_scalars, int64_t num_vectors, int64_t num_matrices,
+                                            int64_t data_bytes, uint64_t* keys, uint8_t* has_random) {
+  using namespace azjax_native;
+  const Layout L{static_cast<int>(num_scalars), static_cast<int>(num_vectors), static_cast<int>(num_matrices), 0};
+  const Liveness live(L);
+  const int slots = L.S + L.V + L.M;
+  const int Ls[3] = {static_cast<int>(lengths[0]), static_cast<int>(lengths[1]), static_cast<int>(lengths[2])};
+  std::vector<char> buf(5 * slots + Ls[0] + Ls[1] + Ls[2] + 3);
+  char* flags[3] = {buf.data() + 5 * slots, buf.data() + 5 * slots + Ls[0] + 1,
+                    buf.data() + 5 * slots + Ls[0] + Ls[1] + 2};
+  const uint64_t kGolden = 0x9E3779B97F4A7C15ull, kM2 = 0x94D049BB133111EBull;
+  for (int64_t p = 0; p < P; ++p) {
+    const int32_t* I[3];
+    int n[3];
+    for (int c = 0; c < 3; ++c) {
+      I[c] = ins[c] + p * Ls[c] * 4;
+      n[c] = std::max(0, std::min(sizes[c][p], Ls[c]));
+    }
+    live_flags(live, L, I, n, buf.data(), flags);
+    uint64_t h1 = 0, h2 = 0, i = 0;
+    bool random = false;
+    auto add = [&](uint64_t w) {
+      const uint64_t pos = (++i) * kGolden;
+      h1 += mix_word(w + pos);
+      h2 += mix_word((w ^ mix_word(pos)) * kM2 + pos);
+    };
+    for (int c = 0; c < 3; ++c) {
+      const unsigned char* d = static_cast<const unsigned char*>(data[c]) + p * Ls[c] * 3 * data_bytes;
+      for (int k = 0; k < n[c]; ++k) {
+        if (!flags[c][k]) continue;
+        const int32_t* x = I[c] + 4 * k;
+        random = random || is_random_op(x[0]);
+        add((static_cast<uint64_t>(c) << 32) | static_cast<uint32_t>(k));
+        add((static_cast<uint64_t>(static_cast<uint32_t>(x[0])) << 32) | static_cast<uint32_t>(x[1]));
+        add((static_cast<uint64_t>(static_cast<uint32_t>(x[2])) << 32) | static_cast<uint32_t>(x[3]));
+        for (int j = 0; j < 3; ++j) {
+          uint64_t w = 0;
+          std::memcpy(&w, d + (static_cast<int64_t>(k) * 3 + j) * data_bytes, data_bytes);
+          add(w);
+        }
+      }
+    }
+    add(i);  // the number of words, so a prefix never collides with a longer sequence by construction
+    keys[2 * p] = h1;
+    keys[2 * p + 1] = h2;
+    has_random[p] = random ? 1 : 0;
+  }
+}

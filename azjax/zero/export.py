@@ -202,6 +202,18 @@ def _sigmoid(x):
     return 1.0 / (1.0 + np.exp(-x))
 
 
+def _softmax(z):
+    """Softmax of the logits z, maximum taken left to right (NaN if any logit is NaN)."""
+    top = z[0]
+    for x in z[1:]:
+        top = DTYPE(np.nan) if (np.isnan(top) or np.isnan(x)) else max(top, x)
+    e = np.exp(z - top)
+    total = e[0]
+    for x in e[1:]:
+        total = total + x
+    return e / total
+
+
 def evaluate(train_x, train_y, valid_x, valid_y, eval_type="rms", num_epochs=1, orders=None, rng=None,
              shuffle_seed=0, max_abs_error=MAX_ABS_ERROR):
     """Fitness in [0, 1] of this program on one task (the AutoML-Zero evaluation loop).
@@ -214,9 +226,17 @@ def evaluate(train_x, train_y, valid_x, valid_y, eval_type="rms", num_epochs=1, 
     validation examples in order; "rms" fitness is 1 - (2 / pi) * arctan(RMSE) (0 at the first error
     that is NaN or > max_abs_error), "accuracy" fitness is the fraction classified right by
     sigmoid(s1) > 0.5. The best epoch counts. `rng` (a numpy.random.Generator) feeds random ops.
+    "multiclass" (programs exported from a config with NUM_CLASSES = K >= 2; labels are class ids):
+    the label vector v1 is zeroed before every Predict and holds the one-hot label before every
+    Learn (s0 stays 0); training writes the softmax of the logits v2[:K] back to v2 (zeros beyond K)
+    and stops on a NaN probability; an example is validated right when its K logits are finite and
+    the first largest is the label; fitness is the accuracy.
     """
-    if eval_type not in ("rms", "accuracy"):
-        raise ValueError(f"eval_type must be 'rms' or 'accuracy', got {eval_type!r}")
+    if eval_type not in ("rms", "accuracy", "multiclass"):
+        raise ValueError(f"eval_type must be 'rms', 'accuracy' or 'multiclass', got {eval_type!r}")
+    if (eval_type == "multiclass") != (NUM_CLASSES >= 2):
+        raise ValueError(f"eval_type {eval_type!r} does not fit this program's memory layout "
+                         f"(NUM_CLASSES = {NUM_CLASSES}: 'multiclass' needs >= 2, the others 0)")
     train_x, train_y = np.asarray(train_x, DTYPE), np.asarray(train_y, DTYPE)
     valid_x, valid_y = np.asarray(valid_x, DTYPE), np.asarray(valid_y, DTYPE)
     if train_x.shape[-1] != FEATURES or valid_x.shape[-1] != FEATURES:
@@ -226,6 +246,8 @@ def evaluate(train_x, train_y, valid_x, valid_y, eval_type="rms", num_epochs=1, 
         shuffler = np.random.default_rng(shuffle_seed)
         orders = [np.arange(n)] + [shuffler.permutation(n) for _ in range(num_epochs - 1)]
     accuracy = eval_type == "accuracy"
+    multiclass = eval_type == "multiclass"
+    K = NUM_CLASSES
     mem = Memory()
     best = DTYPE(0.0)
     with np.errstate(all="ignore"):  # IEEE inf / NaN flow through, as in the reference
@@ -233,7 +255,20 @@ def evaluate(train_x, train_y, valid_x, valid_y, eval_type="rms", num_epochs=1, 
         for epoch in range(num_epochs):
             for i in orders[epoch]:
                 mem.v[0], mem.s[0] = train_x[i], 0.0
+                if multiclass:
+                    mem.v[1] = 0.0
                 predict(mem, rng)
+                if multiclass:
+                    probs = _softmax(mem.v[2][:K])
+                    mem.v[2] = 0.0
+                    mem.v[2][:K] = probs
+                    if np.any(np.isnan(probs)):
+                        return DTYPE(0.0) if epoch == 0 else best
+                    mem.v[0], mem.s[0] = train_x[i], 0.0
+                    mem.v[1] = 0.0
+                    mem.v[1][int(train_y[i])] = 1.0
+                    learn(mem, rng)
+                    continue
                 if accuracy:
                     mem.s[1] = _sigmoid(mem.s[1])
                 err = abs(train_y[i] - mem.s[1])
@@ -245,8 +280,14 @@ def evaluate(train_x, train_y, valid_x, valid_y, eval_type="rms", num_epochs=1, 
             failed = False
             for i in range(m_valid):
                 mem.v[0], mem.s[0] = valid_x[i], 0.0
+                if multiclass:
+                    mem.v[1] = 0.0
                 predict(mem, rng)
-                if accuracy:
+                if multiclass:
+                    z = mem.v[2][:K]
+                    right = bool(np.all(np.isfinite(z))) and int(np.argmax(z)) == int(valid_y[i])
+                    loss += DTYPE(not right)
+                elif accuracy:
                     loss += DTYPE((valid_y[i] > 0.5) != (_sigmoid(mem.s[1]) > 0.5))
                 else:
                     e = valid_y[i] - mem.s[1]
@@ -256,7 +297,7 @@ def evaluate(train_x, train_y, valid_x, valid_y, eval_type="rms", num_epochs=1, 
                     loss += e * e
             if failed:
                 fitness = DTYPE(0.0)
-            elif accuracy:
+            elif accuracy or multiclass:
                 fitness = DTYPE(1 - loss / m_valid)
             else:
                 rmse = np.sqrt(loss / m_valid)
@@ -308,11 +349,15 @@ def export_program(prog: Program, cfg: ZeroConfig, name: str = "evolved") -> str
     for h in list(helpers):
         helpers.update(_HELPER_DEPS.get(h, ()))
     dtype = "np.float64" if cfg.dtype == "float64" else "np.float32"
+    layout = ("s[0] is the label (0 during Predict), s[1] the prediction, v[0] the features." if not cfg.multiclass
+              else f"Multi-class layout ({cfg.num_classes} classes): v[1] is the one-hot label (0 during Predict), "
+                   f"v[2][:{cfg.num_classes}]\nthe logits (probabilities after the softmax in training), v[0] the "
+                   "features.")
     header = f'''"""AutoML-Zero program {name!r}, exported by azjax.zero.export (standalone: NumPy only).
 
 Memory: {cfg.num_scalars} scalars s[i], {cfg.num_vectors} vectors v[i] of length F={cfg.features}, \
 {cfg.num_matrices} matrices m[i] (F x F), all {cfg.dtype}.
-s[0] is the label (0 during Predict), s[1] the prediction, v[0] the features.
+{layout}
 Lines kept as comments are instructions that cannot affect the prediction (dead code).
 """
 import numpy as np
@@ -323,6 +368,7 @@ NUM_MATRICES = {cfg.num_matrices}
 FEATURES = {cfg.features}
 DTYPE = {dtype}
 MAX_ABS_ERROR = {float(cfg.max_abs_error)!r}
+NUM_CLASSES = {cfg.num_classes}
 
 
 class Memory:

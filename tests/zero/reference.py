@@ -24,6 +24,15 @@ Conventions
 * Constants other than SCALAR_CONST_SET's are stored as float32 (also in float64 runs); an index
   fraction is truncated as ``int(F * f)`` after float32 rounding, in float32.
 
+Multi-class tasks (``eval_type="multiclass"``, ``num_classes=K``; azjax's docs/automl_zero.md
+"Multi-class tasks", following the reserved vector addresses of the released code's unused
+multi-class branch): labels are class ids; the harness zeroes the label vector v1 before every
+Predict and writes the one-hot label there before every Learn (s0 stays 0); the prediction is
+v2[:K], logits; during training the softmax of the logits is written back to v2 (entries >= K
+set to 0) and a NaN probability stops training like a NaN error; validation keeps the logits
+and counts an example right when all K logits are finite and the first largest is the label;
+fitness is the accuracy.
+
 Optional ``perturb``: a callable applied to the result of every op that is not exact in IEEE
 arithmetic (everything except NO_OP, abs, heaviside, min/max, transpose, broadcasts and the
 constant/random setters) and to the training-time sigmoid. Tests use it to measure how strongly
@@ -466,11 +475,35 @@ def flip_and_squash(rmse) -> float:
     return 1.0 - (2.0 / math.pi) * math.atan(rmse)
 
 
+def softmax(logits, dtype=np.float64):
+    """Softmax of K logits, plainly: NaN everywhere if the maximum is NaN (any NaN logit) or if
+    a logit minus the maximum is NaN (a +inf logit, or all -inf)."""
+    dt = np.dtype(dtype).type
+    z = [dt(x) for x in logits]
+    with np.errstate(all="ignore"):
+        top = z[0]
+        for x in z[1:]:
+            top = dt(np.nan) if (np.isnan(top) or np.isnan(x)) else max(top, x)
+        e = [dt(np.exp(dt(x - top))) for x in z]
+        total = e[0]
+        for x in e[1:]:
+            total = dt(total + x)
+        return np.asarray([dt(x / total) for x in e], dt)
+
+
+def multiclass_correct(logits, label) -> bool:
+    """True when every logit is finite and the first index of the largest equals ``label``."""
+    z = np.asarray(logits)
+    if not np.all(np.isfinite(z)):
+        return False
+    return int(np.argmax(z)) == int(label)
+
+
 def evaluate_program(program: Program, task: Mapping[str, Any], eval_type: str, num_epochs: int,
                      epoch_orders: np.ndarray | None, rng: np.random.Generator | None,
                      max_abs_error: float = 100.0, *,
                      bank_sizes: tuple[int, int, int] | None = None, dtype: Any = None,
-                     perturb: Callable[[Any], Any] | None = None,
+                     perturb: Callable[[Any], Any] | None = None, num_classes: int = 0,
                      ) -> tuple[float, np.ndarray, np.ndarray]:
     """Evaluates ``program`` on one task exactly as the C++ Executor (spec §4.1).
 
@@ -478,7 +511,8 @@ def evaluate_program(program: Program, task: Mapping[str, Any], eval_type: str, 
       program: {"setup": [...], "predict": [...], "learn": [...]} of instruction tuples.
       task: dict with "train_features" [N, F], "train_labels" [N], "valid_features" [M, F],
         "valid_labels" [M]. Its dtype is the computation dtype unless ``dtype`` is given.
-      eval_type: "rms" or "accuracy".
+      eval_type: "rms", "accuracy" or "multiclass" (then ``num_classes`` >= 2; labels are class
+        ids; see the module docstring).
       num_epochs: E.
       epoch_orders: int [E, N], each row a permutation of range(N) (row 0 = identity); None means
         identity for every epoch.
@@ -487,14 +521,19 @@ def evaluate_program(program: Program, task: Mapping[str, Any], eval_type: str, 
       bank_sizes: (S, V, Mx); default: the smallest banks that hold every address used (>= 2/1/1).
       dtype: np.float64 or np.float32.
       perturb: tests only, see the module docstring.
+      num_classes: K for "multiclass".
 
     Returns:
       (fitness, train_predictions [E, N], valid_predictions [E, M]); predictions of steps that
       never ran are NaN. Train predictions are s1 after Predict (after the sigmoid for accuracy
-      tasks); validation predictions are the raw s1.
+      tasks); validation predictions are the raw s1. For "multiclass" they are [E, N, K] and
+      [E, M, K]: the probabilities written back in training, the logits in validation.
     """
-    if eval_type not in ("rms", "accuracy"):
-        raise ValueError(f"eval_type: {eval_type!r} is not 'rms' or 'accuracy'")
+    if eval_type not in ("rms", "accuracy", "multiclass"):
+        raise ValueError(f"eval_type: {eval_type!r} is not 'rms', 'accuracy' or 'multiclass'")
+    if eval_type == "multiclass":
+        return _evaluate_multiclass(program, task, num_classes, num_epochs, epoch_orders, rng,
+                                    bank_sizes, dtype, perturb)
     xtr = np.asarray(task["train_features"])
     dt = np.dtype(dtype if dtype is not None else xtr.dtype).type
     xtr = xtr.astype(dt)
@@ -572,6 +611,74 @@ def _validate(program, mem, xva, yva, accuracy, max_abs_error, F, rng, perturb, 
     if accuracy:
         return float(1 - loss)
     return flip_and_squash(np.sqrt(loss))
+
+
+def _evaluate_multiclass(program, task, K, num_epochs, epoch_orders, rng, bank_sizes, dtype,
+                         perturb):
+    """The multi-class loop (module docstring): label vector v1, prediction v2[:K], softmax."""
+    if K < 2:
+        raise ValueError(f"num_classes: need >= 2 for multiclass, got {K}")
+    xtr = np.asarray(task["train_features"])
+    dt = np.dtype(dtype if dtype is not None else xtr.dtype).type
+    xtr = xtr.astype(dt)
+    ytr = np.asarray(task["train_labels"]).astype(np.int64)
+    xva = np.asarray(task["valid_features"]).astype(dt)
+    yva = np.asarray(task["valid_labels"]).astype(np.int64)
+    n, F = xtr.shape
+    num_valid = xva.shape[0]
+    if epoch_orders is None:
+        epoch_orders = np.tile(np.arange(n), (num_epochs, 1))
+    if bank_sizes is None:
+        bank_sizes = _min_banks(program)
+    bank_sizes = (bank_sizes[0], max(bank_sizes[1], 3), bank_sizes[2])
+    mem = zero_memory(*bank_sizes, F, dt)
+    s, v = mem["s"], mem["v"]
+    train_pred = np.full((num_epochs, n, K), np.nan, dt)
+    valid_pred = np.full((num_epochs, num_valid, K), np.nan, dt)
+
+    def onehot(label):
+        out = np.zeros(F, dt)
+        out[int(label)] = 1
+        return out
+
+    run_component(program.get("setup", ()), mem, F, rng, perturb)
+    best = 0.0
+    with np.errstate(all="ignore"):
+        for e in range(num_epochs):
+            ok = True
+            for k in range(n):
+                idx = int(epoch_orders[e, k])
+                v[0] = xtr[idx]
+                s[0] = dt(0)
+                v[1] = 0
+                run_component(program.get("predict", ()), mem, F, rng, perturb)
+                probs = softmax(v[2][:K], dt)
+                if perturb is not None:
+                    probs = np.asarray([perturb(p) for p in probs], dt)
+                v[2] = 0
+                v[2][:K] = probs  # written back: Learn sees probabilities
+                train_pred[e, k] = probs
+                if np.any(np.isnan(probs)):
+                    ok = False
+                    break
+                v[0] = xtr[idx]
+                s[0] = dt(0)
+                v[1] = onehot(ytr[idx])
+                run_component(program.get("learn", ()), mem, F, rng, perturb)
+            if not ok:
+                if e == 0:
+                    return 0.0, train_pred, valid_pred
+                break
+            wrong = 0
+            for j in range(num_valid):
+                v[0] = xva[j]
+                s[0] = dt(0)
+                v[1] = 0
+                run_component(program.get("predict", ()), mem, F, rng, perturb)
+                valid_pred[e, j] = v[2][:K]  # NOT normalized
+                wrong += 0 if multiclass_correct(v[2][:K], yva[j]) else 1
+            best = max(best, float(1 - dt(wrong) / dt(num_valid)))
+    return best, train_pred, valid_pred
 
 
 def _min_banks(program: Program) -> tuple[int, int, int]:

@@ -1,0 +1,150 @@
+"""benchmarks/evolution_vs_random.py (paper Fig. 4): the four settings, the label screen, the statistics, tiny runs."""
+import importlib.util
+import json
+import math
+import os
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from azjax import zero
+from azjax.zero.backends import native
+
+_PATH = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "evolution_vs_random.py")
+
+
+def _load():
+    # The script defines absl flags at import: load it once per process.
+    name = "benchmarks_evolution_vs_random"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, _PATH)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+E = _load()
+needs_native = pytest.mark.skipif(not native.available(), reason="native backend not built")
+
+
+@pytest.mark.parametrize("setting", E.SETTINGS)
+def test_settings_build_the_papers_spaces_and_valid_programs(setting):
+    spec = E.SPECS[setting]
+    cfg = spec.cfg
+    affine = setting.startswith("affine")
+    assert (cfg.num_scalars, cfg.num_vectors, cfg.num_matrices, cfg.features) == ((5 if affine else 4), 3, 1, 8)
+    assert (cfg.setup_size, cfg.predict_size, cfg.learn_size) == ((6, 2, 6) if affine else (5, 1, 4))
+    assert spec.budget == (100_000 if setting == "affine_full" else 10_000)
+    space = E.make_space(setting)
+    ref = E.reference_program(setting)
+    space.validate(ref)
+    for k in range(8):
+        program = space.sample(jax.random.key(k))
+        space.validate(program)
+        child = space.mutate(jax.random.key(100 + k), program)
+        space.validate(child)
+        if spec.learn_only:  # Setup and Predict stay the hand-written ones
+            for c in (program, child):
+                for comp in ("setup", "predict"):
+                    np.testing.assert_array_equal(c.component(comp).instructions, ref.component(comp).instructions)
+    tasks = E.make_tasks(setting, jax.random.key(1))
+    assert tasks.train_features.shape == (3, 1000, 8) and tasks.valid_features.shape == (3, 100, 8)
+    # Affine labels have a bias: the best linear fit through the origin leaves a residual.
+    x, y = np.asarray(tasks.train_features[0], np.float64), np.asarray(tasks.train_labels[0], np.float64)
+    resid = y - x @ np.linalg.lstsq(x, y, rcond=None)[0]
+    assert (np.sqrt(np.mean(resid ** 2)) > 1e-3) == affine
+
+
+@needs_native
+@pytest.mark.parametrize("setting", E.SETTINGS)
+def test_the_hand_written_program_is_acceptable(setting):
+    tasks = E.make_tasks(setting, jax.random.key(2))
+    target = E.target_fitness(setting, tasks)
+    assert target > 0.999
+    fit = zero.combine_fitness(zero.evaluate(E.reference_program(setting), tasks, E.SPECS[setting].cfg,
+                                             key=jax.random.key(0), backend="native"))
+    assert float(fit) >= target
+
+
+def test_label_screen_keeps_learners_and_drops_programs_blind_to_the_label():
+    cfg = E.SPECS["linear_full"].cfg
+    screen = jax.jit(lambda p: E.label_reaches_prediction(p, cfg))
+    as_jnp = lambda p: jax.tree_util.tree_map(jnp.asarray, p)  # noqa: E731
+    assert bool(screen(as_jnp(E.reference_program("linear_full"))))
+    blind = ("def Setup():\n  s2 = 0.1\ndef Predict():\n  s1 = dot(v0, v1)\ndef Learn():\n  s3 = s0 - s1\n"
+             "  s3 = s2 * s3\n  v2 = s3 * v0\n  v2 = v1 + v1\n")  # the update never reaches v1
+    assert not bool(screen(as_jnp(zero.parse_program(blind, cfg))))
+    overwritten = ("def Setup():\n  s2 = 0.1\ndef Predict():\n  s1 = dot(v0, v1)\ndef Learn():\n  s3 = s0 - s1\n"
+                   "  s3 = s2 * s2\n  v2 = s3 * v0\n  v1 = v1 + v2\n")  # s3 loses the label before use
+    assert not bool(screen(as_jnp(zero.parse_program(overwritten, cfg))))
+    # Through a register carried to the next step: Learn writes s3 from the label, Predict reads it.
+    carried = ("def Setup():\n  s2 = 0.1\ndef Predict():\n  s1 = s3 + s2\ndef Learn():\n  s3 = s0 - s2\n")
+    cfg_s = E.SPECS["affine_full"].cfg
+    assert bool(jax.jit(lambda p: E.label_reaches_prediction(p, cfg_s))(as_jnp(zero.parse_program(carried, cfg_s))))
+
+
+@needs_native
+def test_label_screen_drops_no_program_that_learns():
+    # Screened-out programs predict without the labels: on these tasks none gets near the acceptance bar.
+    setting = "linear_learn_only"
+    cfg = E.SPECS[setting].cfg
+    space = E.make_space(setting)
+    programs = jax.vmap(space.sample)(jax.random.split(jax.random.key(3), 400))
+    keep = np.asarray(jax.jit(jax.vmap(lambda p: E.label_reaches_prediction(p, cfg)))(programs))
+    assert 0 < keep.sum() < len(keep)
+    fit = np.asarray(zero.combine_fitness(zero.evaluate(programs, E.make_tasks(setting, jax.random.key(4)), cfg,
+                                                        key=jax.random.key(0), backend="native", validate=False)))
+    assert np.nanmax(fit[~keep]) < 0.5
+
+
+def test_interval_and_ratio_arithmetic():
+    lo, hi = E.clopper_pearson(0, 10)
+    assert lo == 0 and math.isclose(hi, 1 - 0.025 ** 0.1, rel_tol=1e-9)
+    lo, hi = E.clopper_pearson(10, 10)
+    assert math.isclose(lo, 0.025 ** 0.1, rel_tol=1e-9) and hi == 1
+    lo, hi = E.poisson_interval(0)
+    assert lo == 0 and math.isclose(hi, -math.log(0.025), rel_tol=1e-9)  # 3.689
+    lo, hi = E.poisson_interval(10)
+    assert math.isclose(lo, 4.7954, rel_tol=1e-4) and math.isclose(hi, 18.3904, rel_tol=1e-4)
+    s = E.efficiency(evo_successes=4, experiments=100, budget=10_000, rs_hits=2, rs_programs=10_000_000)
+    assert math.isclose(s["evo_rate"], 4e-6) and math.isclose(s["rs_rate"], 2e-7)
+    assert math.isclose(s["ratio"], 20.0)
+    lo, hi = s["ratio_interval"]
+    assert lo < 20 < hi
+    e_lo, e_hi = s["evo_interval"]
+    r_lo, r_hi = s["rs_interval"]
+    assert math.isclose(lo, e_lo / r_hi) and math.isclose(hi, e_hi / r_lo)
+    none = E.efficiency(0, 10, 10_000, 0, 1000)
+    assert math.isnan(none["ratio"]) and none["ratio_interval"][1] == float("inf")
+
+
+@needs_native
+def test_tiny_random_search_run_appends_rows_and_summarizes(tmp_path):
+    out = str(tmp_path / "r.jsonl")
+    setting = "linear_learn_only"
+    E.run_random(setting, programs=128, chunk=64, chunks_per_taskset=2, out=out, log=lambda s: None)
+    E.run_random(setting, programs=64, chunk=64, chunks_per_taskset=2, out=out, log=lambda s: None)  # resumes
+    rows = [json.loads(line) for line in open(out)]
+    assert [(r["method"], r["seed"], r["taskset"]) for r in rows] == [("random", 0, 10**6), ("random", 1, 10**6),
+                                                                      ("random", 2, 10**6 + 1)]
+    assert all(r["programs"] == 64 and 0 < r["ran"] < 64 and r["hits"] == 0 for r in rows)
+    summary = E.summarize(rows, log=lambda s: None)[(setting, 10_000)]
+    assert summary["experiments"] == 0 and summary["rs_programs"] == 192 and summary["rs_hits"] == 0
+
+
+@needs_native
+@pytest.mark.slow
+def test_tiny_evolution_run_resumes_and_summarizes(tmp_path):
+    out = str(tmp_path / "r.jsonl")
+    setting = "linear_learn_only"
+    for _ in range(2):  # the second call continues at the next seed
+        E.run_evolution(setting, experiments=1, budget=100, batch_size=50, out=out, log=lambda s: None)
+    rows = [json.loads(line) for line in open(out)]
+    assert [(r["method"], r["seed"]) for r in rows] == [("evolution", 0), ("evolution", 1)]
+    assert all(r["evaluations"] == 100 or r["success"] for r in rows)
+    summary = E.summarize(rows, log=lambda s: None)[(setting, 100)]
+    assert summary["experiments"] == 2 and summary["rs_programs"] == 0

@@ -21,11 +21,6 @@ from azjax.zero.backends.native import NativeBackend
 from azjax.zero.backends.pallas import PallasBackend
 from azjax.zero.backends.select import SelectBackend, select_chunk
 
-# The native kernel has no multi-class layout yet (docs/backends.md); once native.py declares
-# `supports_multiclass` itself, this default no longer applies.
-if "supports_multiclass" not in vars(NativeBackend):
-    NativeBackend.supports_multiclass = False
-
 _BACKENDS = {"native": NativeBackend(), "select": SelectBackend(), "cond": CondBackend(),
              "pallas": PallasBackend()}
 BACKENDS = tuple(_BACKENDS)

@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from azjax.zero.backends.base import Backend
+from azjax.zero.backends.base import Backend, check_layout
 from azjax.zero.program import ZeroConfig
 
 _TARGET = "azjax_zero_evaluate"
@@ -155,6 +155,7 @@ class NativeBackend(Backend):
         lib.azjax_native_live_code_keys(ptrs(ins), ptrs(data), ptrs(sizes), lengths.ctypes.data_as(ctypes.c_void_p),
                                         ctypes.c_int64(P), ctypes.c_int64(cfg.num_scalars),
                                         ctypes.c_int64(cfg.num_vectors), ctypes.c_int64(cfg.num_matrices),
+                                        ctypes.c_int64(cfg.num_classes),
                                         ctypes.c_int64(data[0].dtype.itemsize), keys.ctypes.data_as(ctypes.c_void_p),
                                         has_random.ctypes.data_as(ctypes.c_void_p))
         return keys.view(np.dtype((np.void, 16)))[:, 0], has_random.astype(bool)
@@ -165,10 +166,12 @@ class NativeBackend(Backend):
             raise RuntimeError(f"native backend unavailable: {reason()}")
         if fingerprint_steps < 0:
             raise ValueError(f"fingerprint_steps must be >= 0, got {fingerprint_steps}")
+        check_layout(cfg, eval_type)
         keys_rule = self.key_rule(cfg)
         attrs = dict(fingerprint_steps=np.int64(fingerprint_steps), num_scalars=np.int64(cfg.num_scalars), num_vectors=np.int64(cfg.num_vectors),
                      num_matrices=np.int64(cfg.num_matrices), features=np.int64(cfg.features),
-                     eval_type=np.int64(1 if eval_type == "accuracy" else 0), num_epochs=np.int64(num_epochs),
+                     eval_type=np.int64({"rms": 0, "accuracy": 1, "multiclass": 2}[eval_type]),
+                     num_classes=np.int64(cfg.num_classes), num_epochs=np.int64(num_epochs),
                      max_abs_error=np.float64(cfg.max_abs_error), la=np.int64(keys_rule.predict_stride),
                      lb=np.int64(keys_rule.learn_stride), prune=bool(prune))
 
@@ -176,7 +179,8 @@ class NativeBackend(Backend):
             P = programs.setup.size.shape[0]
             T, N, _ = train_x.shape
             M = valid_x.shape[1]
-            steps = num_epochs * (N + M)
+            K = cfg.num_classes if eval_type == "multiclass" else 1
+            steps = num_epochs * (N + M) * K
             dt = train_x.dtype
             second = (jax.ShapeDtypeStruct((P, T, 4), jnp.uint32) if fingerprint_steps
                       else jax.ShapeDtypeStruct((P, T, steps if return_predictions else 0), dt))
@@ -192,7 +196,7 @@ class NativeBackend(Backend):
                 return preds
             if not return_predictions:
                 return fitness
-            preds = preds.reshape(P, T, num_epochs, N + M)
-            return fitness, {"train": preds[..., :N], "valid": preds[..., N:]}
+            preds = preds.reshape((P, T, num_epochs, N + M) + ((K,) if eval_type == "multiclass" else ()))
+            return fitness, {"train": preds[:, :, :, :N], "valid": preds[:, :, :, N:]}
 
         return fn

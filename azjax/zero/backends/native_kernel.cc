@@ -521,7 +521,8 @@ struct Machine {
 // Evaluation of one (program, task) pair.
 struct Config {
   Layout L;
-  int eval_type;  // 0 rms, 1 accuracy
+  int eval_type;  // 0 rms, 1 accuracy, 2 multiclass (label vector v1, prediction v2, softmax)
+  int num_classes = 0;
   int num_epochs;
   double max_abs_error;
   int64_t la, lb;  // random-op counter strides: step * (la + lb) (+ la for Learn)
@@ -612,6 +613,99 @@ static T evaluate_pair(const DecodedProgram<T>& prog, const TaskView<T>& task, c
   return best;
 }
 
+// The multi-class harness (docs/automl_zero.md, "Multi-class tasks"; the same steps as the JAX backends):
+// v0 = x, s0 = 0 and the label vector v1 = 0 before Predict; in training the softmax of the K logits v2[:K]
+// is written back to v2 (zeros beyond K) and a NaN probability stops the pair, then v0 = x, s0 = 0,
+// v1 = one-hot(y) and Learn; in validation an example counts as correct when every logit is finite and the
+// first largest one is the label. Predictions: K values per step (probabilities, then logits).
+template <typename T>
+static inline bool softmax_into(T* v, int K, int F) {
+  T mx = v[0];
+  for (int k = 1; k < K; ++k) mx = (std::isnan(mx) || std::isnan(v[k])) ? std::numeric_limits<T>::quiet_NaN()
+                                                                        : std::max(mx, v[k]);
+  T total = T(0);
+  for (int k = 0; k < K; ++k) {
+    v[k] = std::exp(v[k] - mx);
+    total = k == 0 ? v[0] : total + v[k];
+  }
+  bool nan = false;
+  for (int k = 0; k < K; ++k) {
+    v[k] = v[k] / total;
+    nan = nan || std::isnan(v[k]);
+  }
+  std::fill(v + K, v + F, T(0));
+  return !nan;
+}
+
+template <typename T>
+static inline bool first_argmax_is(const T* z, int K, T label) {
+  T best = z[0];
+  int index = 0;
+  bool finite = std::isfinite(z[0]);
+  for (int k = 1; k < K; ++k) {
+    if (z[k] > best) {
+      best = z[k];
+      index = k;
+    }
+    finite = finite && std::isfinite(z[k]);
+  }
+  return finite && static_cast<T>(index) == label;
+}
+
+template <typename T, int FS>
+static T evaluate_pair_multiclass(const DecodedProgram<T>& prog, const TaskView<T>& task, const Config& cfg,
+                                  Key key, bool active, T* mem, T* scratch, T* preds /* [E * (N + M) * K] */) {
+  const Layout& L = cfg.L;
+  const int F = FS ? FS : L.F;
+  const int N = task.N, M = task.M, E = cfg.num_epochs, K = cfg.num_classes;
+  if (preds) std::fill(preds, preds + static_cast<int64_t>(E) * (N + M) * K, std::numeric_limits<T>::quiet_NaN());
+  if (!active) return T(0);
+  std::fill(mem, mem + L.total(), T(0));
+  Machine<T, FS> m{L.F, mem, scratch, scratch + L.F * L.F, key};
+  m.run(prog.code[0], prog.size[0], 0u);
+  T* s0 = mem;
+  T* v0 = mem + L.S;
+  T* v1 = v0 + F;
+  T* v2 = v1 + F;
+  const int64_t stride = cfg.la + cfg.lb;
+  T best = T(0);
+  int64_t step = 1;
+  for (int e = 0; e < E; ++e) {
+    const int32_t* order = task.orders + static_cast<int64_t>(e) * N;
+    for (int j = 0; j < N; ++j, ++step) {
+      const T* x = task.train_x + static_cast<int64_t>(order[j]) * F;
+      const T y = task.train_y[order[j]];
+      std::memcpy(v0, x, sizeof(T) * F);
+      *s0 = T(0);
+      std::fill(v1, v1 + F, T(0));
+      const uint32_t counter = static_cast<uint32_t>(step * stride);
+      m.run(prog.code[1], prog.size[1], counter);
+      const bool ok = softmax_into(v2, K, F);
+      if (preds) std::memcpy(preds + (static_cast<int64_t>(e) * (N + M) + j) * K, v2, sizeof(T) * K);
+      if (!ok) return best;  // the first epoch's best is 0
+      std::memcpy(v0, x, sizeof(T) * F);
+      std::fill(v1, v1 + F, T(0));
+      const int label = static_cast<int>(y);
+      if (label >= 0 && label < F) v1[label] = T(1);
+      m.run(prog.code[2], prog.size[2], counter + static_cast<uint32_t>(cfg.la));
+    }
+    T loss = T(0);
+    for (int j = 0; j < M; ++j, ++step) {
+      const T* x = task.valid_x + static_cast<int64_t>(j) * F;
+      const T y = task.valid_y[j];
+      std::memcpy(v0, x, sizeof(T) * F);
+      *s0 = T(0);
+      std::fill(v1, v1 + F, T(0));
+      const uint32_t counter = static_cast<uint32_t>(step * stride);
+      m.run(prog.code[1], prog.size[1], counter);
+      if (preds) std::memcpy(preds + (static_cast<int64_t>(e) * (N + M) + N + j) * K, v2, sizeof(T) * K);
+      loss += first_argmax_is(v2, K, y) ? T(0) : T(1);
+    }
+    best = std::max(best, static_cast<T>(T(1) - loss / static_cast<T>(M)));
+  }
+  return best;
+}
+
 // ----------------------------------------------------------------------------------------------------------
 // XLA's CPU threads run with flush-to-zero and denormals-are-zero set; the reference keeps subnormals, so
 // float64 evaluations clear both modes while they compute (on x86-64; elsewhere the mode is left as it is).
@@ -697,21 +791,25 @@ class Pool {
 // gives live_in(Predict) and live_in(Learn), with the harness slots s0 / v0 removed at the component
 // boundaries and s1 read after Predict; then one backward pass per component marks its live instructions.
 // `buf` holds 5 * (S + V + M) chars of scratch.
+// In a multi-class layout the harness also writes the label vector v1, and the prediction read after Predict
+// is the vector v2 instead of s1.
 static void live_flags(const Liveness& live, const Layout& L, const int32_t* const I[3], const int n[3], char* buf,
-                       char* const flags[3]) {
+                       char* const flags[3], bool multiclass) {
   const int slots = L.S + L.V + L.M;
   char *live_p = buf, *live_l = buf + slots, *tmp = buf + 2 * slots, *out_p = buf + 3 * slots,
        *new_l = buf + 4 * slots;
   const int s0 = 0, v0 = L.S;
+  const int v1 = multiclass ? L.S + 1 : v0;  // a harness slot (v0 again when there is no label vector)
+  const int target = multiclass ? L.S + 2 : 1;
   std::fill(live_p, live_p + slots, 0);
   std::fill(live_l, live_l + slots, 0);
   for (;;) {
     std::copy(live_p, live_p + slots, new_l);
-    new_l[s0] = new_l[v0] = 0;
+    new_l[s0] = new_l[v0] = new_l[v1] = 0;
     live.backward(I[2], n[2], new_l, nullptr);
     for (int q = 0; q < slots; ++q) out_p[q] = (new_l[q] || live_p[q]) ? 1 : 0;
-    out_p[s0] = out_p[v0] = 0;
-    out_p[1] = 1;
+    out_p[s0] = out_p[v0] = out_p[v1] = 0;
+    out_p[target] = 1;
     live.backward(I[1], n[1], out_p, nullptr);
     const bool changed = !std::equal(out_p, out_p + slots, live_p) || !std::equal(new_l, new_l + slots, live_l);
     std::copy(out_p, out_p + slots, live_p);
@@ -719,14 +817,14 @@ static void live_flags(const Liveness& live, const Layout& L, const int32_t* con
     if (!changed) break;
   }
   std::copy(live_p, live_p + slots, tmp);
-  tmp[s0] = tmp[v0] = 0;
+  tmp[s0] = tmp[v0] = tmp[v1] = 0;
   live.backward(I[2], n[2], tmp, flags[2]);
   for (int q = 0; q < slots; ++q) tmp[q] = (live_l[q] || live_p[q]) ? 1 : 0;
-  tmp[s0] = tmp[v0] = 0;
-  tmp[1] = 1;
+  tmp[s0] = tmp[v0] = tmp[v1] = 0;
+  tmp[target] = 1;
   live.backward(I[1], n[1], tmp, flags[1]);
   std::copy(live_p, live_p + slots, tmp);
-  tmp[s0] = tmp[v0] = 0;
+  tmp[s0] = tmp[v0] = tmp[v1] = 0;
   live.backward(I[0], n[0], tmp, flags[0]);
 }
 
@@ -773,7 +871,7 @@ static void evaluate_batch(const Config& cfg, int P, int T_, const int32_t* cons
     }
     char* buf = scratch_live[thread].data();
     char* flags[3] = {buf + 5 * slots, buf + 5 * slots + Ls[0] + 1, buf + 5 * slots + Ls[0] + Ls[1] + 2};
-    if (prune) live_flags(live, L, I, n, buf, flags);
+    if (prune) live_flags(live, L, I, n, buf, flags, cfg.eval_type == 2);
     for (int c = 0; c < 3; ++c) {
       dp.code[c] = out;
       dp.size[c] = decode<T>(I[c], data[c] + static_cast<int64_t>(p) * Ls[c] * 3, n[c], prune ? flags[c] : nullptr,
@@ -831,6 +929,11 @@ static void evaluate_batch(const Config& cfg, int P, int T_, const int32_t* cons
       azjax_fec_fingerprint_lane(err, err + N, N, M, t, cfg.fingerprint_steps, fingerprints + 2 * i);
       return;
     }
+    if (cfg.eval_type == 2) {
+      fitness[i] = evaluate_pair_multiclass<T, FS>(progs[p], task, cfg, key, active[p] != 0, mem, mem + mem_size,
+                                                   preds ? preds + i * preds_per_pair : nullptr);
+      return;
+    }
     fitness[i] = evaluate_pair<T, FS>(progs[p], task, cfg, key, active[p] != 0, mem, mem + mem_size,
                                       preds ? preds + i * preds_per_pair : nullptr);
   };
@@ -885,7 +988,11 @@ static ffi::Error dispatch(const Config& cfg, ffi::AnyBuffer si, ffi::AnyBuffer 
   uint64_t* fps = nullptr;
   int64_t per_pair = 0;
   T* preds_ptr = nullptr;
+  if (cfg.eval_type == 2 && (cfg.num_classes < 2 || cfg.num_classes > F || cfg.L.V < 3))
+    return ffi::Error::InvalidArgument("azjax native: multi-class tasks need 2 <= num_classes <= F and 3 vectors");
   if (cfg.fingerprint_steps > 0) {
+    if (cfg.eval_type == 2)
+      return ffi::Error::InvalidArgument("azjax native: no kernel fingerprints for multi-class tasks");
     // uint32 [P, T, 4]: two little-endian uint64 words per lane (uint64 arrays need JAX's x64 mode).
     if (cfg.num_epochs != 1 || preds->element_type() != ffi::DataType::U32 ||
         static_cast<int64_t>(preds->element_count()) != 4 * static_cast<int64_t>(P) * T_)
@@ -894,7 +1001,8 @@ static ffi::Error dispatch(const Config& cfg, ffi::AnyBuffer si, ffi::AnyBuffer 
   } else {
     per_pair = preds->dimensions().size() == 3 ? preds->dimensions()[2] : 0;
     preds_ptr = per_pair > 0 ? static_cast<T*>(preds->untyped_data()) : nullptr;
-    if (preds_ptr && per_pair != static_cast<int64_t>(cfg.num_epochs) * (N + M))
+    const int64_t per_step = cfg.eval_type == 2 ? cfg.num_classes : 1;
+    if (preds_ptr && per_pair != static_cast<int64_t>(cfg.num_epochs) * (N + M) * per_step)
       return ffi::Error::InvalidArgument("azjax native: predictions buffer has the wrong size");
   }
   const uint32_t* k = static_cast<const uint32_t*>(keys.untyped_data());
@@ -933,7 +1041,7 @@ static ffi::Error EvaluateImpl(ffi::AnyBuffer si, ffi::AnyBuffer sd, ffi::AnyBuf
                                ffi::Result<ffi::AnyBuffer> preds, int64_t num_scalars, int64_t num_vectors,
                                int64_t num_matrices, int64_t features, int64_t eval_type, int64_t num_epochs,
                                double max_abs_error, int64_t la, int64_t lb, bool prune,
-                               int64_t fingerprint_steps) {
+                               int64_t fingerprint_steps, int64_t num_classes) {
   Config cfg;
   cfg.L = Layout{static_cast<int>(num_scalars), static_cast<int>(num_vectors), static_cast<int>(num_matrices),
                  static_cast<int>(features)};
@@ -943,6 +1051,7 @@ static ffi::Error EvaluateImpl(ffi::AnyBuffer si, ffi::AnyBuffer sd, ffi::AnyBuf
   cfg.la = la;
   cfg.lb = lb;
   cfg.fingerprint_steps = fingerprint_steps;
+  cfg.num_classes = static_cast<int>(num_classes);
   const auto dt = tx.element_type();
   if (dt == ffi::DataType::F32)
     return dispatch<float>(cfg, si, sd, ss, pi, pd, ps, li, ld, ls, tx, ty, vx, vy, orders, keys, active,
@@ -986,7 +1095,8 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(AzjaxZeroEvaluate, azjax_native::EvaluateImpl,
                                   .Attr<int64_t>("la")
                                   .Attr<int64_t>("lb")
                                   .Attr<bool>("prune")
-                                  .Attr<int64_t>("fingerprint_steps"));
+                                  .Attr<int64_t>("fingerprint_steps")
+                                  .Attr<int64_t>("num_classes"));
 
 // The op-type table, for the test that keeps it equal to azjax/zero/ops.py's.
 extern "C" int azjax_native_op_table(int8_t* out, int capacity) {
@@ -1023,7 +1133,8 @@ static inline bool is_random_op(int op) {
 extern "C" void azjax_native_live_code_keys(const int32_t* const* ins, const void* const* data,
                                             const int32_t* const* sizes, const int64_t* lengths, int64_t P,
                                             int64_t num_scalars, int64_t num_vectors, int64_t num_matrices,
-                                            int64_t data_bytes, uint64_t* keys, uint8_t* has_random) {
+                                            int64_t num_classes, int64_t data_bytes, uint64_t* keys,
+                                            uint8_t* has_random) {
   using namespace azjax_native;
   const Layout L{static_cast<int>(num_scalars), static_cast<int>(num_vectors), static_cast<int>(num_matrices), 0};
   const Liveness live(L);
@@ -1040,7 +1151,7 @@ extern "C" void azjax_native_live_code_keys(const int32_t* const* ins, const voi
       I[c] = ins[c] + p * Ls[c] * 4;
       n[c] = std::max(0, std::min(sizes[c][p], Ls[c]));
     }
-    live_flags(live, L, I, n, buf.data(), flags);
+    live_flags(live, L, I, n, buf.data(), flags, num_classes >= 2);
     uint64_t h1 = 0, h2 = 0, i = 0;
     bool random = false;
     auto add = [&](uint64_t w) {

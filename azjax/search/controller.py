@@ -195,7 +195,7 @@ class Controller(base.Strategy):
         if spec is None or not callable(getattr(space, "encode", None)) or not callable(
                 getattr(space, "decode", None)):
             raise ValueError(
-                f"space: {type(space).__name__} has no genome_spec/encode/decode, so a policy "
+                f"space: {type(space).__name__} has no genome_spec, encode or decode, so a policy "
                 "cannot emit its genomes position by position (e.g. AutoML-Zero's ProgramSpace "
                 "holds variable-length programs); use RegularizedEvolution or RandomSearch")
         if algorithm not in ALGORITHMS:

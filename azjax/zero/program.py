@@ -168,10 +168,6 @@ class Component:
     data: jax.Array
     size: jax.Array
 
-    @property
-    def op(self):
-        return self.instructions[..., 0]
-
 
 @struct.dataclass
 class Program:

@@ -29,7 +29,8 @@ it exactly.
 
 The space must expose ``genome_spec`` plus jittable ``encode`` / ``decode`` (see
 :class:`~azjax.search.space.SearchSpace`). AutoML-Zero's ``ProgramSpace`` has variable-length
-programs and no ``genome_spec``, so the controller rejects it with a ``ValueError``.
+programs and no ``genome_spec``, so the controller rejects it with a ``ValueError``; wrap it in
+``zero.ProgramGenomeSpace`` to search programs with the controller.
 """
 from __future__ import annotations
 
@@ -197,7 +198,8 @@ class Controller(base.Strategy):
             raise ValueError(
                 f"space: {type(space).__name__} has no genome_spec, encode or decode, so a policy "
                 "cannot emit its genomes position by position (e.g. AutoML-Zero's ProgramSpace "
-                "holds variable-length programs); use RegularizedEvolution or RandomSearch")
+                "holds variable-length programs: wrap it in zero.ProgramGenomeSpace); or use "
+                "RegularizedEvolution or RandomSearch")
         if algorithm not in ALGORITHMS:
             raise ValueError(f"algorithm: expected one of {ALGORITHMS}, got {algorithm!r}")
         for name, value in (("learning_rate", learning_rate), ("init_scale", init_scale),

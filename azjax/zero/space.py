@@ -10,7 +10,8 @@ dataclass of hashable, immutable fields, so it can be the static part of jitted 
 
 There is no `genome_spec`: a program is not a fixed vector of categorical genes with fixed choice
 counts (an address's range depends on its op's operand type, sizes vary and constants are unbounded
-reals), so the RL controller needs a dedicated program encoding rather than the generic spec.
+reals). `zero.ProgramGenomeSpace(space)` wraps a ProgramSpace with such a view (constants on a grid) for
+the RL controller.
 """
 
 from __future__ import annotations

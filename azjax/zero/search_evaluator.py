@@ -92,6 +92,51 @@ def _wrap_key_data(fn):
     return wrapped
 
 
+def deduplicate(programs: Program) -> Tuple[Program, np.ndarray]:
+    """(unique programs in order of first appearance, inverse [B]): `unique[inverse]` is the batch. Programs
+    are equal when all their arrays are (canonical programs: when they are the same program)."""
+    B = programs.setup.size.shape[0]
+    rows = np.concatenate([np.ascontiguousarray(x).reshape(B, -1).view(np.uint8)
+                           for x in jax.tree_util.tree_leaves(programs)], axis=1)
+    rows = np.ascontiguousarray(rows).view(np.dtype((np.void, rows.shape[1])))[:, 0]
+    _, first_index, inverse_sorted = np.unique(rows, return_index=True, return_inverse=True)
+    order = np.argsort(first_index, kind="stable")
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    unique = jax.tree_util.tree_map(lambda x: x[first_index[order]], programs)
+    return unique, rank[np.reshape(inverse_sorted, -1)]
+
+
+def probe_errors(train_pred, valid_pred, train_labels, valid_labels, eval_type: str):
+    """The FEC probe's errors (train [U, T, n], valid [U, T, m]) from its predictions, per eval type: |label -
+    prediction| (after the sigmoid in training for binary tasks), and for validation of classification tasks
+    whether the example is classified correctly."""
+    if eval_type == "multiclass":
+        return _multiclass_probe_errors(train_pred, valid_pred, train_labels, valid_labels)
+    train_err = np.abs(train_labels - train_pred)
+    if eval_type == "accuracy":
+        return train_err, ((valid_labels > 0.5) == (_sigmoid(valid_pred) > 0.5)).astype(train_err.dtype)
+    return train_err, np.abs(valid_labels - valid_pred)
+
+
+def fingerprint_leaders(keys: np.ndarray, rows: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """(same_as [U], leader [U]): among `rows`, the first of each group of equal FEC keys leads and the
+    others follow it (`same_as` points to the leader; every other row is its own leader)."""
+    U = len(keys)
+    same_as = np.arange(U)
+    leader = np.ones(U, bool)
+    seen: Dict[bytes, int] = {}
+    flat = keys.view(np.uint8).reshape(U, -1)
+    for u in np.flatnonzero(rows):
+        fp = flat[u].tobytes()
+        if fp in seen:
+            same_as[u] = seen[fp]
+            leader[u] = False
+        else:
+            seen[fp] = u
+    return same_as, leader
+
+
 class _ProbeMemo:
     """Pruned-code key -> FEC keys [T] of its probe, bounded (cleared when full), held by the native library.
     Only a cache of a pure function: results never depend on what it holds, so it is not checkpointed."""
@@ -306,90 +351,55 @@ class ProgramEvaluator:
     def __call__(self, key: jax.Array, programs: Program) -> Tuple[np.ndarray, Dict[str, float]]:
         host = jax.device_get(programs)  # one transfer for every leaf
         B = host.setup.size.shape[0]
-        T = self.tasks.num_tasks
-        # 1. Deduplicate identical (canonical) programs: one byte string per program, unique in order of
-        # first appearance.
-        rows = np.concatenate([np.ascontiguousarray(x).reshape(B, -1).view(np.uint8)
-                               for x in jax.tree_util.tree_leaves(host)], axis=1)
-        rows = np.ascontiguousarray(rows).view(np.dtype((np.void, rows.shape[1])))[:, 0]
-        _, first_index, inverse_sorted = np.unique(rows, return_index=True, return_inverse=True)
-        order = np.argsort(first_index, kind="stable")
-        first = first_index[order]
-        rank = np.empty_like(order)
-        rank[order] = np.arange(len(order))
-        inverse = rank[np.reshape(inverse_sorted, -1)]
-        U = len(first)
-        unique = jax.tree_util.tree_map(lambda x: x[first], host)
-        per_task = np.zeros((U, T), np.float64)
+        # 1. Identical (canonical) programs are evaluated once.
+        unique, inverse = deduplicate(host)
+        U = unique.setup.size.shape[0]
+        per_task = np.zeros((U, self.tasks.num_tasks), np.float64)
         need = np.ones(U, bool)
         if self.train_budget_factor is not None:
             # Over-budget programs are trained on 0 examples in the reference: fitness 0, no evaluation.
             need &= within_train_budget(unique, self._steps_full, self.train_budget_factor)
-        train_steps = 0.0
-        keys_fp = None
-        cache_hit = np.zeros(U, bool)
-        # 2. FEC probe.
-        if self.cache is not None and need.any() and self._probe_fingerprints is not None:
-            keys_fp = self._kernel_fingerprints(unique, need, B)
-            train_steps += U * T * self._probe_arrays[0].shape[1]
+        # 2. FEC: probe, look the fingerprints up; misses with equal fingerprints within this batch are
+        # evaluated once (the reference, sequential, would hit).
+        keys_fp, train_steps, cache_hit = None, 0.0, np.zeros(U, bool)
+        if self.cache is not None and need.any():
+            keys_fp, train_steps = self._fec_keys(unique, need, B)
             cached, found = self.cache.lookup_batch(keys_fp, need)
             per_task[found] = cached[found]
-            need &= ~found
-            cache_hit |= found
-        elif self.cache is not None and need.any():
-            padded = self._pad(unique, B)
-            active = np.arange(padded.setup.size.shape[0]) < U
-            _, preds = self._run(self._probe, self._probe_arrays, padded, None, active)
-            tx, ty, vx, vy, _ = self._probe_arrays
-            train_pred = np.asarray(preds["train"])[:U, :, 0]
-            valid_pred = np.asarray(preds["valid"])[:U, :, 0]
-            ty, vy = np.asarray(ty)[None], np.asarray(vy)[None]
-            if self.eval_type == "multiclass":
-                train_err, valid_err = _multiclass_probe_errors(train_pred, valid_pred, ty, vy)
-            elif self.eval_type == "accuracy":
-                train_err = np.abs(ty - train_pred)
-                valid_err = ((vy > 0.5) == (_sigmoid(valid_pred) > 0.5)).astype(train_err.dtype)
-            else:
-                train_err = np.abs(ty - train_pred)
-                valid_err = np.abs(vy - valid_pred)
-            keys_fp = fingerprints(train_err, valid_err, self._steps_full)  # [U, T]
-            train_steps += U * T * train_pred.shape[2]
-            cached, found = self.cache.lookup_batch(keys_fp, need)
-            per_task[found] = cached[found]
-            need &= ~found
-            cache_hit |= found
-        # 3. Full evaluation of the misses, compacted into one fixed-size batch; misses with equal
-        # fingerprints within this batch are evaluated once (the reference, sequential, would hit).
-        same_as = np.arange(U)
-        if keys_fp is not None:
-            seen = {}
-            rows_fp = keys_fp.view(np.uint8).reshape(U, -1)
-            for u in np.flatnonzero(need):
-                fp = rows_fp[u].tobytes()
-                if fp in seen:
-                    same_as[u] = seen[fp]
-                    need[u] = False
-                    cache_hit[u] = True
-                else:
-                    seen[fp] = u
+            same_as, leader = fingerprint_leaders(keys_fp, need & ~found)
+            need &= ~found & leader
+            cache_hit = found | ~leader
+        else:
+            same_as = np.arange(U)
+        # 3. Full evaluation of the misses, compacted into one fixed-size batch.
         miss = np.flatnonzero(need)
         if len(miss):
-            fit, steps, complete = self._full_evaluation(jax.tree_util.tree_map(lambda x: x[miss], unique),
-                                                         key, B)
+            fit, steps, complete = self._full_evaluation(jax.tree_util.tree_map(lambda x: x[miss], unique), key, B)
             per_task[miss] = fit
             train_steps += steps
-            if keys_fp is not None:
-                # A fitness cut short by a hurdle is not cached.
+            if keys_fp is not None:  # a fitness cut short by a hurdle is not cached
                 self.cache.insert_batch(keys_fp[miss[complete]], fit[complete])
-        follower = same_as != np.arange(U)
-        per_task[follower] = per_task[same_as[follower]]
-        combined = self._combine(per_task)
-        hits = int(np.sum(cache_hit))
-        info = {"train_steps": float(train_steps), "evaluated": float(len(miss)), "cache_hits": float(hits),
-                "duplicates": float(B - U)}
+        per_task = per_task[same_as]
+        info = {"train_steps": float(train_steps), "evaluated": float(len(miss)),
+                "cache_hits": float(np.sum(cache_hit)), "duplicates": float(B - U)}
         for k in ("evaluated", "cache_hits", "duplicates"):
             self.counters[k] += int(info[k])
-        return combined[inverse].astype(np.float32), info
+        return self._combine(per_task)[inverse].astype(np.float32), info
+
+    def _fec_keys(self, unique: Program, need: np.ndarray, batch: int) -> Tuple[np.ndarray, float]:
+        """(FEC keys [U, T], the probe's training steps): hashed by the backend's kernel where it can, else
+        from the probe's predictions."""
+        U, T = unique.setup.size.shape[0], self.tasks.num_tasks
+        steps = float(U * T * self._probe_arrays[0].shape[1])
+        if self._probe_fingerprints is not None:
+            return self._kernel_fingerprints(unique, need, batch), steps
+        padded = self._pad(unique, batch)
+        active = np.arange(padded.setup.size.shape[0]) < U
+        _, preds = self._run(self._probe, self._probe_arrays, padded, None, active)
+        _, ty, _, vy, _ = self._probe_arrays
+        train_err, valid_err = probe_errors(np.asarray(preds["train"])[:U, :, 0], np.asarray(preds["valid"])[:U, :, 0],
+                                            np.asarray(ty)[None], np.asarray(vy)[None], self.eval_type)
+        return fingerprints(train_err, valid_err, self._steps_full), steps
 
     def _kernel_fingerprints(self, unique: Program, need: np.ndarray, batch: int) -> np.ndarray:
         """FEC keys [U, T] of the needed rows, hashed by the backend's kernel. A program whose pruned code was

@@ -229,3 +229,27 @@ def test_probe_memo_does_not_change_the_search():
     assert c1 == c2
     np.testing.assert_array_equal(k1["keys"], k2["keys"])
     np.testing.assert_array_equal(k1["fitness"], k2["fitness"])
+
+
+def test_evaluator_stages():
+    """The pipeline's small stages on their own: dedup keeps first appearances, leaders group equal keys."""
+    from azjax.zero.fec import _KEY
+    from azjax.zero.search_evaluator import deduplicate, fingerprint_leaders, probe_errors
+
+    progs = jax.tree_util.tree_map(np.asarray, random_programs.random_programs(jax.random.key(9), CFG, 4))
+    batch = jax.tree_util.tree_map(lambda x: x[np.array([2, 0, 2, 3, 0, 1])], progs)
+    unique, inverse = deduplicate(batch)
+    np.testing.assert_array_equal(unique.setup.size, progs.setup.size[np.array([2, 0, 3, 1])])
+    for a, b in zip(jax.tree_util.tree_leaves(jax.tree_util.tree_map(lambda x: x[inverse], unique)),
+                    jax.tree_util.tree_leaves(batch)):
+        np.testing.assert_array_equal(a, b)
+    keys = np.zeros((5, 2), _KEY)
+    raw = keys.view(np.uint8).reshape(5, -1)
+    raw[:, 0] = [7, 8, 7, 7, 8]
+    same_as, leader = fingerprint_leaders(keys, np.array([True, True, True, False, True]))
+    np.testing.assert_array_equal(same_as, [0, 1, 0, 3, 1])
+    np.testing.assert_array_equal(leader, [True, True, False, True, False])
+    tr, va = probe_errors(np.array([[[0.2, np.nan]]]), np.array([[[3.0, -1.0]]]), np.array([[[1.0, 0.0]]]),
+                          np.array([[[1.0, 1.0]]]), "accuracy")
+    np.testing.assert_array_equal(va, [[[1.0, 0.0]]])  # sigmoid(3) > 0.5 is right, sigmoid(-1) is wrong
+    assert tr[0, 0, 0] == pytest.approx(0.8) and np.isnan(tr[0, 0, 1])

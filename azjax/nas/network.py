@@ -96,6 +96,9 @@ class NASNet(nn.Module):
                  drop_path_progress: jax.Array | float = 0.0) -> jax.Array:
         """Logits for NHWC images ``x``.
 
+        Long by design: the stem, the N normal / reduction stacks, the auxiliary head and the classifier
+        read top to bottom as the network's definition.
+
         Args:
           x: float images ``[B, H, W, C]``.
           train: batch-statistics BN, drop-path (RNG ``'drop_path'``) and dropout (RNG

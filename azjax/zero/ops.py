@@ -173,6 +173,7 @@ def _k(fn):
 
 
 def _build_table():
+    # Long by design: one `add` line per op of the instruction set, in id order (a table, not logic).
     ops = []
 
     def add(name, in1, in2, out, kernel, text, cost, data=()):

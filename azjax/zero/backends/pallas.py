@@ -151,7 +151,10 @@ def _concrete(x: np.ndarray) -> np.ndarray:
 
 
 def _eval_jaxpr(jaxpr, consts, args, lanes: int):
-    """Evaluates `jaxpr` with every array value an object array of lane arrays [lanes] (or constants)."""
+    """Evaluates `jaxpr` with every array value an object array of lane arrays [lanes] (or constants).
+
+    Long by design: one branch per jaxpr primitive the kernels use, in one dispatch.
+    """
     env = {}
 
     def read(v):
@@ -419,6 +422,8 @@ def make_pallas_evaluate_fn(cfg: ZeroConfig, eval_type: str, num_epochs: int, re
 
 
 def _kernel(*refs, cfg: ZeroConfig, E, N, M, T, F, lanes, accuracy, multiclass, return_predictions):
+    # Long by design: the whole per-lane evaluation (Setup, the example loop, validation, fitness) is one
+    # traced kernel body, so its state stays in registers; docs/backends.md describes its steps.
     pl = _pallas()
     (ins_s, dat_s, size_s, pos_s, ins_p, dat_p, size_p, pos_p, ins_l, dat_l, size_l, pos_l,
      active_ref, k0_ref, k1_ref, xs_ref, ys_ref) = refs[:17]

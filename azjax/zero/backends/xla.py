@@ -102,6 +102,9 @@ def make_xla_evaluate_fn(backend: "XlaBackend", cfg: ZeroConfig, eval_type: str,
                          return_predictions: bool = False, prune: bool = True):
     """Builds the pure, unjitted evaluation of a population on a task collection.
 
+    Long by design: one closure per (program, task) lane whose scan body is the harness of the module
+    docstring, step by step; splitting it would scatter the carry's fields over several functions.
+
     Returns `fn(programs, train_x, train_y, valid_x, valid_y, orders, keys, active) -> fitness [P, T]` (and
     predictions when asked), with programs batched [P, ...], task arrays [T, ...] in cfg's dtype,
     orders int32 [T, E, N], keys [P, T] and `active` bool [P] (inactive programs - batch padding - stop

@@ -12,7 +12,7 @@ hand-written one scores 0.9999 with the grid's learning rate 0.1875 and 0.995-0.
 Printed per strategy: best fitness (mean and min/max over seeds), successes, evaluations to the first
 success, wall time.
 
-    python benchmarks/program_strategies.py --seeds=3 --budget=20000
+    python benchmarks/program_strategies.py --seeds=3 --budget=10000 --batch_size=100
 """
 import json
 import time
@@ -27,8 +27,8 @@ from azjax import search, zero
 FLAGS = flags.FLAGS
 STRATEGIES = ("controller", "evolution", "random")
 flags.DEFINE_integer("seeds", 3, "Seeds (task draws and strategy keys).")
-flags.DEFINE_integer("budget", 20_000, "Evaluations per run.")
-flags.DEFINE_integer("batch_size", 50, "Genomes per ask, for every strategy.")
+flags.DEFINE_integer("budget", 10_000, "Evaluations per run.")
+flags.DEFINE_integer("batch_size", 100, "Genomes per ask, for every strategy.")
 flags.DEFINE_list("strategies", list(STRATEGIES), f"Of {', '.join(STRATEGIES)}.")
 flags.DEFINE_float("threshold", 0.99, "Search fitness that counts as a success.")
 flags.DEFINE_integer("population_size", 200, "Regularized evolution: P.")

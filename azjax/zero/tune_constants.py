@@ -183,7 +183,8 @@ def tune_constants(program: Program, tasks: Tasks, cfg: ZeroConfig, *, key: jax.
     chunk = min(batch_size, num_trials)
     trial_fitness = np.empty((num_trials,), np.float64)
     for start in range(0, num_trials, chunk):
-        # Every call has `chunk` programs (one compilation); the tail is padded with copies of trial 0.
+        # Every call has `chunk` programs (one compilation); the tail is padded with copies of the last
+        # trial.
         idx = np.minimum(np.arange(start, start + chunk), num_trials - 1)
         batch = jax.tree_util.tree_map(lambda x: x[idx], trials)
         fit = _fitness(batch, tasks, cfg, jax.random.fold_in(eval_key, start), backend, combine)

@@ -33,6 +33,7 @@ so runs are incremental and resumable; `--summarize` reads the file and prints r
 """
 import dataclasses
 import functools
+import itertools
 import json
 import math
 import os
@@ -51,12 +52,17 @@ from azjax.zero import backends
 from azjax.zero import ops as ops_lib
 from azjax.zero.evaluate import prepare_programs, prepare_tasks
 from azjax.zero.mutations import mutate
+from azjax.zero.program import canonicalize
+from azjax.zero.random_programs import allowed_op_ids, instruction_for_op
 
 FLAGS = flags.FLAGS
 SETTINGS = ("linear_learn_only", "linear_full", "affine_learn_only", "affine_full")
 _DEFAULT_OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "evolution_vs_random.jsonl")
 flags.DEFINE_list("setting", ["linear_learn_only"], f"Fig. 4 settings, of {', '.join(SETTINGS)}.")
-flags.DEFINE_enum("method", "both", ["evolution", "random", "both"], "Which method to run.")
+flags.DEFINE_enum("method", "both", ["evolution", "random", "random_is", "enumerate", "both"],
+                  "Which method to run: evolution, plain random search, random search with importance sampling "
+                  "(make_random_is), exhaustive evaluation of one Learn op order of a learn-only setting "
+                  "(enumerate_learn_order), or evolution and plain random search.")
 flags.DEFINE_integer("experiments", 10, "Evolution experiments to add.")
 flags.DEFINE_integer("programs", 1_000_000, "Random-search programs to add.")
 flags.DEFINE_integer("budget", None, "Evaluations per evolution experiment (default: the paper's, see SPECS).")
@@ -267,6 +273,136 @@ def make_random(setting: str, chunk: int):
     return run
 
 
+def learn_templates(cfg: zero.ZeroConfig) -> np.ndarray:
+    """int32 [K, L]: the Learn op sequences (of the full Learn length L) in which every allowed Learn op appears."""
+    ops = allowed_op_ids(cfg, "learn")
+    seqs = np.array(list(itertools.product(ops, repeat=cfg.learn_size)), np.int32)
+    return seqs[np.all([(seqs == op).any(axis=1) for op in ops], axis=0)]
+
+
+def importance_weights(cfg: zero.ZeroConfig):
+    """(weight of a program whose Learn op sequence is a template, weight of any other program) = p / q."""
+    n_all = len(allowed_op_ids(cfg, "learn")) ** cfg.learn_size
+    k = len(learn_templates(cfg))
+    return 1.0 / (0.5 + 0.5 * n_all / k), 2.0
+
+
+@functools.lru_cache(maxsize=None)
+def make_random_is(setting: str, chunk: int):
+    """Random search's success rate by importance sampling: jitted (key, task_arrays, target) -> (acceptable
+    template programs, acceptable other programs, template programs, best fitness, programs run).
+
+    Acceptable programs are too rare for plain sampling at this CPU budget (docs/paper_map.md). The proposal q
+    draws a program of the space (the distribution p random search uses) and, with probability 1/2, then
+    redraws its Learn ops as a uniformly chosen template (`learn_templates`: every Learn op present, as an SGD
+    learner needs), keeping p's address distribution for each op. q(x) / p(x) depends only on whether x's
+    Learn ops are a template, so sum(w * acceptable) / programs with w = p / q (`importance_weights`) is an
+    unbiased estimate of p's success rate, whichever programs are acceptable.
+    """
+    space = make_space(setting)
+    cfg = SPECS[setting].cfg
+    fn = backends.get_backend("native").make_evaluate_fn(cfg, "rms", 1)
+    templates = jnp.asarray(learn_templates(cfg))
+    learn_ops = jnp.asarray(allowed_op_ids(cfg, "learn"))
+    L = cfg.learn_size
+
+    def sample(key):
+        k_prog, k_use, k_seq, k_u = jax.random.split(key, 4)
+        program = space.sample(k_prog)
+        seq = templates[jax.random.randint(k_seq, (), 0, templates.shape[0])]
+        u = jax.random.uniform(k_u, (L, 6))
+        ins, data = instruction_for_op(seq, u[:, :3], u[:, 3:], cfg, cfg.jnp_dtype)
+        use = jax.random.bernoulli(k_use)
+        learn = type(program.learn)(instructions=jnp.where(use, ins, program.learn.instructions),
+                                    data=jnp.where(use, data.astype(program.learn.data.dtype), program.learn.data),
+                                    size=program.learn.size)
+        program = canonicalize(program.replace(learn=learn), cfg)
+        ops = program.learn.instructions[:, 0]
+        in_template = jnp.all(jnp.any(ops[None, :] == learn_ops[:, None], axis=1)) & (program.learn.size == L)
+        return program, in_template
+
+    @jax.jit
+    def run(key, task_arrays, target):
+        programs, in_template = jax.vmap(sample)(jax.random.split(key, chunk))
+        active = jax.vmap(lambda p: label_reaches_prediction(p, cfg))(programs)
+        fit = jnp.mean(fn(prepare_programs(programs, cfg), *task_arrays, jax.random.key(0), active), axis=-1)
+        fit = jnp.where(active & ~jnp.isnan(fit), fit, -jnp.inf)
+        hit = fit >= target
+        return (jnp.sum(hit & in_template), jnp.sum(hit & ~in_template), jnp.sum(in_template), jnp.max(fit),
+                jnp.sum(active))
+
+    return run
+
+
+def learn_order_programs(setting: str, order=None) -> zero.Program:
+    """Every program of a learn-only setting whose Learn ops are `order` (default: the hand-written Learn's), with
+    all address choices (these ops have no constants): a [N] population, N = the product of the choice counts."""
+    spec = SPECS[setting]
+    cfg = spec.cfg
+    ref = reference_program(setting)
+    if order is None:
+        order = np.asarray(ref.learn.instructions)[:int(ref.learn.size), 0]
+    order = np.asarray(order, np.int32)
+    assert spec.learn_only and len(order) == cfg.learn_size
+    table = address_table_np(cfg)
+    per_position = []
+    for op in order:
+        types = [ops_lib.IN1_TYPE[op], ops_lib.IN2_TYPE[op], ops_lib.OUT_TYPE[op]]
+        a1 = range(table[0][types[0]]) if types[0] >= 0 else [0]
+        a2 = range(table[0][types[1]]) if types[1] >= 0 else [0]
+        o = range(table[1][types[2]], table[1][types[2]] + table[2][types[2]])
+        per_position.append(np.array([(op, i, j, k) for i in a1 for j in a2 for k in o], np.int32))
+    grids = np.meshgrid(*[np.arange(len(p)) for p in per_position], indexing="ij")
+    learn = np.stack([p[g.ravel()] for p, g in zip(per_position, grids)], axis=1)  # [N, L, 4]
+    n = learn.shape[0]
+    dt = cfg.np_dtype
+    bcast = lambda x: np.broadcast_to(np.asarray(x), (n,) + np.shape(x))  # noqa: E731
+    fixed = lambda c: type(c)(instructions=bcast(c.instructions), data=bcast(c.data), size=bcast(c.size))  # noqa: E731
+    learn_comp = type(ref.learn)(instructions=learn, data=np.zeros((n, cfg.learn_size, 3), dt),
+                                 size=np.full((n,), cfg.learn_size, np.int32))
+    return zero.Program(fixed(ref.setup), fixed(ref.predict), learn_comp)
+
+
+def address_table_np(cfg):
+    from azjax.zero.random_programs import address_table
+    return address_table(cfg)
+
+
+def enumerate_learn_order(setting: str, task_key: jax.Array, chunk: int = 20_000, log=print) -> dict:
+    """The exact contribution of one Learn op order to random search's success rate on one draw of tasks.
+
+    Random search draws each Learn op uniformly among the n allowed ones and then its addresses uniformly, so
+    every program of the order has probability n^-L / N (N programs in the order); the contribution is
+    hits x n^-L / N, a lower bound on the success rate for these tasks (other orders can only add to it)."""
+    cfg = SPECS[setting].cfg
+    programs = learn_order_programs(setting)
+    n = programs.learn.size.shape[0]
+    fn = backends.get_backend("native").make_evaluate_fn(cfg, "rms", 1)
+    tasks = make_tasks(setting, task_key)
+    target = target_fitness(setting, tasks)
+    arrays = prepare_tasks(tasks, cfg)
+
+    @jax.jit
+    def run(progs):
+        active = jax.vmap(lambda p: label_reaches_prediction(p, cfg))(progs)
+        fit = jnp.mean(fn(prepare_programs(progs, cfg), *arrays, jax.random.key(0), active), axis=-1)
+        return jnp.where(active & ~jnp.isnan(fit), fit, -jnp.inf), jnp.sum(active)
+
+    hits, ran, t0 = [], 0, time.perf_counter()
+    for start in range(0, n, chunk):
+        idx = np.arange(start, start + chunk) % n  # the last chunk wraps; only its first n - start rows count
+        part = jax.tree_util.tree_map(lambda x: jnp.asarray(x[idx]), programs)
+        fit, r = jax.device_get(run(part))
+        m = min(chunk, n - start)
+        ran += int(np.sum(jax.device_get(jax.vmap(lambda p: label_reaches_prediction(p, cfg))(
+            jax.tree_util.tree_map(lambda x: x[:m], part))))) if m < chunk else int(r)
+        hits += [int(i) for i in idx[:m][fit[:m] >= target]]
+    p_each = len(allowed_op_ids(cfg, "learn")) ** -cfg.learn_size / n
+    return dict(setting=setting, programs=n, ran=ran, hits=len(hits), p_each=p_each, rate_contribution=len(hits) * p_each,
+                target=target, wall_s=round(time.perf_counter() - t0, 3),
+                hit_learns=[np.asarray(programs.learn.instructions[i]).tolist() for i in hits[:200]])
+
+
 # ---------------------------------------------------------------------------------------------- statistics
 
 def _beta_ppf(q, a, b):
@@ -382,6 +518,45 @@ def run_random(setting, programs, chunk, chunks_per_taskset, out, max_seconds=1e
         log(json.dumps(row))
 
 
+def run_random_is(setting, programs, chunk, chunks_per_taskset, out, max_seconds=1e9, log=print):
+    done = [r for r in _read(out) if r["setting"] == setting and r["method"] == "random_is"]
+    start = 1 + max([r["seed"] for r in done], default=-1)
+    fn = make_random_is(setting, chunk)
+    w_t, w_o = importance_weights(SPECS[setting].cfg)
+    t_start = time.perf_counter()
+    tasks_seed, arrays, target = None, None, None
+    for seed in range(start, start + -(-programs // chunk)):
+        if time.perf_counter() - t_start > max_seconds:
+            break
+        ts = 2 * 10**6 + seed // chunks_per_taskset
+        if ts != tasks_seed:
+            tasks_seed = ts
+            tasks = make_tasks(setting, jax.random.fold_in(jax.random.key(ts), 0))
+            target = target_fitness(setting, tasks)
+            arrays = prepare_tasks(tasks, SPECS[setting].cfg)
+        t0 = time.perf_counter()
+        h_t, h_o, n_t, best, ran = jax.device_get(fn(jax.random.fold_in(jax.random.key(seed), 3), arrays,
+                                                     jnp.float32(target)))
+        wall = time.perf_counter() - t0
+        row = dict(setting=setting, method="random_is", seed=seed, taskset=ts, programs=chunk,
+                   hits_template=int(h_t), hits_other=int(h_o), template_programs=int(n_t), weight_template=w_t,
+                   weight_other=w_o, ran=int(ran), best=float(best), target=target, wall_s=round(wall, 3))
+        _append(out, row)
+        log(json.dumps(row))
+
+
+def importance_rate(rows, confidence: float = 0.95):
+    """Random search's rate from `random_is` rows: (estimate, interval, programs, template hits, other hits).
+
+    The interval adds the exact Poisson intervals of the two hit counts (each at 1 - (1 - confidence) / 2)."""
+    n = sum(r["programs"] for r in rows)
+    h_t, h_o = sum(r["hits_template"] for r in rows), sum(r["hits_other"] for r in rows)
+    w_t, w_o = rows[0]["weight_template"], rows[0]["weight_other"]
+    each = 1 - (1 - confidence) / 2
+    (t_lo, t_hi), (o_lo, o_hi) = poisson_interval(h_t, each), poisson_interval(h_o, each)
+    return (w_t * h_t + w_o * h_o) / n, ((w_t * t_lo + w_o * o_lo) / n, (w_t * t_hi + w_o * o_hi) / n), n, h_t, h_o
+
+
 def summarize(rows, log=print):
     log(f"{'setting':18s} {'evo succ/exp':>13s} {'budget':>7s} {'evo rate':>9s} {'rs hits/programs':>20s} "
         f"{'rs rate':>9s} {'ratio':>8s} {'95% interval':>19s} {'paper':>6s} {'evo p/s':>8s} {'rs p/s':>8s}")
@@ -405,6 +580,16 @@ def summarize(rows, log=print):
                 f"{f'[{lo:.3g}, {hi:.3g}]':>19s} {SPECS[setting].paper_ratio:6g} {evo_ps:8.0f} {rs_ps:8.0f}")
             out[(setting, budget)] = dict(s, evo_successes=succ, experiments=len(e), rs_hits=hits,
                                           rs_programs=progs, evo_programs_per_s=evo_ps, rs_programs_per_s=rs_ps)
+            is_rows = [r for r in rows if r["setting"] == setting and r["method"] == "random_is"]
+            if is_rows and e:
+                rate, (r_lo, r_hi), n, h_t, h_o = importance_rate(is_rows, 1 - (1 - 0.95) / 2)
+                e_lo, e_hi = s["evo_interval"]
+                is_ps = n / max(sum(r["wall_s"] for r in is_rows), 1e-9)
+                log(f"{'  importance-sampled random search':34s} hits {h_t} template + {h_o} other in {n} "
+                    f"programs: rate {rate:.3g} [{r_lo:.3g}, {r_hi:.3g}]; ratio {s['evo_rate'] / rate if rate else float('inf'):.3g} "
+                    f"[{e_lo / r_hi if r_hi else float('nan'):.3g}, {e_hi / r_lo if r_lo else float('inf'):.3g}]; {is_ps:.0f} programs/s")
+                out[(setting, budget)].update(is_rate=rate, is_interval=(r_lo, r_hi), is_programs=n,
+                                              is_hits_template=h_t, is_hits_other=h_o)
     return out
 
 
@@ -428,6 +613,16 @@ def main(argv):
             if FLAGS.method in ("random", "both"):
                 run_random(setting, FLAGS.programs, FLAGS.chunk, FLAGS.chunks_per_taskset, FLAGS.out,
                            FLAGS.max_seconds)
+            if FLAGS.method == "enumerate":
+                rows = [r for r in _read(FLAGS.out) if r["setting"] == setting and r["method"] == "enumerate"]
+                seed = 1 + max([r["seed"] for r in rows], default=-1)
+                row = enumerate_learn_order(setting, jax.random.fold_in(jax.random.key(3 * 10**6 + seed), 0))
+                row.update(method="enumerate", seed=seed)
+                _append(FLAGS.out, row)
+                print(json.dumps({k: v for k, v in row.items() if k != "hit_learns"}), flush=True)
+            if FLAGS.method == "random_is":
+                run_random_is(setting, FLAGS.programs, FLAGS.chunk, FLAGS.chunks_per_taskset, FLAGS.out,
+                              FLAGS.max_seconds)
     summarize(_read(FLAGS.out))
 
 

@@ -148,3 +148,29 @@ def test_tiny_evolution_run_resumes_and_summarizes(tmp_path):
     assert all(r["evaluations"] == 100 or r["success"] for r in rows)
     summary = E.summarize(rows, log=lambda s: None)[(setting, 100)]
     assert summary["experiments"] == 2 and summary["rs_programs"] == 0
+
+
+def test_importance_sampling_templates_and_weights():
+    cfg = E.SPECS["linear_learn_only"].cfg
+    templates = E.learn_templates(cfg)
+    assert templates.shape == (24, 4)  # the orderings of the four Learn ops
+    w_t, w_o = E.importance_weights(cfg)
+    # p(template) = 24/256; q(template) = 1/2 + 1/2 * 24/256; the weights make q * w = p on both parts.
+    q_t = 0.5 + 0.5 * 24 / 256
+    assert math.isclose(q_t * w_t, 24 / 256) and math.isclose((1 - q_t) * w_o, 1 - 24 / 256)
+    affine = E.SPECS["affine_learn_only"].cfg
+    assert len(E.learn_templates(affine)) == 1800  # length-6 sequences over 5 ops using all 5: 5! * C(6, 2)
+    rows = [dict(programs=1000, hits_template=3, hits_other=0, weight_template=w_t, weight_other=w_o)]
+    rate, (lo, hi), n, h_t, h_o = E.importance_rate(rows)
+    assert math.isclose(rate, 3 * w_t / 1000) and lo < rate < hi and (n, h_t, h_o) == (1000, 3, 0)
+
+
+def test_learn_order_enumeration_covers_every_address_once():
+    programs = E.learn_order_programs("linear_learn_only")
+    learn = np.asarray(programs.learn.instructions)
+    assert learn.shape == (48 * 48 * 24 * 18, 4, 4)
+    codes = learn[:, :, 1:].reshape(len(learn), -1).astype(np.int64) @ (4 ** np.arange(12, dtype=np.int64))
+    assert len(np.unique(codes)) == len(learn)  # addresses are < 4, so the codes are distinct iff the rows are
+    ref = np.asarray(E.reference_program("linear_learn_only").learn.instructions)
+    assert np.all(learn == ref[None], axis=(1, 2)).sum() == 1
+    zero.ProgramSpace(E.SPECS["linear_learn_only"].cfg).validate(jax.tree_util.tree_map(lambda x: x[::9973], programs))

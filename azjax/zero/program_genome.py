@@ -25,7 +25,9 @@ position. Per component (setup, predict, learn), at its array length L:
 `decode` is many-to-one (genes that the decoded program ignores: rows past the size, operands an op does
 not have, the unused part of a gene block); `encode` returns the smallest genes of a program, so
 `decode(encode(p)) == p` for every program on the grid and `encode(decode(g))` is `g` with ignored genes
-zeroed. A constant off the grid encodes to its grid cell (clipped to the range).
+zeroed. A constant off the grid encodes to its grid cell (clipped to the range). The controller scores
+the programs it asked for through `encode`, so its policy-gradient update credits each program's smallest
+genes rather than the ignored values it happened to sample; the ignored genes do not change the program.
 
 `sample` and `mutate` are the wrapped space's (its initial kind, the AutoML-Zero mutations) followed by a
 snap onto the grid (`decode(encode(.))`), so evolution and random search over this space search the same

@@ -307,16 +307,25 @@ static int decode(const int32_t* ins, const T* data, int n, const char* flags, c
 constexpr int kSumBuffer = 64;
 
 template <typename T>
-static inline T tree_in_place(T* x, int n, int stride) {  // halving tree over x[0], x[stride], ...; destroys x
-  if ((n & (n - 1)) == 0) {
-    // For 2^k terms the halving tree is the bottom-up pairwise reduction.
-    for (int w = 1; w < n; w *= 2)
-      for (int i = 0; i + w < n; i += 2 * w) x[i * stride] += x[(i + w) * stride];
-    return x[0];
-  }
+static inline T pairwise_in_place(T* x, int n, int stride) {  // the halving tree of 2^k terms; destroys x
+  // For 2^k terms the halving tree is the bottom-up pairwise reduction (not recursive, so it inlines and
+  // unrolls for a compile-time F).
+  for (int w = 1; w < n; w *= 2)
+    for (int i = 0; i + w < n; i += 2 * w) x[i * stride] += x[(i + w) * stride];
+  return x[0];
+}
+
+template <typename T>
+static T tree_in_place_general(T* x, int n, int stride) {  // halving tree over x[0], x[stride], ...; destroys x
+  if ((n & (n - 1)) == 0) return pairwise_in_place(x, n, stride);
   const int half = n / 2;
-  const T left = tree_in_place(x, half, stride);
-  return left + tree_in_place(x + half * stride, n - half, stride);
+  const T left = tree_in_place_general(x, half, stride);
+  return left + tree_in_place_general(x + half * stride, n - half, stride);
+}
+
+template <typename T>
+static inline T tree_in_place(T* x, int n, int stride) {
+  return (n & (n - 1)) == 0 ? pairwise_in_place(x, n, stride) : tree_in_place_general(x, n, stride);
 }
 
 template <typename T>

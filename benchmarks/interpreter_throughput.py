@@ -1,10 +1,10 @@
 """Interpreter throughput: compile seconds and programs/instructions evaluated per second.
 
 Configs (random programs, --num_tasks tasks (default 10) x 100 train / 100 valid examples, 1 epoch):
-  demo      the reference demo (spec §7.1): banks 4/3/1, F=4, its 6 ops, sizes 10/2/8, 1000 programs
-  baseline  the reference baseline space (spec §7.2): banks 5/9/2, F=16, its 21 ops, sizes 7/11/23
+  demo      the reference demo: banks 4/3/1, F=4, its 6 ops, sizes 10/2/8, 1000 programs
+  baseline  the reference baseline space: banks 5/9/2, F=16, its 21 ops, sizes 7/11/23
   all_ops   all 65 ops, banks 8/14/3, F=8, sizes 10/10/10
-  quick     the linear-regressor space (spec §7.3): banks 4/3/1, F=4, 5 ops, sizes 5/1/4, 1000 programs
+  quick     the linear-regressor space: banks 4/3/1, F=4, 5 ops, sizes 5/1/4, 1000 programs
 
 Run:  python benchmarks/interpreter_throughput.py [--configs=demo,baseline,all_ops] [--repeats=3]
       python benchmarks/interpreter_throughput.py --configs=demo,quick --backends=pallas,select   # GPU

@@ -1,4 +1,4 @@
-"""Parameter-count oracles (spec/nasnet.md §1.9) and cell shapes, via jax.eval_shape only."""
+"""Parameter-count oracles (the published NASNet-A parameter counts) and cell shapes, via jax.eval_shape only."""
 import jax
 import jax.numpy as jnp
 import pytest

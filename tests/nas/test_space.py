@@ -20,7 +20,7 @@ def test_genome_spec_counts(space):
     for cell in range(2):
         for j in range(5):
             assert choices[cell * 25 + 5 * j:cell * 25 + 5 * j + 5] == (2 + j, 2 + j, 13, 13, 2)
-    # spec §1.12-style count: prod over both cells of (2+j)^2 * 13^2 * 2.
+    # The paper's count: prod over both cells of (2+j)^2 * 13^2 * 2.
     expected = 2 * sum(2 * np.log10(2 + j) + 2 * np.log10(13) + np.log10(2) for j in range(5))
     assert space.log10_size() == pytest.approx(expected)
 

@@ -1,6 +1,6 @@
 """An independent, deliberately plain NumPy reference of the AutoML-Zero executor.
 
-Written from the specification (``shared/spec/automl_zero.md`` §2-§4 and ``program_text.md``), not
+Written from the reference's documented semantics (``docs/automl_zero.md``, ``docs/instruction_set.md``), not
 from the JAX implementation in ``azjax/zero``, so that differential tests compare two independent
 readings of the spec. Everything is a straightforward Python loop over instructions and examples;
 speed is irrelevant here, clarity and faithfulness to the C++ semantics are the point.
@@ -14,7 +14,7 @@ Conventions
   ``f0`` = index fraction, ``f1`` = value; MATRIX_CONST_SET ``f0``, ``f1`` fractions, ``f2`` value;
   uniform sets ``f0`` = low, ``f1`` = high; Gaussian sets ``f0`` = mean, ``f1`` = sd.
 * A program is a dict ``{"setup": [...], "predict": [...], "learn": [...]}`` of such lists.
-* Reductions add in the order of the reference's x86-64 build (spec §3.1), with no +0 start value:
+* Reductions add in the order of the reference's x86-64 build, with no +0 start value:
   a full reduction (dot, norm, mean, std of a vector, or of a matrix read in column-major order)
   adds packets of two elements as a halving tree, then the two lanes, then a leftover element; a
   reduction along one matrix axis (row/column norms, means and stds, matrix-vector and matrix
@@ -47,7 +47,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 # --------------------------------------------------------------------------------------------
-# The op table (spec §3 and §3.2): name, in1 type, in2 type, out type ('s', 'v', 'm' or None).
+# The op table: name, in1 type, in2 type, out type ('s', 'v', 'm' or None).
 # --------------------------------------------------------------------------------------------
 _S, _V, _M = "s", "v", "m"
 OP_TABLE: tuple[tuple[str, str | None, str | None, str | None], ...] = (
@@ -157,7 +157,7 @@ def op_id(op: int | str) -> int:
 
 def zero_memory(num_scalars: int, num_vectors: int, num_matrices: int, features: int,
                 dtype: Any = np.float64) -> dict[str, np.ndarray]:
-    """Returns wiped memory (all zeros), as the executor's constructor does (spec §2.1)."""
+    """Returns wiped memory (all zeros), as the executor's constructor does."""
     return {
         "s": np.zeros((num_scalars,), dtype),
         "v": np.zeros((num_vectors, features), dtype),
@@ -200,7 +200,7 @@ def _mean(values: np.ndarray, dtype, axis_terms: bool = False) -> Any:
 
 
 def _one_pass_std(values: np.ndarray, dtype, perturb=None, axis_terms: bool = False) -> Any:
-    # sqrt(E[x^2] - E[x]^2): can be NaN when rounding makes the difference negative (spec §3.1).
+    # sqrt(E[x^2] - E[x]^2): can be NaN when rounding makes the difference negative.
     values = np.asarray(values)
     mean_sq = _mean(values * values, dtype, axis_terms)
     mean = _mean(values, dtype, axis_terms)
@@ -239,7 +239,7 @@ def _stored(value, dtype) -> Any:
 
 
 def _index(fraction: float, features: int) -> int:
-    # int(F * f) in float32 after float32 rounding, truncation (spec §1, §3.1); fractions in [0, 1).
+    # int(F * f) in float32 after float32 rounding, truncation; fractions in [0, 1).
     i = int(np.float32(features) * np.float32(fraction))
     if not 0 <= i < features:
         raise ValueError(f"index fraction {fraction!r} gives index {i} outside [0, {features})")
@@ -291,7 +291,7 @@ def execute_instruction(op: int | str, in1: int, in2: int, out: int, f0: float, 
                         f2: float, mem: dict[str, np.ndarray], F: int,
                         rng: np.random.Generator | None,
                         perturb: Callable[[Any], Any] | None = None) -> None:
-    """Executes one instruction on ``mem`` in place with the C++ reference semantics (spec §3).
+    """Executes one instruction on ``mem`` in place with the C++ reference semantics.
 
     ``F`` is the feature size; ``rng`` (a ``numpy.random.Generator``) is only used by the random
     setters 59..64. IEEE inf/NaN flow through unguarded. ``perturb`` (tests only) is applied to
@@ -465,10 +465,10 @@ def run_component(instructions: Sequence[Instruction], mem: dict[str, np.ndarray
 
 
 # --------------------------------------------------------------------------------------------
-# Evaluation of one program on one task (spec §4.1).
+# Evaluation of one program on one task.
 # --------------------------------------------------------------------------------------------
 def flip_and_squash(rmse) -> float:
-    """Regression fitness 1 - (2/pi) atan(RMSE); NaN/inf RMSE -> 0 (spec §4.2)."""
+    """Regression fitness 1 - (2/pi) atan(RMSE); NaN/inf RMSE -> 0."""
     rmse = float(rmse)
     if not math.isfinite(rmse):
         return 0.0
@@ -505,7 +505,7 @@ def evaluate_program(program: Program, task: Mapping[str, Any], eval_type: str, 
                      bank_sizes: tuple[int, int, int] | None = None, dtype: Any = None,
                      perturb: Callable[[Any], Any] | None = None, num_classes: int = 0,
                      ) -> tuple[float, np.ndarray, np.ndarray]:
-    """Evaluates ``program`` on one task exactly as the C++ Executor (spec §4.1).
+    """Evaluates ``program`` on one task exactly as the C++ Executor.
 
     Args:
       program: {"setup": [...], "predict": [...], "learn": [...]} of instruction tuples.

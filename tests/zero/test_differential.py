@@ -292,7 +292,7 @@ def test_float64_other_feature_sizes(features, data, seed):
 
 
 # ------------------------------------------------------------------------------------------------
-# Targeted edge cases (spec §3.1), through the same compiled evaluator as the random tests.
+# Targeted edge cases, through the same compiled evaluator as the random tests.
 # Each probe's Predict ends by writing the probed value into s1; Learn is empty. The first
 # training prediction then shows the value (a NaN or |value| > 100 is still recorded there).
 # ------------------------------------------------------------------------------------------------
@@ -569,7 +569,7 @@ def test_random_ops_key_determinism():
 # ------------------------------------------------------------------------------------------------
 def test_validation_stops_at_first_large_error():
     # Predict counts its own executions in s2 and predicts the count. Validation label 1000:
-    # |e| > 100 at the first validation example, so spec §4.1 validate() returns there and the
+    # |e| > 100 at the first validation example, so the reference's validate() returns there and the
     # other M - 1 Predicts never run: epoch 1 training must continue counting from N + 2.
     prog = {"setup": [_i("SCALAR_CONST_SET", c=3, f0=1.0)],
             "predict": [_i("SCALAR_SUM", 2, 3, 2), _i("SCALAR_SUM", 2, 4, 1)], "learn": []}
@@ -587,7 +587,7 @@ def test_validation_stops_at_first_large_error():
 
 def test_std_of_exactly_representable_constant_is_zero():
     # m0 = v1 = 0.5 everywhere: sum(x^2) / n = 0.25 and (sum(x) / n)^2 = 0.25 exactly in IEEE
-    # double, so the C++ one-pass std is exactly 0 (spec §3.1: NaN only when rounding makes the
+    # double, so the C++ one-pass std is exactly 0 (NaN only when rounding makes the
     # difference negative). Three programs: MATRIX_ST_DEV, MATRIX_ROW_ST_DEV (norm), VECTOR_ST_DEV.
     setup = [_i("MATRIX_UNIFORM_SET", c=0, f0=0.5, f1=0.5), _i("VECTOR_UNIFORM_SET", c=1, f0=0.5,
                                                                f1=0.5)]

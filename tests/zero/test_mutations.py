@@ -1,4 +1,4 @@
-"""Mutations (spec §6.3) and initial programs (§6.4).
+"""Mutations and initial programs (§6.4).
 
 Semantics per type, validity, type frequencies, constant steps.
 

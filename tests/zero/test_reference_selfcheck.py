@@ -281,7 +281,7 @@ def test_float32_mode_keeps_dtype():
 
 
 # ------------------------------------------------------------------------------------------------
-# The evaluation loop (spec §4.1).
+# The evaluation loop.
 # ------------------------------------------------------------------------------------------------
 def _task(xtr, ytr, xva, yva):
     return {"train_features": np.asarray(xtr, float), "train_labels": np.asarray(ytr, float),
@@ -456,7 +456,7 @@ def test_accuracy_training_error_never_exceeds_threshold():
 
 
 # ------------------------------------------------------------------------------------------------
-# The README linear-regression program (spec §7.1) on a linear task.
+# The README linear-regression program on a linear task.
 # ------------------------------------------------------------------------------------------------
 def linear_sgd_program(learning_rate):
     """Spec §7.1's human solution: s2 = lr; s1 = dot(v0, v1); s3 = s0 - s1; s4 = s3 * s2;

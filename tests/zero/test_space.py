@@ -85,7 +85,7 @@ def test_no_op_and_random_samples():
     assert len({zero.format_program(p, LINEAR_CFG) for p in zero.unstack_programs(progs)}) == 64
 
 
-# The restricted linear-regressor space (spec §7.3) with insert/remove, so evolution can change
+# The restricted linear-regressor space with insert/remove, so evolution can change
 # sizes.
 QUICK_CFG = zero.ZeroConfig(
     setup_ops=("SCALAR_CONST_SET",),

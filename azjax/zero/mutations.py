@@ -56,6 +56,7 @@ from azjax.zero.program import (
 from azjax.zero.random_programs import (
     DRAWS_PER_INSTRUCTION,
     address_table,
+    allowed_op_table,
     instructions_from_uniforms,
     pick,
 )
@@ -566,7 +567,11 @@ def _native_tables(cfg: ZeroConfig, mcfg: MutationConfig) -> Dict[str, np.ndarra
     bounds = mcfg.size_bounds(cfg)
     mutable = _mutable_components(cfg)
     as64 = lambda x: np.ascontiguousarray(np.asarray(x, np.int64).reshape(-1))  # noqa: E731
+    table, counts = allowed_op_table(cfg)
     return dict(info=as64(_OP_INFO), rules=as64(_CANONICAL_RULES), address=as64(address_table(cfg)),
+                op_table=as64(table), op_counts=as64(counts),
+                data_low=np.ascontiguousarray(ops_lib.DATA_LOW, np.float64).reshape(-1),
+                data_high=np.ascontiguousarray(ops_lib.DATA_HIGH, np.float64).reshape(-1),
                 mutable_components=as64(mutable or (0,)), size_min=as64([bounds[c][0] for c in COMPONENTS]),
                 size_max=as64([bounds[c][1] for c in COMPONENTS]),
                 type_ids=as64([_TYPE_ID[t] for t, _ in mcfg.type_weights]),
@@ -575,15 +580,14 @@ def _native_tables(cfg: ZeroConfig, mcfg: MutationConfig) -> Dict[str, np.ndarra
 
 def _apply_native(u, program: Program, cfg: ZeroConfig, mcfg: MutationConfig, type_index) -> Program:
     """`_apply_xla` with its control part (picks, row shifts, canonical form) in the native kernel
-    (`backends/mutation_kernel.cc`); the draws, fresh rows and the scaling factor stay XLA's, so the
-    results are the same bits (tested in tests/zero/test_native_mutations.py)."""
+    (`backends/mutation_kernel.cc`), fresh rows included; the draws and the scaling factor stay XLA's, so
+    the results are the same bits (tested in tests/zero/test_native_mutations.py)."""
     from azjax.zero.backends import native
 
     dtype = program.setup.data.dtype
     u = u.astype(dtype)
     length = _max_length(cfg)
     ins3, data3, size3 = _stack_components(program, length)
-    fresh_ins, fresh_data = _fresh_from_draws(u, cfg, dtype)
     factor = _scale_factor(u, mcfg.paper_variant).astype(dtype)
     F = cfg.features
     centers = jnp.asarray(((np.arange(F) + 0.5) / F).astype(np.float32).astype(dtype))
@@ -591,7 +595,7 @@ def _apply_native(u, program: Program, cfg: ZeroConfig, mcfg: MutationConfig, ty
            jax.ShapeDtypeStruct((3,), jnp.int32))
     call = jax.ffi.ffi_call(native.MUTATE_TARGET, out, vmap_method="expand_dims")
     ins3, data3, size3 = call(ins3.astype(jnp.int32), data3.astype(dtype), size3.astype(jnp.int32),
-                              u[:_NUM_SCALAR_DRAWS], fresh_ins.astype(jnp.int32), fresh_data.astype(dtype), factor,
+                              u, factor,
                               jnp.asarray(type_index, jnp.int32), centers, **_native_tables(cfg, mcfg))
     return _unstack_components(ins3, data3, size3, cfg)
 

@@ -1,10 +1,10 @@
 // The control part of one AutoML-Zero mutation per batch element, as an XLA FFI custom call on the CPU.
 //
-// `azjax/zero/mutations.py` is the definition: it draws the uniforms, builds the fresh random rows and the
-// constant-scaling factor in XLA (everything that involves threefry or a transcendental function), and
-// either applies the mutation in XLA or calls this kernel with those arrays. The kernel only picks,
-// copies, shifts and compares, plus the exact float operations of the XLA code (one multiply per pick,
-// one multiply per scaled constant, float32 rounding in the canonical form), so both give the same bits
+// `azjax/zero/mutations.py` is the definition: it draws the uniforms and the constant-scaling factor in XLA
+// (everything that involves threefry or a transcendental function), and either applies the mutation in XLA
+// or calls this kernel with those arrays. The kernel only picks, copies, shifts and compares, plus the exact
+// float operations of the XLA code (one multiply per pick, fresh constants from exact products, one
+// multiply per scaled constant, float32 rounding in the canonical form), so both give the same bits
 // (docs/backends.md, "Native mutations"). Every table it reads (the per-op ALTER_PARAM rules, the address
 // banks, the canonical-form rules) comes from Python as an attribute: nothing here restates the
 // instruction set.
@@ -45,6 +45,11 @@ struct Tables {
   int64_t num_types;
   const int64_t* is_mutable;  // [3]
   int64_t features;
+  const int64_t* op_table;  // [3, width]: the ops each component may draw (edge-padded)
+  int64_t op_width;
+  const int64_t* op_counts;  // [3]
+  const double* data_low;    // [num_ops, 3]: fresh constants are low + (high - low) * u
+  const double* data_high;
 };
 
 // `pick` of random_programs.py: floor(u * n) in the draws' precision, clipped to [0, max(n - 1, 0)].
@@ -100,6 +105,32 @@ static void remove_row(int32_t* ins, T* data, int64_t rows, int64_t pos) {
     std::memcpy(ins + 4 * i, ins + 4 * (i + 1), 4 * sizeof(int32_t));
     std::memcpy(data + 3 * i, data + 3 * (i + 1), 3 * sizeof(T));
   }
+}
+
+// random_programs.instructions_from_uniforms for one row: the op uniformly among the component's, addresses
+// uniformly over their banks (outputs over the writable ones), constants uniformly over their ranges. The
+// ranges' widths are 1 or 2, so (high - low) * u is exact and the sum rounds once, as in XLA with or
+// without a fused multiply-add (tests/zero/test_native_mutations.py checks every op).
+template <typename T>
+static void fresh_row(const Tables& t, int64_t comp, const T* u /* 7 */, int32_t* ins, T* data) {
+  const int64_t op = t.op_table[comp * t.op_width + pick(u[0], t.op_counts[comp])];
+  const int64_t* info = t.info + kInfoWidth * op;
+  auto column = [](int64_t type) { return type < 0 ? type + 4 : type; };
+  const int64_t t1 = column(info[kTIn1]), t2 = column(info[kTIn1 + 1]), to = column(info[kTIn1 + 2]);
+  ins[0] = static_cast<int32_t>(op);
+  ins[1] = static_cast<int32_t>(pick(u[1], t.address[t1]));
+  ins[2] = static_cast<int32_t>(pick(u[2], t.address[t2]));
+  ins[3] = static_cast<int32_t>(t.address[4 + to] + pick(u[3], t.address[8 + to]));
+  for (int k = 0; k < 3; ++k) {
+    const T low = static_cast<T>(t.data_low[op * 3 + k]), high = static_cast<T>(t.data_high[op * 3 + k]);
+    data[k] = low + (high - low) * u[4 + k];
+  }
+}
+
+template <typename T>
+static void fresh_rows(const Tables& t, int64_t comp, int64_t L, const T* u, int32_t* ins, T* data) {
+  const T* rows = u + kNumScalarDraws + comp * L * 7;
+  for (int64_t i = 0; i < L; ++i) fresh_row(t, comp, rows + 7 * i, ins + 4 * i, data + 3 * i);
 }
 
 template <typename T>
@@ -170,8 +201,7 @@ static void canonical(const Tables& t, int32_t* ins, T* data, int64_t L, int32_t
 
 template <typename T>
 static ffi::Error run(const Tables& t, ffi::AnyBuffer ins_in, ffi::AnyBuffer data_in, ffi::AnyBuffer size_in,
-                      ffi::AnyBuffer draws, ffi::AnyBuffer fresh_ins_in, ffi::AnyBuffer fresh_data_in,
-                      ffi::AnyBuffer factor_in, ffi::AnyBuffer type_in, ffi::AnyBuffer centers_in,
+                      ffi::AnyBuffer draws, ffi::AnyBuffer factor_in, ffi::AnyBuffer type_in, ffi::AnyBuffer centers_in,
                       ffi::Result<ffi::AnyBuffer> ins_out, ffi::Result<ffi::AnyBuffer> data_out,
                       ffi::Result<ffi::AnyBuffer> size_out) {
   auto dims = ins_out->dimensions();
@@ -189,20 +219,17 @@ static ffi::Error run(const Tables& t, ffi::AnyBuffer ins_in, ffi::AnyBuffer dat
     const int64_t n = static_cast<int64_t>(b.element_count());
     return n == elems || n == elems * B;
   };
+  const int64_t num_draws = kNumScalarDraws + 7 * per;
   if (!batch_ok(ins_in, per * 4) || !batch_ok(data_in, per * 3) || !batch_ok(size_in, 3) ||
-      !batch_ok(draws, kNumScalarDraws) || !batch_ok(fresh_ins_in, per * 4) ||
-      !batch_ok(fresh_data_in, per * 3) || !batch_ok(factor_in, 1) || !batch_ok(type_in, 1) ||
+      !batch_ok(draws, num_draws) || !batch_ok(factor_in, 1) || !batch_ok(type_in, 1) ||
       static_cast<int64_t>(centers_in.element_count()) != t.features)
     return ffi::Error::InvalidArgument("azjax mutation: inputs disagree in shape");
   const int64_t s_ins = stride(ins_in, per * 4), s_data = stride(data_in, per * 3), s_size = stride(size_in, 3),
-                s_draws = stride(draws, kNumScalarDraws), s_fi = stride(fresh_ins_in, per * 4),
-                s_fd = stride(fresh_data_in, per * 3), s_factor = stride(factor_in, 1), s_type = stride(type_in, 1);
+                s_draws = stride(draws, num_draws), s_factor = stride(factor_in, 1), s_type = stride(type_in, 1);
   const int32_t* ins_src = reinterpret_cast<const int32_t*>(ins_in.untyped_data());
   const T* data_src = reinterpret_cast<const T*>(data_in.untyped_data());
   const int32_t* size_src = reinterpret_cast<const int32_t*>(size_in.untyped_data());
   const T* u = reinterpret_cast<const T*>(draws.untyped_data());
-  const int32_t* fresh_ins = reinterpret_cast<const int32_t*>(fresh_ins_in.untyped_data());
-  const T* fresh_data = reinterpret_cast<const T*>(fresh_data_in.untyped_data());
   const T* factor = reinterpret_cast<const T*>(factor_in.untyped_data());
   const int32_t* type_index = reinterpret_cast<const int32_t*>(type_in.untyped_data());
   const T* centers = reinterpret_cast<const T*>(centers_in.untyped_data());
@@ -224,16 +251,15 @@ static ffi::Error run(const Tables& t, ffi::AnyBuffer ins_in, ffi::AnyBuffer dat
     std::memcpy(data3, data_src + b * s_data, per * 3 * sizeof(T));
     std::memcpy(size3, size_src + b * s_size, 3 * sizeof(int32_t));
     const T* r = u + b * s_draws;
-    const int32_t* fi3 = fresh_ins + b * s_fi;
-    const T* fd3 = fresh_data + b * s_fd;
     const int64_t type_id = t.type_ids[std::min<int64_t>(std::max<int64_t>(type_index[b * s_type], 0),
                                                          t.num_types - 1)];
     const int64_t comp = t.mutable_components[pick(r[kUComponent], std::max<int64_t>(t.num_mutable, 1))];
     Rows<T> c{ins3 + comp * L * 4, data3 + comp * L * 3, size3[comp]};
     // The fresh rows of this component, read as the XLA code reads them (masked sum: -0 becomes +0).
-    const int32_t* fi = fi3 + comp * L * 4;
+    int32_t fi[4 * (kStackRows + 1)];
     T fd[3 * (kStackRows + 1)];
-    for (int64_t k = 0; k < 3 * L; ++k) fd[k] = read_zero(fd3[comp * L * 3 + k]);
+    fresh_rows(t, comp, L, r, fi, fd);
+    for (int64_t k = 0; k < 3 * L; ++k) fd[k] = read_zero(fd[k]);
     // The component's own rows are read the same way.
     for (int64_t k = 0; k < 3 * L; ++k) c.data[k] = read_zero(c.data[k]);
     switch (type_id) {
@@ -278,11 +304,8 @@ static ffi::Error run(const Tables& t, ffi::AnyBuffer ins_in, ffi::AnyBuffer dat
     }
     size3[comp] = c.size;
     if (type_id == kRandomizeAlgorithm) {
-      for (int64_t k = 0; k < 3; ++k) {
-        if (!t.is_mutable[k]) continue;
-        std::memcpy(ins3 + k * L * 4, fi3 + k * L * 4, 4 * L * sizeof(int32_t));
-        std::memcpy(data3 + k * L * 3, fd3 + k * L * 3, 3 * L * sizeof(T));
-      }
+      for (int64_t k = 0; k < 3; ++k)
+        if (t.is_mutable[k]) fresh_rows(t, k, L, r, ins3 + k * L * 4, data3 + k * L * 3);
     }
     for (int64_t k = 0; k < 3; ++k) canonical(t, ins3 + k * L * 4, data3 + k * L * 3, L, size3[k], centers);
   }
@@ -290,34 +313,35 @@ static ffi::Error run(const Tables& t, ffi::AnyBuffer ins_in, ffi::AnyBuffer dat
 }
 
 static ffi::Error MutateImpl(ffi::AnyBuffer ins, ffi::AnyBuffer data, ffi::AnyBuffer size, ffi::AnyBuffer draws,
-                             ffi::AnyBuffer fresh_ins, ffi::AnyBuffer fresh_data, ffi::AnyBuffer factor,
-                             ffi::AnyBuffer type_index, ffi::AnyBuffer centers,
+                             ffi::AnyBuffer factor, ffi::AnyBuffer type_index, ffi::AnyBuffer centers,
                              ffi::Result<ffi::AnyBuffer> ins_out, ffi::Result<ffi::AnyBuffer> data_out,
                              ffi::Result<ffi::AnyBuffer> size_out, ffi::Span<const int64_t> info,
                              ffi::Span<const int64_t> rules, ffi::Span<const int64_t> address,
                              ffi::Span<const int64_t> mutable_components, ffi::Span<const int64_t> size_min,
                              ffi::Span<const int64_t> size_max, ffi::Span<const int64_t> type_ids,
-                             ffi::Span<const int64_t> is_mutable, int64_t features) {
+                             ffi::Span<const int64_t> is_mutable, int64_t features,
+                             ffi::Span<const int64_t> op_table, ffi::Span<const int64_t> op_counts,
+                             ffi::Span<const double> data_low, ffi::Span<const double> data_high) {
   if (info.size() % kInfoWidth != 0 || rules.size() != info.size() / kInfoWidth * kRuleWidth ||
       address.size() != 12 || size_min.size() != 3 || size_max.size() != 3 || is_mutable.size() != 3 ||
-      mutable_components.size() == 0 || type_ids.size() == 0 || features < 1)
+      mutable_components.size() == 0 || type_ids.size() == 0 || features < 1 || op_counts.size() != 3 ||
+      op_table.size() == 0 || op_table.size() % 3 != 0 || data_low.size() != info.size() / kInfoWidth * 3 ||
+      data_high.size() != data_low.size())
     return ffi::Error::InvalidArgument("azjax mutation: malformed tables");
   Tables t{info.begin(), static_cast<int64_t>(info.size() / kInfoWidth), rules.begin(), address.begin(),
            mutable_components.begin(), static_cast<int64_t>(mutable_components.size()), size_min.begin(),
            size_max.begin(), type_ids.begin(), static_cast<int64_t>(type_ids.size()), is_mutable.begin(),
-           features};
+           features, op_table.begin(), static_cast<int64_t>(op_table.size() / 3), op_counts.begin(),
+           data_low.begin(), data_high.begin()};
   const ffi::DataType dt = data.element_type();
   if (ins.element_type() != ffi::DataType::S32 || size.element_type() != ffi::DataType::S32 ||
-      fresh_ins.element_type() != ffi::DataType::S32 || type_index.element_type() != ffi::DataType::S32 ||
-      draws.element_type() != dt || fresh_data.element_type() != dt || factor.element_type() != dt ||
+      type_index.element_type() != ffi::DataType::S32 || draws.element_type() != dt || factor.element_type() != dt ||
       centers.element_type() != dt)
     return ffi::Error::InvalidArgument("azjax mutation: unexpected dtypes");
   if (dt == ffi::DataType::F32)
-    return run<float>(t, ins, data, size, draws, fresh_ins, fresh_data, factor, type_index, centers, ins_out,
-                      data_out, size_out);
+    return run<float>(t, ins, data, size, draws, factor, type_index, centers, ins_out, data_out, size_out);
   if (dt == ffi::DataType::F64)
-    return run<double>(t, ins, data, size, draws, fresh_ins, fresh_data, factor, type_index, centers, ins_out,
-                       data_out, size_out);
+    return run<double>(t, ins, data, size, draws, factor, type_index, centers, ins_out, data_out, size_out);
   return ffi::Error::InvalidArgument("azjax mutation: constants must be float32 or float64");
 }
 
@@ -328,9 +352,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(AzjaxZeroMutate, azjax_mutation::MutateImpl,
                                   .Arg<ffi::AnyBuffer>()  // instructions [..., 3, L, 4] int32 (stacked)
                                   .Arg<ffi::AnyBuffer>()  // constants [..., 3, L, 3]
                                   .Arg<ffi::AnyBuffer>()  // sizes [..., 3] int32
-                                  .Arg<ffi::AnyBuffer>()  // scalar draws [..., 12]
-                                  .Arg<ffi::AnyBuffer>()  // fresh instructions [..., 3, L, 4] int32
-                                  .Arg<ffi::AnyBuffer>()  // fresh constants [..., 3, L, 3]
+                                  .Arg<ffi::AnyBuffer>()  // draws [..., 12 + 3 * L * 7]
                                   .Arg<ffi::AnyBuffer>()  // constant-scaling factor [...]
                                   .Arg<ffi::AnyBuffer>()  // type index [...] int32
                                   .Arg<ffi::AnyBuffer>()  // index-fraction centres [F]
@@ -345,4 +367,8 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(AzjaxZeroMutate, azjax_mutation::MutateImpl,
                                   .Attr<ffi::Span<const int64_t>>("size_max")
                                   .Attr<ffi::Span<const int64_t>>("type_ids")
                                   .Attr<ffi::Span<const int64_t>>("is_mutable")
-                                  .Attr<int64_t>("features"));
+                                  .Attr<int64_t>("features")
+                                  .Attr<ffi::Span<const int64_t>>("op_table")
+                                  .Attr<ffi::Span<const int64_t>>("op_counts")
+                                  .Attr<ffi::Span<const double>>("data_low")
+                                  .Attr<ffi::Span<const double>>("data_high"));

@@ -51,6 +51,8 @@ def main(argv):
     if "data_dir" in config and config.data_dir:
         for t in (config.search_tasks, config.select_tasks, config.final_tasks):
             t.data_dir = config.data_dir
+            if t.kind.startswith("projected_"):
+                t.source = "cifar10"  # the one source read from a directory
     workdir = FLAGS.workdir or tempfile.mkdtemp(prefix="azjax_zero_")
     logging.info("workdir: %s", workdir)
     try:

@@ -48,7 +48,7 @@ _RUN_CONTROL_FIELDS = ("num_devices", "max_seconds", "log_every_seconds", "check
 _PROTOCOL_FIELDS = ("select_tasks", "final_tasks", "max_experiments", "sufficient_fitness", "data_dir",
                     "search_tasks.data_dir", "tune_constants")
 _RESUMABLE_FIELDS = _RUN_CONTROL_FIELDS + _PROTOCOL_FIELDS
-_TASK_KINDS = ("linear", "affine", "teacher", "projected_binary")
+_TASK_KINDS = ("linear", "affine", "teacher", "projected_binary", "projected_multiclass")
 _TASK_SECTIONS = ("search_tasks", "select_tasks", "final_tasks")
 _SOURCES = ("digits", "cifar10")
 # Fixed seeds of the final tasks, as the reference's (data 1000000+, param 2000000+).
@@ -62,7 +62,7 @@ def program_config(config) -> zero.ZeroConfig:
     return zero.ZeroConfig(num_scalars=p.num_scalars, num_vectors=p.num_vectors, num_matrices=p.num_matrices,
                            features=p.features, setup_ops=tuple(p.setup_ops), predict_ops=tuple(p.predict_ops),
                            learn_ops=tuple(p.learn_ops), setup_size=p.setup_size, predict_size=p.predict_size,
-                           learn_size=p.learn_size, dtype=p.dtype)
+                           learn_size=p.learn_size, dtype=p.dtype, num_classes=p.get("num_classes", 0))
 
 
 def mutation_config(config) -> MutationConfig:
@@ -93,6 +93,9 @@ def make_tasks(spec, features: int, key: jax.Array, dtype: str) -> zero.Tasks:
         return zero.affine_regression_tasks(key, **common)
     if spec.kind == "teacher":
         return zero.teacher_network_tasks(key, **common)
+    if spec.kind == "projected_multiclass":
+        return zero.projected_multiclass_tasks(key, source=spec.source, data_dir=spec.data_dir or None,
+                                               num_classes=spec.get("num_classes", 10), **common)
     return zero.projected_binary_tasks(key, source=spec.source, data_dir=spec.data_dir or None,
                                        use_held_out_pairs=spec.get("held_out_pairs", False), **common)
 
@@ -113,7 +116,7 @@ def validate_tasks(spec, name: str) -> None:
         v = spec[field]
         if not _is_int(v) or v < 1:
             raise ValueError(f"config.{name}.{field} must be an integer >= 1, got {v!r}")
-    if spec.kind != "projected_binary":
+    if spec.kind not in ("projected_binary", "projected_multiclass"):
         return
     if spec.source not in _SOURCES:
         raise ValueError(f"config.{name}.source must be one of {_SOURCES}, got {spec.source!r}")
@@ -149,6 +152,12 @@ def validate_config(config) -> None:
         raise ValueError(f"config.combine must be 'mean' or 'median', got {config.combine!r}")
     for name in _TASK_SECTIONS:
         validate_tasks(config[name], name)
+        # Multi-class tasks need the multi-class memory layout, with as many classes.
+        classes = config[name].get("num_classes", 10) if config[name].kind == "projected_multiclass" else 0
+        if classes != config.program.get("num_classes", 0):
+            raise ValueError(f"config.{name}: {config[name].kind} tasks with {classes or 'no'} classes need "
+                             f"config.program.num_classes={classes}, got "
+                             f"{config.program.get('num_classes', 0)}")
     if config.get("num_islands", 1) < 1:
         raise ValueError(f"config.num_islands must be >= 1, got {config.num_islands}")
     if not _is_int(config.max_experiments) or config.max_experiments < 0:
@@ -385,8 +394,11 @@ def run_experiment(config, space: ProgramSpace, workdir: pathlib.Path, experimen
     fitness = np.asarray(search.sanitize_fitness(result.state.fitness))
     winner = int(np.argmax(fitness))
     candidate = jax.tree_util.tree_map(lambda x: np.asarray(x)[winner], result.state.population)
-    select_fit = float(zero.combine_fitness(zero.evaluate(candidate, select_tasks, cfg,
-                                                          key=jax.random.fold_in(key, 3)), "mean"))
+    # The config's backend (default: the platform's) also checks candidates: it is the one the config
+    # was sized for (e.g. `cond` for the 64-op multi-class space).
+    backend = config.get("backend") or config.get("strategy") or None
+    select_fit = float(zero.combine_fitness(zero.evaluate(candidate, select_tasks, cfg, key=jax.random.fold_in(key, 3),
+                                                          backend=backend), "mean"))
     row = {"experiment": experiment, "search_fitness": float(fitness[winner]),
            "select_fitness": select_fit, "evaluations": result.evaluations,
            "train_steps": result.counters.get("train_steps", 0.0), "stop_reason": result.stop_reason,
@@ -439,8 +451,9 @@ def run_experiments(config: ml_collections.ConfigDict, workdir: str,
     if best is None:
         raise ValueError("no experiment ran: check max_experiments / max_seconds")
     program = zero.parse_program(best["program"], cfg)
-    final_fit = float(zero.combine_fitness(zero.evaluate(program, final_tasks, cfg, key=jax.random.key(_FINAL_SEED)),
-                                           "mean"))
+    final_fit = float(zero.combine_fitness(zero.evaluate(program, final_tasks, cfg, key=jax.random.key(_FINAL_SEED),
+                                                         backend=config.get("backend") or config.get("strategy")
+                                                         or None), "mean"))
     summary = dict(best, final_fitness=final_fit, experiments=experiment)
     trials = config.get("tune_constants", {}).get("num_trials", 0)
     if trials:

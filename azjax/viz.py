@@ -204,7 +204,8 @@ def draw_cell(genotype, which: str = "normal", ax=None):
 def listing_lines(prog, cfg) -> List[Tuple[str, Union[bool, None]]]:
     """(text, live) per line of the program text: live is True/False for instructions, None for headers."""
     from azjax.zero.export import live_flags
-    from azjax.zero.program import COMPONENTS, format_program
+    from azjax.zero.program import COMPONENTS
+    from azjax.zero.program_text import format_program
 
     text = format_program(prog, cfg).splitlines()
     flags = live_flags(prog, cfg)

@@ -9,9 +9,10 @@
     fit = zero.evaluate(progs, tasks, cfg, key=key)      # (P, T) in [0, 1]
 """
 from azjax.zero.ops import OPS, OP_IDS, OpSpec, op_id
-from azjax.zero.program import (Component, Program, ZeroConfig, canonicalize, empty_program, format_program,
-                                make_program, parse_program, stack_programs, unstack_programs,
-                                validate_program)
+from azjax.zero.config import ZeroConfig
+from azjax.zero.program import (Component, Program, canonicalize, empty_program, make_program, stack_programs,
+                                unstack_programs, validate_program)
+from azjax.zero.program_text import format_program, parse_program
 from azjax.zero.tasks import (Tasks, affine_regression_tasks, concat_tasks, fixed_tasks,
                               linear_regression_tasks, projected_binary_tasks, projected_multiclass_tasks,
                               teacher_network_tasks, unit_tasks)

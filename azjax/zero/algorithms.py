@@ -13,7 +13,8 @@
 """
 from __future__ import annotations
 
-from azjax.zero.program import Program, ZeroConfig, parse_program
+from azjax.zero.program import Program, ZeroConfig
+from azjax.zero.program_text import parse_program
 
 LINEAR_OPS = ("SCALAR_CONST_SET", "VECTOR_INNER_PRODUCT", "SCALAR_DIFF", "SCALAR_PRODUCT",
               "SCALAR_VECTOR_PRODUCT", "VECTOR_SUM")

@@ -15,7 +15,8 @@ import numpy as np
 
 from azjax.zero import algorithms
 from azjax.zero.mutations import _canonical_stacked, _draws, _fresh_from_draws, _unstack_components
-from azjax.zero.program import COMPONENTS, Component, Program, ZeroConfig, make_program, parse_program
+from azjax.zero.program import COMPONENTS, Component, Program, ZeroConfig, make_program
+from azjax.zero.program_text import parse_program
 
 __all__ = ["INITIAL_KINDS", "initial_program", "check_sizes"]
 

@@ -1149,18 +1149,20 @@ extern "C" void azjax_native_live_code_keys(const int32_t* const* ins, const voi
   const Liveness live(L);
   const int slots = L.S + L.V + L.M;
   const int Ls[3] = {static_cast<int>(lengths[0]), static_cast<int>(lengths[1]), static_cast<int>(lengths[2])};
-  std::vector<char> buf(5 * slots + Ls[0] + Ls[1] + Ls[2] + 3);
-  char* flags[3] = {buf.data() + 5 * slots, buf.data() + 5 * slots + Ls[0] + 1,
-                    buf.data() + 5 * slots + Ls[0] + Ls[1] + 2};
+  Pool& pool = Pool::get();
+  const size_t width = static_cast<size_t>(5 * slots + Ls[0] + Ls[1] + Ls[2] + 3);
+  std::vector<std::vector<char>> bufs(static_cast<size_t>(pool.size()), std::vector<char>(width));
   const uint64_t kGolden = 0x9E3779B97F4A7C15ull, kM2 = 0x94D049BB133111EBull;
-  for (int64_t p = 0; p < P; ++p) {
+  auto one = [&](int64_t p, int thread) {
+    char* buf = bufs[thread].data();
+    char* flags[3] = {buf + 5 * slots, buf + 5 * slots + Ls[0] + 1, buf + 5 * slots + Ls[0] + Ls[1] + 2};
     const int32_t* I[3];
     int n[3];
     for (int c = 0; c < 3; ++c) {
       I[c] = ins[c] + p * Ls[c] * 4;
       n[c] = std::max(0, std::min(sizes[c][p], Ls[c]));
     }
-    live_flags(live, L, I, n, buf.data(), flags, num_classes >= 2);
+    live_flags(live, L, I, n, buf, flags, num_classes >= 2);
     uint64_t h1 = 0, h2 = 0, i = 0;
     bool random = false;
     auto add = [&](uint64_t w) {
@@ -1188,5 +1190,9 @@ extern "C" void azjax_native_live_code_keys(const int32_t* const* ins, const voi
     keys[2 * p] = h1;
     keys[2 * p + 1] = h2;
     has_random[p] = random ? 1 : 0;
+  };
+  std::function<void(int64_t, int)> fn = one;
+  if (P < 64 || pool.size() == 1 || !pool.try_parallel_for(P, fn)) {
+    for (int64_t p = 0; p < P; ++p) one(p, 0);
   }
 }

@@ -59,16 +59,19 @@ FLAGS = flags.FLAGS
 SETTINGS = ("linear_learn_only", "linear_full", "affine_learn_only", "affine_full")
 _DEFAULT_OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "evolution_vs_random.jsonl")
 flags.DEFINE_list("setting", ["linear_learn_only"], f"Fig. 4 settings, of {', '.join(SETTINGS)}.")
-flags.DEFINE_enum("method", "both", ["evolution", "random", "random_is", "enumerate", "both"],
+flags.DEFINE_enum("method", "both", ["evolution", "random", "random_is", "enumerate", "conditional", "both"],
                   "Which method to run: evolution, plain random search, random search with importance sampling "
                   "(make_random_is), exhaustive evaluation of one Learn op order of a learn-only setting "
-                  "(enumerate_learn_order), or evolution and plain random search.")
+                  "(enumerate_learn_order), a full setting's rate given the enumerated Learn solutions "
+                  "(conditional_on_learn_hits), or evolution and plain random search.")
 flags.DEFINE_integer("experiments", 10, "Evolution experiments to add.")
 flags.DEFINE_integer("programs", 1_000_000, "Random-search programs to add.")
 flags.DEFINE_integer("budget", None, "Evaluations per evolution experiment (default: the paper's, see SPECS).")
 flags.DEFINE_integer("batch_size", 50, "Evolution children per ask (the paper's single process asks for 1).")
 flags.DEFINE_integer("chunk", 20_000, "Random programs per evaluator call; one JSON line per chunk.")
 flags.DEFINE_integer("chunks_per_taskset", 10, "Random-search chunks that share one draw of the D tasks.")
+flags.DEFINE_list("learn_order", None, "--method=enumerate: the Learn op names in order (default: the "
+                  "hand-written Learn's).")
 flags.DEFINE_float("max_seconds", 1e9, "Per (round, setting, method): stop adding results after this many "
                    "seconds (the file keeps them).")
 flags.DEFINE_integer("rounds", 1, "Repeat the (setting, method) phases this many times, so that a time-limited "
@@ -363,20 +366,26 @@ def learn_order_programs(setting: str, order=None) -> zero.Program:
     return zero.Program(fixed(ref.setup), fixed(ref.predict), learn_comp)
 
 
+def _reference_order(setting):
+    ref = reference_program(setting)
+    return [ops_lib.OPS[int(op)].name for op in np.asarray(ref.learn.instructions)[:int(ref.learn.size), 0]]
+
+
 def address_table_np(cfg):
     from azjax.zero.random_programs import address_table
     return address_table(cfg)
 
 
-def enumerate_learn_order(setting: str, task_key: jax.Array, chunk: int = 20_000, log=print) -> dict:
+def enumerate_learn_order(setting: str, task_key: jax.Array, order=None, chunk: int = 20_000) -> dict:
     """The exact contribution of one Learn op order to random search's success rate on one draw of tasks.
 
     Random search draws each Learn op uniformly among the n allowed ones and then its addresses uniformly, so
     every program of the order has probability n^-L / N (N programs in the order); the contribution is
     hits x n^-L / N, a lower bound on the success rate for these tasks (other orders can only add to it)."""
     cfg = SPECS[setting].cfg
-    programs = learn_order_programs(setting)
+    programs = learn_order_programs(setting, order)
     n = programs.learn.size.shape[0]
+    order = [ops_lib.OPS[int(op)].name for op in np.asarray(programs.learn.instructions[0, :, 0])]
     fn = backends.get_backend("native").make_evaluate_fn(cfg, "rms", 1)
     tasks = make_tasks(setting, task_key)
     target = target_fitness(setting, tasks)
@@ -398,9 +407,52 @@ def enumerate_learn_order(setting: str, task_key: jax.Array, chunk: int = 20_000
             jax.tree_util.tree_map(lambda x: x[:m], part))))) if m < chunk else int(r)
         hits += [int(i) for i in idx[:m][fit[:m] >= target]]
     p_each = len(allowed_op_ids(cfg, "learn")) ** -cfg.learn_size / n
-    return dict(setting=setting, programs=n, ran=ran, hits=len(hits), p_each=p_each, rate_contribution=len(hits) * p_each,
+    return dict(setting=setting, order=order, programs=n, ran=ran, hits=len(hits), p_each=p_each, rate_contribution=len(hits) * p_each,
                 target=target, wall_s=round(time.perf_counter() - t0, 3),
                 hit_learns=[np.asarray(programs.learn.instructions[i]).tolist() for i in hits[:200]])
+
+
+def conditional_on_learn_hits(setting: str, learn_rows, programs: int, task_key: jax.Array,
+                              chunk: int = 20_000) -> dict:
+    """A lower bound on a full setting's random-search rate from the learn-only enumeration.
+
+    Random search draws Setup, Predict and Learn independently, and the full and learn-only settings draw Learn
+    from the same distribution. So P(acceptable) >= P(Learn in H) x P(acceptable | Learn in H), where H is the set
+    of Learns found acceptable by `enumerate_learn_order` under the hand-written Setup and Predict (each equally
+    likely, P(Learn in H) = the enumeration's rate contribution). The second factor is estimated by drawing
+    Setup and Predict from the space and Learn uniformly from H."""
+    cfg = SPECS[setting].cfg
+    learn_only = setting.replace("_full", "_learn_only")
+    row0 = [r for r in learn_rows if r["setting"] == learn_only and r["hits"] > 0][0]
+    hits = jnp.asarray(np.array(row0["hit_learns"], np.int32))
+    space = make_space(setting)
+    fn = backends.get_backend("native").make_evaluate_fn(cfg, "rms", 1)
+    tasks = make_tasks(setting, task_key)
+    target = target_fitness(setting, tasks)
+    arrays = prepare_tasks(tasks, cfg)
+
+    def sample(key):
+        k1, k2 = jax.random.split(key)
+        program = space.sample(k1)
+        learn = type(program.learn)(instructions=hits[jax.random.randint(k2, (), 0, hits.shape[0])],
+                                    data=jnp.zeros_like(program.learn.data), size=program.learn.size)
+        return canonicalize(program.replace(learn=learn), cfg)
+
+    @jax.jit
+    def run(key):
+        progs = jax.vmap(sample)(jax.random.split(key, chunk))
+        active = jax.vmap(lambda p: label_reaches_prediction(p, cfg))(progs)
+        fit = jnp.mean(fn(prepare_programs(progs, cfg), *arrays, jax.random.key(0), active), axis=-1)
+        return jnp.sum(active & (fit >= target))
+
+    t0, n, k = time.perf_counter(), 0, 0
+    for i in range(-(-programs // chunk)):
+        k += int(run(jax.random.fold_in(task_key, 10 + i)))
+        n += chunk
+    lo, hi = clopper_pearson(k, n)
+    return dict(setting=setting, learn_region_rate=row0["rate_contribution"], programs=n, hits=k,
+                conditional=k / n, conditional_interval=(lo, hi), rate_lower=row0["rate_contribution"] * k / n,
+                target=target, wall_s=round(time.perf_counter() - t0, 3))
 
 
 # ---------------------------------------------------------------------------------------------- statistics
@@ -580,6 +632,26 @@ def summarize(rows, log=print):
                 f"{f'[{lo:.3g}, {hi:.3g}]':>19s} {SPECS[setting].paper_ratio:6g} {evo_ps:8.0f} {rs_ps:8.0f}")
             out[(setting, budget)] = dict(s, evo_successes=succ, experiments=len(e), rs_hits=hits,
                                           rs_programs=progs, evo_programs_per_s=evo_ps, rs_programs_per_s=rs_ps)
+            en_rows = [r for r in rows if r["setting"] == setting and r["method"] == "enumerate"]
+            if en_rows and e:
+                by_order = {}
+                for r in en_rows:  # rows written before `order` was recorded used the hand-written Learn's
+                    by_order.setdefault(tuple(r.get("order") or _reference_order(setting)), []).append(r)
+                lower = sum(np.mean([r["rate_contribution"] for r in rs_]) for rs_ in by_order.values())
+                e_lo, e_hi = s["evo_interval"]
+                orders = "; ".join(f"{'/'.join(o)}: {sum(r['hits'] for r in rs_)} hits of {rs_[0]['programs']}"
+                                   f" x {len(rs_)} task draws" for o, rs_ in by_order.items())
+                log(f"{'  enumerated Learn orders':34s} {orders}; random-search rate >= {lower:.3g}; ratio <= "
+                    f"{s['evo_rate'] / lower if lower else float('inf'):.3g} [{e_lo / lower if lower else float('nan'):.3g}, "
+                    f"{e_hi / lower if lower else float('inf'):.3g}]")
+                out[(setting, budget)].update(enumerated_rate_lower=lower)
+            co_rows = [r for r in rows if r["setting"] == setting and r["method"] == "conditional"]
+            if co_rows:
+                k, n = sum(r["hits"] for r in co_rows), sum(r["programs"] for r in co_rows)
+                lower = co_rows[0]["learn_region_rate"] * k / n
+                log(f"{'  Learn from the learn-only hits':34s} {k} of {n} random Setup/Predict acceptable; "
+                    f"random-search rate >= {lower:.3g} (Learn region {co_rows[0]['learn_region_rate']:.3g} x {k / n:.3g})")
+                out[(setting, budget)].update(conditional_rate_lower=lower)
             is_rows = [r for r in rows if r["setting"] == setting and r["method"] == "random_is"]
             if is_rows and e:
                 rate, (r_lo, r_hi), n, h_t, h_o = importance_rate(is_rows, 1 - (1 - 0.95) / 2)
@@ -616,10 +688,20 @@ def main(argv):
             if FLAGS.method == "enumerate":
                 rows = [r for r in _read(FLAGS.out) if r["setting"] == setting and r["method"] == "enumerate"]
                 seed = 1 + max([r["seed"] for r in rows], default=-1)
-                row = enumerate_learn_order(setting, jax.random.fold_in(jax.random.key(3 * 10**6 + seed), 0))
+                order = None if FLAGS.learn_order is None else [ops_lib.OP_IDS[n] for n in FLAGS.learn_order]
+                row = enumerate_learn_order(setting, jax.random.fold_in(jax.random.key(3 * 10**6 + seed), 0), order)
                 row.update(method="enumerate", seed=seed)
                 _append(FLAGS.out, row)
                 print(json.dumps({k: v for k, v in row.items() if k != "hit_learns"}), flush=True)
+            if FLAGS.method == "conditional":
+                all_rows = _read(FLAGS.out)
+                rows = [r for r in all_rows if r["setting"] == setting and r["method"] == "conditional"]
+                seed = 1 + max([r["seed"] for r in rows], default=-1)
+                row = conditional_on_learn_hits(setting, [r for r in all_rows if r["method"] == "enumerate"],
+                                                FLAGS.programs, jax.random.fold_in(jax.random.key(4 * 10**6 + seed), 0))
+                row.update(method="conditional", seed=seed)
+                _append(FLAGS.out, row)
+                print(json.dumps(row), flush=True)
             if FLAGS.method == "random_is":
                 run_random_is(setting, FLAGS.programs, FLAGS.chunk, FLAGS.chunks_per_taskset, FLAGS.out,
                               FLAGS.max_seconds)

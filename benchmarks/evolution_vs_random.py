@@ -24,11 +24,19 @@ experiment) per evaluated program, i.e. successes / (experiments x budget). The 
 paper's "times more efficient". An experiment stops at its first acceptable program (what comes after cannot
 change the count); its exposure is still the full budget.
 
+Acceptable programs are rare (about 1e-7 of random learn-only linear programs, far fewer in the full spaces), so
+plain random search finds none at this CPU budget; two exact measurements bound its rate instead:
+`--method=enumerate` runs every program of one Learn op order of a learn-only setting (its exact contribution
+to the rate, a lower bound), and `--method=conditional` bounds a full setting's rate from those Learn solutions
+(docs/paper_map.md gives the numbers). `--method=random_is` is an unbiased importance-sampling estimate.
+
 Results are appended as JSON lines to `--out` (one line per evolution experiment, one per random-search chunk),
 so runs are incremental and resumable; `--summarize` reads the file and prints rates, the ratio and intervals.
 
-    python benchmarks/evolution_vs_random.py --setting=linear_full --method=evolution --experiments=100
-    python benchmarks/evolution_vs_random.py --setting=linear_full --method=random --programs=10000000
+    python benchmarks/evolution_vs_random.py --setting=linear_learn_only,linear_full --rounds=4 --max_seconds=150
+    python benchmarks/evolution_vs_random.py --setting=linear_learn_only --method=enumerate \
+        [--learn_order=SCALAR_DIFF,SCALAR_VECTOR_PRODUCT,SCALAR_VECTOR_PRODUCT,VECTOR_SUM]
+    python benchmarks/evolution_vs_random.py --setting=linear_full --method=conditional --programs=100000
     python benchmarks/evolution_vs_random.py --summarize
 """
 import dataclasses

@@ -42,15 +42,18 @@ def test_settings_build_the_papers_spaces_and_valid_programs(setting):
     space = E.make_space(setting)
     ref = E.reference_program(setting)
     space.validate(ref)
-    for k in range(8):
-        program = space.sample(jax.random.key(k))
-        space.validate(program)
-        child = space.mutate(jax.random.key(100 + k), program)
-        space.validate(child)
+    programs = jax.jit(jax.vmap(space.sample))(jax.random.split(jax.random.key(0), 16))
+    children = jax.jit(jax.vmap(space.mutate))(jax.random.split(jax.random.key(1), 16), programs)
+    for c in (programs, children):
+        space.validate(c)
         if spec.learn_only:  # Setup and Predict stay the hand-written ones
-            for c in (program, child):
-                for comp in ("setup", "predict"):
-                    np.testing.assert_array_equal(c.component(comp).instructions, ref.component(comp).instructions)
+            for comp in ("setup", "predict"):
+                np.testing.assert_array_equal(c.component(comp).instructions,
+                                              np.broadcast_to(ref.component(comp).instructions,
+                                                              c.component(comp).instructions.shape))
+    if spec.learn_only:  # mutations land on Learn only: most children differ from their parents there
+        changed = np.any(np.asarray(children.learn.instructions) != np.asarray(programs.learn.instructions), axis=(1, 2))
+        assert changed.sum() >= 8
     tasks = E.make_tasks(setting, jax.random.key(1))
     assert tasks.train_features.shape == (3, 1000, 8) and tasks.valid_features.shape == (3, 100, 8)
     # Affine labels have a bias: the best linear fit through the origin leaves a residual.

@@ -43,7 +43,6 @@ import dataclasses
 import functools
 import itertools
 import json
-import math
 import os
 import platform
 import time

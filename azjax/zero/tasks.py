@@ -108,9 +108,10 @@ class Tasks:
                     y = np.asarray(labels)
                 except jax.errors.TracerArrayConversionError:
                     continue  # traced (inside jit): values cannot be checked here
-                if not np.all((y == np.floor(y)) & (y >= 0) & (y < k)):
+                ok = (y == np.floor(y)) & (y >= 0) & (y < k)
+                if not np.all(ok):
                     raise ValueError(f"Tasks.{name}: multiclass labels must be integer class ids in "
-                                     f"[0, {k}), got values such as {y[~((y == np.floor(y)) & (y >= 0) & (y < k))][:3]}")
+                                     f"[0, {k}), got values such as {y[~ok][:3]}")
         elif k != 0:
             raise ValueError(f"Tasks.num_classes must be 0 for eval_type {self.eval_type!r} (it is the class "
                              f"count of 'multiclass' tasks), got {k}")

@@ -8,9 +8,7 @@ weight matrix as their learning rate (24 of 30 runs vs 0 of 30 binary controls).
 Both search tasks of 800 examples x 10 epochs (250 on digits, whose class pairs have about 360 images; see
 `adaptations.py`); with CIFAR-10 (`--config.data_dir=DIR`) the paper's 10-class split is
 `--config.search_tasks.num_train=45000 --config.search_tasks.num_valid=5000` (and the same for
-select/final). The multi-class variant runs on the `cond` backend (the `native` kernel has no
-multi-class layout yet, and `select` computes all 64 ops per instruction); the §4.3 space and the small run
-settings are in `adaptations.py`.
+select/final). The §4.3 space and the small run settings are in `adaptations.py`.
 """
 from experiments.automl_zero.configs import adaptations
 
@@ -19,6 +17,4 @@ def get_config(variant=None):
     variant = adaptations.check_variant(variant)
     c = adaptations.base_config(num_classes=10 if variant == "experiment" else 0, num_train=800, num_epochs=10)
     c.max_train_steps = 1e6  # about 200 programs
-    if variant == "experiment":
-        c.backend = "cond"
     return c

@@ -34,7 +34,7 @@ from azjax.zero import backends
 from azjax.zero import ops as ops_lib
 from azjax.zero.backends import Backend, KeyRule
 from azjax.zero.evaluate import prepare_tasks
-from azjax.zero.fec import _KEY, FECCache, FECConfig, _ptr, fingerprints
+from azjax.zero.fec import _KEY, FECCache, FECConfig, _native_lib, _ptr, fingerprints
 from azjax.zero.program import Program, ZeroConfig
 from azjax.zero.tasks import Tasks
 
@@ -94,11 +94,18 @@ def _wrap_key_data(fn):
 
 def deduplicate(programs: Program) -> Tuple[Program, np.ndarray]:
     """(unique programs in order of first appearance, inverse [B]): `unique[inverse]` is the batch. Programs
-    are equal when all their arrays are (canonical programs: when they are the same program)."""
+    are equal when all their arrays are (canonical programs: when they are the same program); the rows are
+    compared through 128-bit hashes of their bytes where the native library is built."""
     B = programs.setup.size.shape[0]
-    rows = np.concatenate([np.ascontiguousarray(x).reshape(B, -1).view(np.uint8)
-                           for x in jax.tree_util.tree_leaves(programs)], axis=1)
-    rows = np.ascontiguousarray(rows).view(np.dtype((np.void, rows.shape[1])))[:, 0]
+    rows = np.ascontiguousarray(np.concatenate([np.ascontiguousarray(x).reshape(B, -1).view(np.uint8)
+                                                for x in jax.tree_util.tree_leaves(programs)], axis=1))
+    lib = _native_lib()
+    if lib is not None:
+        keys = np.empty((B, 2), np.uint64)
+        lib.azjax_hash_rows(_ptr(rows), B, rows.shape[1], _ptr(keys))
+        rows = keys.view(_KEY)[:, 0]
+    else:
+        rows = rows.view(np.dtype((np.void, rows.shape[1])))[:, 0]
     _, first_index, inverse_sorted = np.unique(rows, return_index=True, return_inverse=True)
     order = np.argsort(first_index, kind="stable")
     rank = np.empty_like(order)
@@ -124,17 +131,13 @@ def fingerprint_leaders(keys: np.ndarray, rows: np.ndarray) -> Tuple[np.ndarray,
     others follow it (`same_as` points to the leader; every other row is its own leader)."""
     U = len(keys)
     same_as = np.arange(U)
-    leader = np.ones(U, bool)
-    seen: Dict[bytes, int] = {}
-    flat = keys.view(np.uint8).reshape(U, -1)
-    for u in np.flatnonzero(rows):
-        fp = flat[u].tobytes()
-        if fp in seen:
-            same_as[u] = seen[fp]
-            leader[u] = False
-        else:
-            seen[fp] = u
-    return same_as, leader
+    idx = np.flatnonzero(rows)
+    if len(idx):
+        flat = np.ascontiguousarray(keys[idx]).view(np.uint8).reshape(len(idx), -1)
+        _, first, inverse = np.unique(flat.view(np.dtype((np.void, flat.shape[1])))[:, 0], return_index=True,
+                                      return_inverse=True)
+        same_as[idx] = idx[first[np.reshape(inverse, -1)]]
+    return same_as, same_as == np.arange(U)
 
 
 class _ProbeMemo:

@@ -4,6 +4,7 @@
 // served `forget_every` hits is dropped; inserting a key (new or present) puts it at the front with count 1;
 // the back is evicted beyond `cache_size` entries.
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <list>
@@ -74,8 +75,10 @@ void* azjax_fec_new(int64_t cache_size, int64_t forget_every) {
   Cache* c = new Cache();
   c->cache_size = cache_size;
   c->forget_every = forget_every;
+  c->index.reserve(static_cast<size_t>(cache_size) + 1);  // no rehashing as the cache fills
   return c;
 }
+
 
 void azjax_fec_free(void* cache) { delete static_cast<Cache*>(cache); }
 
@@ -230,6 +233,25 @@ void azjax_fec_fingerprint_lane(const double* train_err, const double* valid_err
   }
   out[0] = h1;
   out[1] = h2;
+}
+
+// 128-bit keys of n byte rows of `width` bytes (search_evaluator.deduplicate): two position-dependent mixes
+// of the rows' 64-bit words, as the fingerprints are made.
+void azjax_hash_rows(const uint8_t* rows, int64_t n, int64_t width, uint64_t* out) {
+  const uint64_t kGolden = 0x9E3779B97F4A7C15ull, kM2 = 0x94D049BB133111EBull;
+  for (int64_t r = 0; r < n; ++r) {
+    const uint8_t* row = rows + r * width;
+    uint64_t h1 = 0, h2 = 0;
+    for (int64_t i = 0; i * 8 < width; ++i) {
+      uint64_t w = 0;
+      std::memcpy(&w, row + i * 8, static_cast<size_t>(std::min<int64_t>(8, width - i * 8)));
+      const uint64_t pos = static_cast<uint64_t>(i + 1) * kGolden;
+      h1 += mix64(w + pos);
+      h2 += mix64((w ^ mix64(pos)) * kM2 + pos);
+    }
+    out[2 * r] = h1 ^ static_cast<uint64_t>(width);
+    out[2 * r + 1] = h2;
+  }
 }
 
 void azjax_fec_fingerprints(const double* train_err, const double* valid_err, int64_t num_programs,

@@ -1,6 +1,8 @@
 """Sharded evaluation on 8 fake CPU devices, in a subprocess (the device count is fixed at JAX start-up)."""
 import textwrap
 
+import pytest
+
 from tests.multidevice.fake_devices import run_on_8_cpu_devices
 
 SCRIPT = textwrap.dedent("""
@@ -51,5 +53,6 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # two fresh processes compile the search twice (~2 min on 2 cores): CI's second step
 def test_search_is_identical_on_1_and_8_devices():
     run_on_8_cpu_devices(SCRIPT)

@@ -602,6 +602,12 @@ def _apply_native(u, program: Program, cfg: ZeroConfig, mcfg: MutationConfig, ty
 
 IMPLEMENTATIONS = ("auto", "xla", "native")
 
+# The native kernel draws fresh constants as low + (high - low) * u: bitwise XLA's only when every range
+# width is 0 or a power of two (the product is then exact, fused or not). A table that breaks this keeps
+# mutations in XLA.
+_WIDTHS = ops_lib.DATA_HIGH - ops_lib.DATA_LOW
+_NATIVE_EXACT = bool(np.all((_WIDTHS == 0) | (np.frexp(_WIDTHS)[0] == 0.5)))
+
 
 def _apply(u, program: Program, cfg: ZeroConfig, mcfg: MutationConfig, type_index,
            implementation: str = "auto") -> Program:
@@ -614,10 +620,12 @@ def _apply(u, program: Program, cfg: ZeroConfig, mcfg: MutationConfig, type_inde
     from azjax.zero.backends import native
 
     if implementation == "native":
+        if not _NATIVE_EXACT:
+            raise RuntimeError("native mutations: a constant range of the instruction set is not a power of two wide")
         if not native.mutations_available():
             raise RuntimeError(f"native mutations unavailable: {native.reason() or 'the kernel library predates them'}")
         return _apply_native(u, program, cfg, mcfg, type_index)
-    if not native.mutations_available():
+    if not (_NATIVE_EXACT and native.mutations_available()):
         return _apply_xla(u, program, cfg, mcfg, type_index)
     return jax.lax.platform_dependent(
         u, program, type_index,

@@ -11,6 +11,8 @@
 #include <unordered_map>
 #include <vector>
 
+#include "hash128.h"
+
 namespace {
 
 struct Key {
@@ -201,13 +203,6 @@ void azjax_memo_insert(void* memo, const uint64_t* code, const uint64_t* keys, c
 
 }  // extern "C"
 
-namespace {
-inline uint64_t mix64(uint64_t x) {
-  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
-  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
-  return x ^ (x >> 31);
-}
-}  // namespace
 
 extern "C" {
 
@@ -215,42 +210,30 @@ extern "C" {
 // number of training steps, summed (the same formula as the NumPy implementation; a test compares them).
 void azjax_fec_fingerprint_lane(const double* train_err, const double* valid_err, int64_t n_train,
                                 int64_t n_valid, int64_t task, int64_t num_train_steps, uint64_t* out) {
-  const uint64_t kGolden = 0x9E3779B97F4A7C15ull, kM2 = 0x94D049BB133111EBull;
-  const int64_t n = n_train + n_valid;
-  uint64_t h1 = 0, h2 = 0;
-  for (int64_t i = 0; i < n + 2; ++i) {
+  azjax_hash::Hash128 h;
+  for (int64_t i = 0; i < n_train + n_valid; ++i) {
     uint64_t w;
-    if (i < n_train) {
-      std::memcpy(&w, train_err + i, 8);
-    } else if (i < n) {
-      std::memcpy(&w, valid_err + (i - n_train), 8);
-    } else {
-      w = (i == n) ? static_cast<uint64_t>(task) : static_cast<uint64_t>(num_train_steps);
-    }
-    const uint64_t pos = static_cast<uint64_t>(i + 1) * kGolden;
-    h1 += mix64(w + pos);
-    h2 += mix64((w ^ mix64(pos)) * kM2 + pos);
+    std::memcpy(&w, i < n_train ? train_err + i : valid_err + (i - n_train), 8);
+    h.add(w);
   }
-  out[0] = h1;
-  out[1] = h2;
+  h.add(static_cast<uint64_t>(task));
+  h.add(static_cast<uint64_t>(num_train_steps));
+  out[0] = h.h1;
+  out[1] = h.h2;
 }
 
-// 128-bit keys of n byte rows of `width` bytes (search_evaluator.deduplicate): two position-dependent mixes
-// of the rows' 64-bit words, as the fingerprints are made.
+// 128-bit keys of n byte rows of `width` bytes (search_evaluator.deduplicate): the rows' 64-bit words hashed.
 void azjax_hash_rows(const uint8_t* rows, int64_t n, int64_t width, uint64_t* out) {
-  const uint64_t kGolden = 0x9E3779B97F4A7C15ull, kM2 = 0x94D049BB133111EBull;
   for (int64_t r = 0; r < n; ++r) {
     const uint8_t* row = rows + r * width;
-    uint64_t h1 = 0, h2 = 0;
+    azjax_hash::Hash128 h;
     for (int64_t i = 0; i * 8 < width; ++i) {
       uint64_t w = 0;
       std::memcpy(&w, row + i * 8, static_cast<size_t>(std::min<int64_t>(8, width - i * 8)));
-      const uint64_t pos = static_cast<uint64_t>(i + 1) * kGolden;
-      h1 += mix64(w + pos);
-      h2 += mix64((w ^ mix64(pos)) * kM2 + pos);
+      h.add(w);
     }
-    out[2 * r] = h1 ^ static_cast<uint64_t>(width);
-    out[2 * r + 1] = h2;
+    out[2 * r] = h.h1 ^ static_cast<uint64_t>(width);
+    out[2 * r + 1] = h.h2;
   }
 }
 

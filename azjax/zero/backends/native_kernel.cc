@@ -30,6 +30,7 @@
 #include <vector>
 
 #include "xla/ffi/api/ffi.h"
+#include "hash128.h"
 
 #if defined(__x86_64__) || defined(__SSE__)
 #include <xmmintrin.h>
@@ -1124,11 +1125,6 @@ extern "C" int azjax_native_op_table(int8_t* out, int capacity) {
 extern "C" int azjax_native_num_threads() { return azjax_native::Pool::get().size(); }
 
 namespace azjax_native {
-static inline uint64_t mix_word(uint64_t x) {  // splitmix64's finalizer
-  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
-  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
-  return x ^ (x >> 31);
-}
 static inline bool is_random_op(int op) {
   return op == SCALAR_UNIFORM_SET || op == VECTOR_UNIFORM_SET || op == MATRIX_UNIFORM_SET ||
          op == SCALAR_GAUSSIAN_SET || op == VECTOR_GAUSSIAN_SET || op == MATRIX_GAUSSIAN_SET;
@@ -1152,7 +1148,6 @@ extern "C" void azjax_native_live_code_keys(const int32_t* const* ins, const voi
   Pool& pool = Pool::get();
   const size_t width = static_cast<size_t>(5 * slots + Ls[0] + Ls[1] + Ls[2] + 3);
   std::vector<std::vector<char>> bufs(static_cast<size_t>(pool.size()), std::vector<char>(width));
-  const uint64_t kGolden = 0x9E3779B97F4A7C15ull, kM2 = 0x94D049BB133111EBull;
   auto one = [&](int64_t p, int thread) {
     char* buf = bufs[thread].data();
     char* flags[3] = {buf + 5 * slots, buf + 5 * slots + Ls[0] + 1, buf + 5 * slots + Ls[0] + Ls[1] + 2};
@@ -1163,13 +1158,9 @@ extern "C" void azjax_native_live_code_keys(const int32_t* const* ins, const voi
       n[c] = std::max(0, std::min(sizes[c][p], Ls[c]));
     }
     live_flags(live, L, I, n, buf, flags, num_classes >= 2);
-    uint64_t h1 = 0, h2 = 0, i = 0;
+    azjax_hash::Hash128 h;
     bool random = false;
-    auto add = [&](uint64_t w) {
-      const uint64_t pos = (++i) * kGolden;
-      h1 += mix_word(w + pos);
-      h2 += mix_word((w ^ mix_word(pos)) * kM2 + pos);
-    };
+    auto add = [&](uint64_t w) { h.add(w); };
     for (int c = 0; c < 3; ++c) {
       const unsigned char* d = static_cast<const unsigned char*>(data[c]) + p * Ls[c] * 3 * data_bytes;
       for (int k = 0; k < n[c]; ++k) {
@@ -1186,9 +1177,9 @@ extern "C" void azjax_native_live_code_keys(const int32_t* const* ins, const voi
         }
       }
     }
-    add(i);  // the number of words, so a prefix never collides with a longer sequence by construction
-    keys[2 * p] = h1;
-    keys[2 * p + 1] = h2;
+    add(h.count);  // the number of words, so a prefix never collides with a longer sequence by construction
+    keys[2 * p] = h.h1;
+    keys[2 * p + 1] = h.h2;
     has_random[p] = random ? 1 : 0;
   };
   std::function<void(int64_t, int)> fn = one;

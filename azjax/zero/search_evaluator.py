@@ -190,13 +190,17 @@ class ProgramEvaluator:
       num_devices: local devices the batch is sharded over (default: all); in a multi-process run, the devices
         of each process, and the batch is split over all of them. Keys are split per (program, task) before
         sharding, so fitness does not depend on the device or process count.
+      process_local: in a multi-process run, evaluate each process's own batch on its own devices (every
+        process then runs its own search, e.g. its own islands) instead of splitting one replicated batch over
+        all processes' devices.
       strategy: deprecated alias of `backend`.
     """
 
     def __init__(self, cfg: ZeroConfig, tasks: Tasks, *, combine: str = "mean",
                  fec: Optional[FECConfig] = FECConfig(), backend: Union[None, str, Backend] = None,
                  train_budget_factor: Optional[float] = None, hurdle: Optional[HurdleConfig] = None,
-                 num_devices: Optional[int] = None, strategy: Optional[str] = None):
+                 num_devices: Optional[int] = None, process_local: bool = False,
+                 strategy: Optional[str] = None):
         if combine not in ("mean", "median"):
             raise ValueError(f"combine must be 'mean' or 'median', got {combine!r}")
         if train_budget_factor is not None and not train_budget_factor > 0:
@@ -223,7 +227,7 @@ class ProgramEvaluator:
                 probe = Tasks(tx[:, :n], ty[:, :n], vx[:, :m], vy[:, :m], eval_type=tasks.eval_type,
                               num_epochs=1, num_classes=tasks.num_classes)
                 self._probe_arrays = prepare_tasks(probe, cfg)
-        self.mesh = sharding.make_mesh(num_devices, global_mesh=jax.process_count() > 1)
+        self.mesh = sharding.make_mesh(num_devices, global_mesh=jax.process_count() > 1 and not process_local)
         # Multi-process (docs/scaling.md): the mesh holds every process's devices; each process runs the
         # same host-side steps on the whole batch, its devices evaluate their slice, and the outputs are
         # gathered onto every device, so dedup, FEC and hurdles see the same results everywhere.

@@ -43,6 +43,7 @@ from typing import Dict, Optional, Tuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.extend.random import threefry_2x32
 
 from azjax.zero import ops as ops_lib
 from azjax.zero.program import (
@@ -491,6 +492,24 @@ def _draws(key: jax.Array, cfg: ZeroConfig) -> jax.Array:
     return jax.random.uniform(key, (_num_draws(cfg),), cfg.jnp_dtype)
 
 
+def _scalar_draws(key: jax.Array, cfg: ZeroConfig) -> jax.Array:
+    """`_draws(key, cfg)[:_NUM_SCALAR_DRAWS]`, the same bits, without drawing the fresh rows.
+
+    Partitionable threefry (JAX's default) gives element i of a uniform draw the words
+    threefry(key, (0, i)): 32-bit draws use their xor, 64-bit draws the two words as high and low
+    halves, each turned into [0, 1) as `jax.random.uniform` does. The native mutation kernel draws the
+    fresh rows it needs in the same way (docs/backends.md, "Native mutations")."""
+    n = _NUM_SCALAR_DRAWS
+    words = threefry_2x32(
+        jax.random.key_data(key), jnp.concatenate([jnp.zeros(n, jnp.uint32), jnp.arange(n, dtype=jnp.uint32)]))
+    hi, lo = words[:n], words[n:]
+    if cfg.jnp_dtype == jnp.float64:
+        bits = (hi.astype(jnp.uint64) << 32 | lo.astype(jnp.uint64)) >> 12 | jnp.uint64(0x3FF0000000000000)
+        return jax.lax.bitcast_convert_type(bits, jnp.float64) - 1.0
+    bits = (hi ^ lo) >> 9 | jnp.uint32(0x3F800000)
+    return (jax.lax.bitcast_convert_type(bits, jnp.float32) - 1.0).astype(cfg.jnp_dtype)
+
+
 def draw_mutation_type(u: jax.Array, mcfg: MutationConfig) -> jax.Array:
     """Index into `mcfg.type_weights` of the type drawn from a uniform `u` in [0, 1)."""
     weights = np.array([w for _, w in mcfg.type_weights], np.float64)
@@ -578,16 +597,22 @@ def _native_tables(cfg: ZeroConfig, mcfg: MutationConfig) -> Dict[str, np.ndarra
                 is_mutable=as64([i in mutable for i in range(3)]), features=np.int64(cfg.features))
 
 
-def _apply_native(u, program: Program, cfg: ZeroConfig, mcfg: MutationConfig, type_index) -> Program:
+def _apply_native(key, program: Program, cfg: ZeroConfig, mcfg: MutationConfig, type_index) -> Program:
     """`_apply_xla` with its control part (picks, row shifts, canonical form) in the native kernel
-    (`backends/mutation_kernel.cc`), fresh rows included; the draws and the scaling factor stay XLA's, so
-    the results are the same bits (tested in tests/zero/test_native_mutations.py)."""
+    (`backends/mutation_kernel.cc`), fresh rows included. XLA computes the scaling factor from the scalar
+    draws; the kernel draws the fresh rows it needs from the key itself (only a few of the hundreds of
+    uniforms `_apply_xla` draws are ever read), so the results are the same bits (tested in
+    tests/zero/test_native_mutations.py)."""
     from azjax.zero.backends import native
 
     dtype = program.setup.data.dtype
-    u = u.astype(dtype)
     length = _max_length(cfg)
     ins3, data3, size3 = _stack_components(program, length)
+    if dtype == cfg.jnp_dtype:
+        u = _scalar_draws(key, cfg)
+        draws = jax.random.key_data(key).astype(jnp.uint32)
+    else:  # the kernel draws in the programs' precision; other precisions get every draw from XLA
+        u = draws = _draws(key, cfg).astype(dtype)
     factor = _scale_factor(u, mcfg.paper_variant).astype(dtype)
     F = cfg.features
     centers = jnp.asarray(((np.arange(F) + 0.5) / F).astype(np.float32).astype(dtype))
@@ -595,7 +620,7 @@ def _apply_native(u, program: Program, cfg: ZeroConfig, mcfg: MutationConfig, ty
            jax.ShapeDtypeStruct((3,), jnp.int32))
     call = jax.ffi.ffi_call(native.MUTATE_TARGET, out, vmap_method="expand_dims")
     ins3, data3, size3 = call(ins3.astype(jnp.int32), data3.astype(dtype), size3.astype(jnp.int32),
-                              u, factor,
+                              draws, factor,
                               jnp.asarray(type_index, jnp.int32), centers, **_native_tables(cfg, mcfg))
     return _unstack_components(ins3, data3, size3, cfg)
 
@@ -609,14 +634,14 @@ _WIDTHS = ops_lib.DATA_HIGH - ops_lib.DATA_LOW
 _NATIVE_EXACT = bool(np.all((_WIDTHS == 0) | (np.frexp(_WIDTHS)[0] == 0.5)))
 
 
-def _apply(u, program: Program, cfg: ZeroConfig, mcfg: MutationConfig, type_index,
+def _apply(key, program: Program, cfg: ZeroConfig, mcfg: MutationConfig, type_index,
            implementation: str = "auto") -> Program:
     """One mutation by the chosen implementation. "auto": the native kernel when the computation runs on
     the CPU and the kernel is built, else XLA; both give the same bits, so this is a speed choice only."""
     if implementation not in IMPLEMENTATIONS:
         raise ValueError(f"implementation must be one of {IMPLEMENTATIONS}, got {implementation!r}")
     if implementation == "xla":
-        return _apply_xla(u, program, cfg, mcfg, type_index)
+        return _apply_xla(_draws(key, cfg), program, cfg, mcfg, type_index)
     from azjax.zero.backends import native
 
     if implementation == "native":
@@ -624,13 +649,13 @@ def _apply(u, program: Program, cfg: ZeroConfig, mcfg: MutationConfig, type_inde
             raise RuntimeError("native mutations: a constant range of the instruction set is not a power of two wide")
         if not native.mutations_available():
             raise RuntimeError(f"native mutations unavailable: {native.reason() or 'the kernel library predates them'}")
-        return _apply_native(u, program, cfg, mcfg, type_index)
+        return _apply_native(key, program, cfg, mcfg, type_index)
     if not (_NATIVE_EXACT and native.mutations_available()):
-        return _apply_xla(u, program, cfg, mcfg, type_index)
+        return _apply_xla(_draws(key, cfg), program, cfg, mcfg, type_index)
     return jax.lax.platform_dependent(
-        u, program, type_index,
-        cpu=lambda u_, p_, t_: _apply_native(u_, p_, cfg, mcfg, t_),
-        default=lambda u_, p_, t_: _apply_xla(u_, p_, cfg, mcfg, t_))
+        key, program, type_index,
+        cpu=lambda k_, p_, t_: _apply_native(k_, p_, cfg, mcfg, t_),
+        default=lambda k_, p_, t_: _apply_xla(_draws(k_, cfg), p_, cfg, mcfg, t_))
 
 
 def apply_mutation(
@@ -643,7 +668,7 @@ def apply_mutation(
     type while sharing one compiled function across types.
     """
     mcfg.check(cfg)
-    return _apply(_draws(key, cfg), program, cfg, mcfg, type_index, implementation)
+    return _apply(key, program, cfg, mcfg, type_index, implementation)
 
 
 def mutate_with_type(
@@ -651,9 +676,8 @@ def mutate_with_type(
 ) -> Tuple[Program, jax.Array]:
     """`mutate`, also returning the index into `mcfg.type_weights` of the applied type."""
     mcfg.check(cfg)
-    u = _draws(key, cfg)
-    type_index = draw_mutation_type(u[_U_TYPE], mcfg)
-    return _apply(u, program, cfg, mcfg, type_index, implementation), type_index
+    type_index = draw_mutation_type(_scalar_draws(key, cfg)[_U_TYPE], mcfg)
+    return _apply(key, program, cfg, mcfg, type_index, implementation), type_index
 
 
 def mutate(key: jax.Array, program: Program, cfg: ZeroConfig, mcfg: MutationConfig,

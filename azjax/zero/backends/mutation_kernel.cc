@@ -1,10 +1,11 @@
 // The control part of one AutoML-Zero mutation per batch element, as an XLA FFI custom call on the CPU.
 //
-// `azjax/zero/mutations.py` is the definition: it draws the uniforms and the constant-scaling factor in XLA
-// (everything that involves threefry or a transcendental function), and either applies the mutation in XLA
-// or calls this kernel with those arrays. The kernel only picks, copies, shifts and compares, plus the exact
-// float operations of the XLA code (one multiply per pick, fresh constants from exact products, one
-// multiply per scaled constant, float32 rounding in the canonical form), so both give the same bits
+// `azjax/zero/mutations.py` is the definition: it computes the constant-scaling factor in XLA (a
+// transcendental function) and either applies the mutation in XLA or calls this kernel. The kernel draws the
+// uniforms it reads from the mutation's key exactly as jax.random.uniform does (threefry.h; or takes XLA's
+// draws), and otherwise only picks, copies, shifts and compares, plus the exact float operations of the XLA
+// code (one multiply per pick, fresh constants from exact products, one multiply per scaled constant,
+// float32 rounding in the canonical form), so both give the same bits
 // (docs/backends.md, "Native mutations"). Every table it reads (the per-op ALTER_PARAM rules, the address
 // banks, the canonical-form rules) comes from Python as an attribute: nothing here restates the
 // instruction set.
@@ -14,6 +15,7 @@
 #include <cstring>
 #include <type_traits>
 
+#include "threefry.h"
 #include "xla/ffi/api/ffi.h"
 
 namespace ffi = xla::ffi;
@@ -74,6 +76,17 @@ static inline T xla_max(T a, T b) {
   return a > b ? a : b;
 }
 
+// The uniform draws of one mutation (mutations._draws): given by XLA, or drawn here from the mutation's key
+// as jax.random.uniform draws them (threefry.h), only where they are read.
+template <typename T>
+struct Draws {
+  const T* dense;  // [12 + 3 * L * 7], or null: draw from `key`
+  azjax_threefry::Key key;
+  T operator[](int64_t i) const {
+    return dense ? dense[i] : azjax_threefry::uniform01<T>(key, static_cast<uint32_t>(i));
+  }
+};
+
 // One component being mutated: rows [L, 4] / [L, 3] and its size.
 template <typename T>
 struct Rows {
@@ -112,29 +125,33 @@ static void remove_row(int32_t* ins, T* data, int64_t rows, int64_t pos) {
 // ranges' widths are 1 or 2, so (high - low) * u is exact and the sum rounds once, as in XLA with or
 // without a fused multiply-add (tests/zero/test_native_mutations.py checks every op).
 template <typename T>
-static void fresh_row(const Tables& t, int64_t comp, const T* u /* 7 */, int32_t* ins, T* data) {
-  const int64_t op = t.op_table[comp * t.op_width + pick(u[0], t.op_counts[comp])];
+static void fresh_row(const Tables& t, int64_t comp, const Draws<T>& r, int64_t first /* of its 7 draws */,
+                      int32_t* ins, T* data) {
+  auto u = [&](int64_t k) { return r[first + k]; };
+  const int64_t op = t.op_table[comp * t.op_width + pick(u(0), t.op_counts[comp])];
   const int64_t* info = t.info + kInfoWidth * op;
   auto column = [](int64_t type) { return type < 0 ? type + 4 : type; };
   const int64_t t1 = column(info[kTIn1]), t2 = column(info[kTIn1 + 1]), to = column(info[kTIn1 + 2]);
   ins[0] = static_cast<int32_t>(op);
-  ins[1] = static_cast<int32_t>(pick(u[1], t.address[t1]));
-  ins[2] = static_cast<int32_t>(pick(u[2], t.address[t2]));
-  ins[3] = static_cast<int32_t>(t.address[4 + to] + pick(u[3], t.address[8 + to]));
+  ins[1] = static_cast<int32_t>(pick(u(1), t.address[t1]));
+  ins[2] = static_cast<int32_t>(pick(u(2), t.address[t2]));
+  ins[3] = static_cast<int32_t>(t.address[4 + to] + pick(u(3), t.address[8 + to]));
   for (int k = 0; k < 3; ++k) {
     const T low = static_cast<T>(t.data_low[op * 3 + k]), high = static_cast<T>(t.data_high[op * 3 + k]);
-    data[k] = low + (high - low) * u[4 + k];
+    data[k] = low + (high - low) * u(4 + k);
   }
 }
 
+// Rows [0, n) of the component's L fresh rows.
 template <typename T>
-static void fresh_rows(const Tables& t, int64_t comp, int64_t L, const T* u, int32_t* ins, T* data) {
-  const T* rows = u + kNumScalarDraws + comp * L * 7;
-  for (int64_t i = 0; i < L; ++i) fresh_row(t, comp, rows + 7 * i, ins + 4 * i, data + 3 * i);
+static void fresh_rows(const Tables& t, int64_t comp, int64_t L, int64_t n, const Draws<T>& r, int32_t* ins,
+                       T* data) {
+  const int64_t first = kNumScalarDraws + comp * L * 7;
+  for (int64_t i = 0; i < n; ++i) fresh_row(t, comp, r, first + 7 * i, ins + 4 * i, data + 3 * i);
 }
 
 template <typename T>
-static void alter_param(const Tables& t, Rows<T>& c, const T* r, T factor) {
+static void alter_param(const Tables& t, Rows<T>& c, const Draws<T>& r, T factor) {
   const int64_t pos = pick(r[kUPos], c.size);
   int32_t* row = c.ins + 4 * pos;
   T* d = c.data + 3 * pos;
@@ -219,7 +236,9 @@ static ffi::Error run(const Tables& t, ffi::AnyBuffer ins_in, ffi::AnyBuffer dat
     const int64_t n = static_cast<int64_t>(b.element_count());
     return n == elems || n == elems * B;
   };
-  const int64_t num_draws = kNumScalarDraws + 7 * per;
+  // The draws come from XLA ([..., 12 + 3 * L * 7] of T) or as the mutation's key ([..., 2] uint32).
+  const bool keyed = draws.element_type() == ffi::DataType::U32;
+  const int64_t num_draws = keyed ? 2 : kNumScalarDraws + 7 * per;
   if (!batch_ok(ins_in, per * 4) || !batch_ok(data_in, per * 3) || !batch_ok(size_in, 3) ||
       !batch_ok(draws, num_draws) || !batch_ok(factor_in, 1) || !batch_ok(type_in, 1) ||
       static_cast<int64_t>(centers_in.element_count()) != t.features)
@@ -229,7 +248,8 @@ static ffi::Error run(const Tables& t, ffi::AnyBuffer ins_in, ffi::AnyBuffer dat
   const int32_t* ins_src = reinterpret_cast<const int32_t*>(ins_in.untyped_data());
   const T* data_src = reinterpret_cast<const T*>(data_in.untyped_data());
   const int32_t* size_src = reinterpret_cast<const int32_t*>(size_in.untyped_data());
-  const T* u = reinterpret_cast<const T*>(draws.untyped_data());
+  const T* u = keyed ? nullptr : reinterpret_cast<const T*>(draws.untyped_data());
+  const uint32_t* key_words = keyed ? reinterpret_cast<const uint32_t*>(draws.untyped_data()) : nullptr;
   const T* factor = reinterpret_cast<const T*>(factor_in.untyped_data());
   const int32_t* type_index = reinterpret_cast<const int32_t*>(type_in.untyped_data());
   const T* centers = reinterpret_cast<const T*>(centers_in.untyped_data());
@@ -250,16 +270,21 @@ static ffi::Error run(const Tables& t, ffi::AnyBuffer ins_in, ffi::AnyBuffer dat
     std::memcpy(ins3, ins_src + b * s_ins, per * 4 * sizeof(int32_t));
     std::memcpy(data3, data_src + b * s_data, per * 3 * sizeof(T));
     std::memcpy(size3, size_src + b * s_size, 3 * sizeof(int32_t));
-    const T* r = u + b * s_draws;
+    const Draws<T> r = keyed ? Draws<T>{nullptr, {key_words[b * s_draws], key_words[b * s_draws + 1]}}
+                             : Draws<T>{u + b * s_draws, {0u, 0u}};
     const int64_t type_id = t.type_ids[std::min<int64_t>(std::max<int64_t>(type_index[b * s_type], 0),
                                                          t.num_types - 1)];
     const int64_t comp = t.mutable_components[pick(r[kUComponent], std::max<int64_t>(t.num_mutable, 1))];
     Rows<T> c{ins3 + comp * L * 4, data3 + comp * L * 3, size3[comp]};
-    // The fresh rows of this component, read as the XLA code reads them (masked sum: -0 becomes +0).
+    // The fresh rows of this component that the type reads (one row, or all for a randomized component),
+    // read as the XLA code reads them (masked sum: -0 becomes +0).
     int32_t fi[4 * (kStackRows + 1)];
     T fd[3 * (kStackRows + 1)];
-    fresh_rows(t, comp, L, r, fi, fd);
-    for (int64_t k = 0; k < 3 * L; ++k) fd[k] = read_zero(fd[k]);
+    const bool all_rows = type_id == kRandomizeComponent || type_id == kRandomizeAlgorithm;
+    const bool one_row = type_id == kRandomizeInstruction || type_id == kInsert || type_id == kTrade;
+    const int64_t fresh = all_rows ? L : (one_row ? 1 : 0);
+    fresh_rows(t, comp, L, fresh, r, fi, fd);
+    for (int64_t k = 0; k < 3 * fresh; ++k) fd[k] = read_zero(fd[k]);
     // The component's own rows are read the same way.
     for (int64_t k = 0; k < 3 * L; ++k) c.data[k] = read_zero(c.data[k]);
     switch (type_id) {
@@ -305,7 +330,7 @@ static ffi::Error run(const Tables& t, ffi::AnyBuffer ins_in, ffi::AnyBuffer dat
     size3[comp] = c.size;
     if (type_id == kRandomizeAlgorithm) {
       for (int64_t k = 0; k < 3; ++k)
-        if (t.is_mutable[k]) fresh_rows(t, k, L, r, ins3 + k * L * 4, data3 + k * L * 3);
+        if (t.is_mutable[k]) fresh_rows(t, k, L, L, r, ins3 + k * L * 4, data3 + k * L * 3);
     }
     for (int64_t k = 0; k < 3; ++k) canonical(t, ins3 + k * L * 4, data3 + k * L * 3, L, size3[k], centers);
   }
@@ -335,7 +360,8 @@ static ffi::Error MutateImpl(ffi::AnyBuffer ins, ffi::AnyBuffer data, ffi::AnyBu
            data_low.begin(), data_high.begin()};
   const ffi::DataType dt = data.element_type();
   if (ins.element_type() != ffi::DataType::S32 || size.element_type() != ffi::DataType::S32 ||
-      type_index.element_type() != ffi::DataType::S32 || draws.element_type() != dt || factor.element_type() != dt ||
+      type_index.element_type() != ffi::DataType::S32 ||
+      (draws.element_type() != dt && draws.element_type() != ffi::DataType::U32) || factor.element_type() != dt ||
       centers.element_type() != dt)
     return ffi::Error::InvalidArgument("azjax mutation: unexpected dtypes");
   if (dt == ffi::DataType::F32)
@@ -352,7 +378,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(AzjaxZeroMutate, azjax_mutation::MutateImpl,
                                   .Arg<ffi::AnyBuffer>()  // instructions [..., 3, L, 4] int32 (stacked)
                                   .Arg<ffi::AnyBuffer>()  // constants [..., 3, L, 3]
                                   .Arg<ffi::AnyBuffer>()  // sizes [..., 3] int32
-                                  .Arg<ffi::AnyBuffer>()  // draws [..., 12 + 3 * L * 7]
+                                  .Arg<ffi::AnyBuffer>()  // draws [..., 12 + 3 * L * 7], or key data [..., 2] u32
                                   .Arg<ffi::AnyBuffer>()  // constant-scaling factor [...]
                                   .Arg<ffi::AnyBuffer>()  // type index [...] int32
                                   .Arg<ffi::AnyBuffer>()  // index-fraction centres [F]

@@ -31,6 +31,7 @@
 
 #include "xla/ffi/api/ffi.h"
 #include "hash128.h"
+#include "threefry.h"
 
 #if defined(__x86_64__) || defined(__SSE__)
 #include <xmmintrin.h>
@@ -89,64 +90,16 @@ constexpr OpTypes kOpTable[NUM_OPS] = {
 };
 
 // ----------------------------------------------------------------------------------------------------------
-// threefry-2x32 (20 rounds), the key derivation of jax.random.fold_in and the bits of jax.random.bits with
-// jax_threefry_partitionable (element i of a draw hashes the counter pair (0, i)).
-struct Key {
-  uint32_t k0, k1;
-};
-
-static inline uint32_t rotl(uint32_t x, int d) { return (x << d) | (x >> (32 - d)); }
-
-static inline void threefry2x32(Key key, uint32_t x0, uint32_t x1, uint32_t* y0, uint32_t* y1) {
-  static const int kRot[2][4] = {{13, 15, 26, 6}, {17, 29, 16, 24}};
-  const uint32_t ks[3] = {key.k0, key.k1, key.k0 ^ key.k1 ^ 0x1BD11BDAu};
-  x0 += ks[0];
-  x1 += ks[1];
-  for (int r = 0; r < 5; ++r) {
-    const int* rot = kRot[r % 2];
-    for (int j = 0; j < 4; ++j) {
-      x0 += x1;
-      x1 = rotl(x1, rot[j]);
-      x1 ^= x0;
-    }
-    x0 += ks[(r + 1) % 3];
-    x1 += ks[(r + 2) % 3] + static_cast<uint32_t>(r + 1);
-  }
-  *y0 = x0;
-  *y1 = x1;
-}
+// threefry-2x32 and jax.random's uniform bits come from threefry.h; fold_in is jax.random.fold_in.
+using azjax_threefry::Key;
+using azjax_threefry::threefry2x32;
+using azjax_threefry::uniform01;
 
 static inline Key fold_in(Key key, uint32_t data) {
   Key out;
   threefry2x32(key, 0u, data, &out.k0, &out.k1);
   return out;
 }
-
-// jax.random.uniform(key, shape, dtype) in [0, 1) for element i.
-static inline float uniform01_f32(Key key, uint32_t i) {
-  uint32_t b0, b1;
-  threefry2x32(key, 0u, i, &b0, &b1);
-  uint32_t bits = ((b0 ^ b1) >> 9) | 0x3F800000u;
-  float f;
-  std::memcpy(&f, &bits, 4);
-  return f - 1.0f;
-}
-
-static inline double uniform01_f64(Key key, uint32_t i) {
-  uint32_t b0, b1;
-  threefry2x32(key, 0u, i, &b0, &b1);
-  uint64_t bits = ((static_cast<uint64_t>(b0) << 32) | b1) >> 12 | 0x3FF0000000000000ull;
-  double f;
-  std::memcpy(&f, &bits, 8);
-  return f - 1.0;
-}
-
-template <typename T>
-static inline T uniform01(Key key, uint32_t i);
-template <>
-inline float uniform01<float>(Key key, uint32_t i) { return uniform01_f32(key, i); }
-template <>
-inline double uniform01<double>(Key key, uint32_t i) { return uniform01_f64(key, i); }
 
 // erfinv: single precision as XLA's polynomial (Giles); double precision by Newton steps on std::erf. Gaussian
 // draws are therefore equal to jax.random.normal's up to a few ulps (docs/backends.md).
@@ -926,6 +879,11 @@ static void evaluate_batch(const Config& cfg, int P, int T_, const int32_t* cons
     if constexpr (sizeof(T) == 8) ieee.emplace();
     if (fingerprints) {
       // The FEC probe (one epoch): errors as fec.fingerprints gets them from the predictions, hashed here.
+      // Batch padding gets zero words (nothing reads them).
+      if (!active[p]) {
+        std::fill(fingerprints + 2 * i, fingerprints + 2 * i + 2, uint64_t{0});
+        return;
+      }
       T* pred = fp_preds[thread].data();
       double* err = fp_errors[thread].data();
       fitness[i] = evaluate_pair<T, FS>(progs[p], task, cfg, key, active[p] != 0, mem, mem + mem_size, pred);

@@ -165,21 +165,27 @@ def test_float64_search_evaluator_runs_on_every_backend(backend):
     assert info["duplicates"] == 2
 
 
-def test_fec_cache_native_and_python_agree():
+@pytest.mark.parametrize("cache_size,forget_every,programs,steps,batch", [
+    (7, 3, 12, 60, 4),  # tiny: eviction, forgetting and re-insertion of the same keys
+    (3000, 5, 2500, 40, 200),  # the native table grows past its first size and shifts entries back on deletion
+])
+def test_fec_cache_native_and_python_agree(cache_size, forget_every, programs, steps, batch):
     rng = np.random.RandomState(0)
-    cfg = zero.FECConfig(cache_size=7, forget_every=3)
+    cfg = zero.FECConfig(cache_size=cache_size, forget_every=forget_every)
     caches = [zero.FECCache(cfg, native=True), zero.FECCache(cfg, native=False)]
-    pool = fec.fingerprints(rng.randn(12, 2, 3), rng.randn(12, 2, 3), 100)  # 12 programs x 2 tasks
-    for step in range(60):
-        rows = rng.randint(0, 12, size=4)
-        need = rng.rand(4) < 0.8
+    pool = fec.fingerprints(rng.randn(programs, 2, 3), rng.randn(programs, 2, 3), 100)  # programs x 2 tasks
+    for step in range(steps):
+        rows = rng.randint(0, programs, size=batch)
+        need = rng.rand(batch) < 0.8
         results = [c.lookup_batch(pool[rows], need) for c in caches]
         np.testing.assert_array_equal(results[0][1], results[1][1])
         np.testing.assert_array_equal(results[0][0], results[1][0])
-        ins = rng.randint(0, 12, size=2)
-        fit = rng.rand(2, 2)
+        ins = rng.randint(0, programs, size=max(batch // 2, 2))
+        fit = rng.rand(len(ins), 2)
         for c in caches:
             c.insert_batch(pool[ins], fit)
+        assert len(caches[0]) == len(caches[1])
+    assert caches[0].hits == caches[1].hits > 0 and caches[0].misses == caches[1].misses
     s0, s1 = (c.get_state() for c in caches)
     for k in s0:
         np.testing.assert_array_equal(s0[k], s1[k])

@@ -7,7 +7,6 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
-#include <list>
 #include <unordered_map>
 #include <vector>
 
@@ -22,50 +21,153 @@ struct Key {
 struct KeyHash {
   size_t operator()(const Key& k) const { return static_cast<size_t>(k.a ^ (k.b * 0x9E3779B97F4A7C15ull)); }
 };
-struct Entry {
-  Key key;
-  double fitness;
-  int64_t count;
-};
 
+// Entries live in a slab and form a doubly linked recency list (int32 links, front: most recent); an
+// open-addressing table (linear probing, deletion by backward shift) maps keys to slab indices. A search step
+// inserts and evicts thousands of entries of a full 100k-entry cache: no allocation per entry, and a few
+// cache lines touched per operation instead of a list node plus a hash-map node.
 struct Cache {
+  struct Entry {
+    Key key;
+    double fitness;
+    int64_t count;
+    int32_t prev, next;
+  };
   int64_t cache_size, forget_every;
   int64_t hits = 0, misses = 0;
-  std::list<Entry> order;  // front: most recent
-  std::unordered_map<Key, std::list<Entry>::iterator, KeyHash> index;
+  std::vector<Entry> slab;
+  std::vector<int32_t> free_slots;
+  std::vector<int32_t> table;  // slab index or -1
+  uint64_t mask = 0;
+  int32_t head = -1, tail = -1;
+  int64_t size = 0;
+
+  Cache(int64_t cache_size_, int64_t forget_every_) : cache_size(cache_size_), forget_every(forget_every_) {
+    rehash(1024);
+  }
+
+  uint64_t home(const Key& k) const { return KeyHash()(k) & mask; }
+
+  void rehash(size_t slots) {
+    table.assign(slots, -1);
+    mask = slots - 1;
+    for (int32_t e = head; e >= 0; e = slab[e].next) {
+      uint64_t i = home(slab[e].key);
+      while (table[i] >= 0) i = (i + 1) & mask;
+      table[i] = e;
+    }
+  }
+
+  // The table position holding k, or -1.
+  int64_t find(const Key& k) const {
+    for (uint64_t i = home(k);; i = (i + 1) & mask) {
+      const int32_t e = table[i];
+      if (e < 0) return -1;
+      if (slab[e].key == k) return static_cast<int64_t>(i);
+    }
+  }
+
+  void erase_position(uint64_t i) {  // backward-shift deletion keeps every probe sequence unbroken
+    for (uint64_t j = (i + 1) & mask;; j = (j + 1) & mask) {
+      const int32_t e = table[j];
+      if (e < 0) break;
+      const uint64_t h = home(slab[e].key);
+      // Move e back to the hole unless its home lies cyclically in (i, j].
+      const bool stays = i <= j ? (h > i && h <= j) : (h > i || h <= j);
+      if (!stays) {
+        table[i] = e;
+        i = j;
+      }
+    }
+    table[i] = -1;
+  }
+
+  void unlink(int32_t e) {
+    Entry& x = slab[e];
+    (x.prev >= 0 ? slab[x.prev].next : head) = x.next;
+    (x.next >= 0 ? slab[x.next].prev : tail) = x.prev;
+  }
+
+  void push_front(int32_t e) {
+    slab[e].prev = -1;
+    slab[e].next = head;
+    (head >= 0 ? slab[head].prev : tail) = e;
+    head = e;
+  }
+
+  void push_back(int32_t e) {
+    slab[e].next = -1;
+    slab[e].prev = tail;
+    (tail >= 0 ? slab[tail].next : head) = e;
+    tail = e;
+  }
+
+  void remove(uint64_t position) {
+    const int32_t e = table[position];
+    erase_position(position);
+    unlink(e);
+    free_slots.push_back(e);
+    --size;
+  }
+
+  // A new entry (the key must be absent), linked at the front or the back.
+  void add(const Key& k, double fitness, int64_t count, bool front) {
+    if (static_cast<uint64_t>(size + 1) * 2 > mask + 1) rehash(2 * (mask + 1));
+    int32_t e;
+    if (!free_slots.empty()) {
+      e = free_slots.back();
+      free_slots.pop_back();
+    } else {
+      e = static_cast<int32_t>(slab.size());
+      slab.push_back(Entry{});
+    }
+    slab[e].key = k;
+    slab[e].fitness = fitness;
+    slab[e].count = count;
+    uint64_t i = home(k);
+    while (table[i] >= 0) i = (i + 1) & mask;
+    table[i] = e;
+    front ? push_front(e) : push_back(e);
+    ++size;
+  }
+
+  void clear() {
+    slab.clear();
+    free_slots.clear();
+    head = tail = -1;
+    size = 0;
+    rehash(1024);
+  }
 
   bool lookup(const Key& k, double* fitness) {
-    auto it = index.find(k);
-    if (it == index.end()) {
+    const int64_t i = find(k);
+    if (i < 0) {
       ++misses;
       return false;
     }
     ++hits;
-    order.splice(order.begin(), order, it->second);
-    Entry& e = *it->second;
-    e.count += 1;
-    *fitness = e.fitness;
-    if (e.count >= forget_every) {
-      order.erase(it->second);
-      index.erase(it);
-    }
+    const int32_t e = table[i];
+    unlink(e);
+    push_front(e);
+    Entry& x = slab[e];
+    x.count += 1;
+    *fitness = x.fitness;
+    if (x.count >= forget_every) remove(static_cast<uint64_t>(i));
     return true;
   }
 
   void insert(const Key& k, double fitness) {
-    auto it = index.find(k);
-    if (it != index.end()) {
-      it->second->fitness = fitness;
-      it->second->count = 1;
-      order.splice(order.begin(), order, it->second);
+    const int64_t i = find(k);
+    if (i >= 0) {
+      const int32_t e = table[i];
+      slab[e].fitness = fitness;
+      slab[e].count = 1;
+      unlink(e);
+      push_front(e);
     } else {
-      order.push_front(Entry{k, fitness, 1});
-      index.emplace(k, order.begin());
+      add(k, fitness, 1, true);
     }
-    while (static_cast<int64_t>(order.size()) > cache_size) {
-      index.erase(order.back().key);
-      order.pop_back();
-    }
+    while (size > cache_size) remove(static_cast<uint64_t>(find(slab[tail].key)));
   }
 };
 
@@ -74,17 +176,13 @@ struct Cache {
 extern "C" {
 
 void* azjax_fec_new(int64_t cache_size, int64_t forget_every) {
-  Cache* c = new Cache();
-  c->cache_size = cache_size;
-  c->forget_every = forget_every;
-  c->index.reserve(static_cast<size_t>(cache_size) + 1);  // no rehashing as the cache fills
-  return c;
+  return new Cache(cache_size, forget_every);
 }
 
 
 void azjax_fec_free(void* cache) { delete static_cast<Cache*>(cache); }
 
-int64_t azjax_fec_size(void* cache) { return static_cast<int64_t>(static_cast<Cache*>(cache)->order.size()); }
+int64_t azjax_fec_size(void* cache) { return static_cast<Cache*>(cache)->size; }
 
 void azjax_fec_stats(void* cache, int64_t* out) {
   out[0] = static_cast<Cache*>(cache)->hits;
@@ -122,13 +220,12 @@ void azjax_fec_insert(void* cache, const uint64_t* keys, const double* fitness, 
 int64_t azjax_fec_export(void* cache, uint64_t* keys, double* fitness, int64_t* count, int64_t capacity) {
   Cache* c = static_cast<Cache*>(cache);
   int64_t i = 0;
-  for (const Entry& e : c->order) {
-    if (i >= capacity) break;
-    keys[2 * i] = e.key.a;
-    keys[2 * i + 1] = e.key.b;
-    fitness[i] = e.fitness;
-    count[i] = e.count;
-    ++i;
+  for (int32_t e = c->head; e >= 0 && i < capacity; e = c->slab[e].next, ++i) {
+    const Cache::Entry& x = c->slab[e];
+    keys[2 * i] = x.key.a;
+    keys[2 * i + 1] = x.key.b;
+    fitness[i] = x.fitness;
+    count[i] = x.count;
   }
   return i;
 }
@@ -137,13 +234,11 @@ int64_t azjax_fec_export(void* cache, uint64_t* keys, double* fitness, int64_t* 
 void azjax_fec_import(void* cache, const uint64_t* keys, const double* fitness, const int64_t* count, int64_t n,
                       int64_t hits, int64_t misses) {
   Cache* c = static_cast<Cache*>(cache);
-  c->order.clear();
-  c->index.clear();
+  c->clear();
   for (int64_t i = 0; i < n; ++i) {
     const Key k{keys[2 * i], keys[2 * i + 1]};
-    if (c->index.count(k)) continue;
-    c->order.push_back(Entry{k, fitness[i], count[i]});
-    c->index.emplace(k, std::prev(c->order.end()));
+    if (c->find(k) >= 0) continue;
+    c->add(k, fitness[i], count[i], false);
   }
   c->hits = hits;
   c->misses = misses;

@@ -257,7 +257,8 @@ def _native_lib():
         lib.azjax_fec_lookup_all.argtypes = [c.c_void_p, c.c_void_p, c.c_int64, c.c_int64, c.c_void_p,
                                              c.c_void_p, c.c_void_p]
         lib.azjax_fec_insert.argtypes = [c.c_void_p, c.c_void_p, c.c_void_p, c.c_int64]
-        lib.azjax_hash_rows.argtypes = [c.c_void_p, c.c_int64, c.c_int64, c.c_void_p]
+        lib.azjax_dedup_rows.restype = c.c_int64
+        lib.azjax_dedup_rows.argtypes = [c.c_void_p, c.c_void_p, c.c_int64, c.c_int64, c.c_void_p, c.c_void_p]
         lib.azjax_memo_new.restype = c.c_void_p
         lib.azjax_memo_new.argtypes = [c.c_int64, c.c_int64]
         lib.azjax_memo_free.argtypes = [c.c_void_p]

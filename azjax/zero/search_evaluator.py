@@ -96,22 +96,24 @@ def deduplicate(programs: Program) -> Tuple[Program, np.ndarray]:
     """(unique programs in order of first appearance, inverse [B]): `unique[inverse]` is the batch. Programs
     are equal when all their arrays are (canonical programs: when they are the same program); the rows are
     compared through 128-bit hashes of their bytes where the native library is built."""
+    leaves = [np.ascontiguousarray(x) for x in jax.tree_util.tree_leaves(programs)]
     B = programs.setup.size.shape[0]
-    rows = np.ascontiguousarray(np.concatenate([np.ascontiguousarray(x).reshape(B, -1).view(np.uint8)
-                                                for x in jax.tree_util.tree_leaves(programs)], axis=1))
     lib = _native_lib()
-    if lib is not None:
-        keys = np.empty((B, 2), np.uint64)
-        lib.azjax_hash_rows(_ptr(rows), B, rows.shape[1], _ptr(keys))
-        rows = keys.view(_KEY)[:, 0]
+    if lib is not None and B:
+        pointers = (ctypes.c_void_p * len(leaves))(*(x.ctypes.data for x in leaves))
+        widths = np.asarray([x.nbytes // B for x in leaves], np.int64)
+        first, inverse = np.empty(B, np.int64), np.empty(B, np.int64)
+        U = lib.azjax_dedup_rows(pointers, _ptr(widths), len(leaves), B, _ptr(first), _ptr(inverse))
+        first = first[:U]
     else:
+        rows = np.ascontiguousarray(np.concatenate([x.reshape(B, -1).view(np.uint8) for x in leaves], axis=1))
         rows = rows.view(np.dtype((np.void, rows.shape[1])))[:, 0]
-    _, first_index, inverse_sorted = np.unique(rows, return_index=True, return_inverse=True)
-    order = np.argsort(first_index, kind="stable")
-    rank = np.empty_like(order)
-    rank[order] = np.arange(len(order))
-    unique = jax.tree_util.tree_map(lambda x: x[first_index[order]], programs)
-    return unique, rank[np.reshape(inverse_sorted, -1)]
+        _, first_index, inverse_sorted = np.unique(rows, return_index=True, return_inverse=True)
+        order = np.argsort(first_index, kind="stable")
+        rank = np.empty_like(order)
+        rank[order] = np.arange(len(order))
+        first, inverse = first_index[order], rank[np.reshape(inverse_sorted, -1)]
+    return jax.tree_util.tree_map(lambda x: np.asarray(x)[first], programs), inverse
 
 
 def probe_errors(train_pred, valid_pred, train_labels, valid_labels, eval_type: str):

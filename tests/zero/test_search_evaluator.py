@@ -230,8 +230,10 @@ def test_probe_memo_does_not_change_the_search():
     np.testing.assert_array_equal(k1["fitness"], k2["fitness"])
 
 
-def test_evaluator_stages():
-    """The pipeline's small stages on their own: dedup keeps first appearances, leaders group equal keys."""
+def test_evaluator_stages(monkeypatch):
+    """The pipeline's small stages on their own: dedup keeps first appearances (native hashes and the NumPy
+    fallback alike), leaders group equal keys."""
+    from azjax.zero import search_evaluator
     from azjax.zero.fec import _KEY
     from azjax.zero.search_evaluator import deduplicate, fingerprint_leaders, probe_errors
 
@@ -242,6 +244,14 @@ def test_evaluator_stages():
     for a, b in zip(jax.tree_util.tree_leaves(jax.tree_util.tree_map(lambda x: x[inverse], unique)),
                     jax.tree_util.tree_leaves(batch)):
         np.testing.assert_array_equal(a, b)
+    many = jax.tree_util.tree_map(lambda x: x[np.random.RandomState(0).randint(0, 4, 300)], progs)
+    many.learn.data[7, 0, 0] = -0.0  # differs from +0 only in its bytes: another program to dedup
+    native = deduplicate(many)
+    monkeypatch.setattr(search_evaluator, "_native_lib", lambda: None)
+    fallback = deduplicate(many)
+    assert native[0].setup.size.shape[0] == 5
+    for a, b in zip(jax.tree_util.tree_leaves(native), jax.tree_util.tree_leaves(fallback)):
+        np.testing.assert_array_equal(np.asarray(a).view(np.uint8), np.asarray(b).view(np.uint8))
     keys = np.zeros((5, 2), _KEY)
     raw = keys.view(np.uint8).reshape(5, -1)
     raw[:, 0] = [7, 8, 7, 7, 8]

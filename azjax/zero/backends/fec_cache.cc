@@ -317,19 +317,47 @@ void azjax_fec_fingerprint_lane(const double* train_err, const double* valid_err
   out[1] = h.h2;
 }
 
-// 128-bit keys of n byte rows of `width` bytes (search_evaluator.deduplicate): the rows' 64-bit words hashed.
-void azjax_hash_rows(const uint8_t* rows, int64_t n, int64_t width, uint64_t* out) {
+// search_evaluator.deduplicate: row r of a batch is the bytes of row r of every leaf (leaf i holds n rows of
+// widths[i] bytes); rows with equal 128-bit hashes are equal. Writes first[0, U): the first row of each
+// distinct row, in order of first appearance, and inverse[r]: the index in `first` of row r's copy; returns U.
+int64_t azjax_dedup_rows(const uint8_t* const* leaves, const int64_t* widths, int64_t num_leaves, int64_t n,
+                         int64_t* first, int64_t* inverse) {
+  std::vector<uint64_t> keys(static_cast<size_t>(2 * n));
   for (int64_t r = 0; r < n; ++r) {
-    const uint8_t* row = rows + r * width;
     azjax_hash::Hash128 h;
-    for (int64_t i = 0; i * 8 < width; ++i) {
-      uint64_t w = 0;
-      std::memcpy(&w, row + i * 8, static_cast<size_t>(std::min<int64_t>(8, width - i * 8)));
-      h.add(w);
+    for (int64_t l = 0; l < num_leaves; ++l) {
+      const uint8_t* row = leaves[l] + r * widths[l];
+      for (int64_t i = 0; i * 8 < widths[l]; ++i) {
+        uint64_t w = 0;
+        std::memcpy(&w, row + i * 8, static_cast<size_t>(std::min<int64_t>(8, widths[l] - i * 8)));
+        h.add(w);
+      }
     }
-    out[2 * r] = h.h1 ^ static_cast<uint64_t>(width);
-    out[2 * r + 1] = h.h2;
+    keys[2 * r] = h.h1;
+    keys[2 * r + 1] = h.h2;
   }
+  size_t slots = 16;
+  while (slots < static_cast<size_t>(2 * n)) slots *= 2;
+  std::vector<int64_t> table(slots, -1);  // index into `first`
+  int64_t U = 0;
+  for (int64_t r = 0; r < n; ++r) {
+    const uint64_t a = keys[2 * r], b = keys[2 * r + 1];
+    size_t i = static_cast<size_t>(a) & (slots - 1);
+    for (;; i = (i + 1) & (slots - 1)) {
+      const int64_t u = table[i];
+      if (u < 0) {
+        table[i] = U;
+        first[U] = r;
+        inverse[r] = U++;
+        break;
+      }
+      if (keys[2 * first[u]] == a && keys[2 * first[u] + 1] == b) {
+        inverse[r] = u;
+        break;
+      }
+    }
+  }
+  return U;
 }
 
 void azjax_fec_fingerprints(const double* train_err, const double* valid_err, int64_t num_programs,

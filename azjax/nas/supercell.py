@@ -2,9 +2,12 @@
 
 :class:`SuperCell` takes the cell as an int32 ``[B, 5]`` array (global op / combiner ids, as
 :meth:`CellSpace.cell_arrays` returns them) instead of a static tuple. Each op slot holds one
-parameter set per candidate op and runs the chosen one with ``nn.switch`` (a real conditional when
-the index is not batched), so sampling a new architecture never recompiles, and
-the weights can be shared across children (ENAS) or re-initialised per child (NASNet-style).
+parameter set per candidate op and runs the chosen one with a ``lax.switch`` (a real conditional
+when the index is not batched), so sampling a new architecture never recompiles, and the weights
+can be shared across children (ENAS) or re-initialised per child (NASNet-style). The switch's
+gradient is a second switch that recomputes the chosen op (:func:`_recompute_switch`), and on CPU
+every convolution's gradient is laid out for XLA's fast kernel (:func:`conv2d`): a training step
+then costs about what the static network's does (docs/nas.md, "Child training speed").
 
 It computes the same function as the static :class:`~azjax.nas.cell.Cell` for the same genotype
 and weights (tested); :func:`embed_static_params` maps a static cell's (or network's) variables
@@ -13,11 +16,12 @@ into the supercell's. How the data-dependent shapes are made static:
 * Every hidden state is zero-padded to a fixed width ``Wmax`` and carries its real width as a
   traced int. A conv reading a padded state equals the static conv on the real channels when its
   extra kernel rows are anything (they multiply zeros), so weights map by leading slices.
-* Width-dependent rules of the reference (identity and pools project with a 1x1 conv when the
-  input width is not ``F``; ``h_{i-1}`` is projected when its width is not ``F``) compute both
-  variants and select with the traced width.
+* Width-dependent rules of the reference: identity and pools project with a 1x1 conv when the
+  input width is not ``F``; they have one switch branch with and one without the projection,
+  picked with the traced width, so only the needed one runs. ``h_{i-1}`` is projected when its
+  width is not ``F``: both variants are computed and selected with the traced width.
 * In a Reduction Cell an op reading a cell input runs at stride 2 and one reading a block output
-  at stride 1: the switch has both variants (``2 x len(ops)`` branches) with shared weights.
+  at stride 1: the switch has both variants with shared weights.
 * The output holds the loose ends (a mask computed from the genotype in the graph) in one slot
   of ``Wblock`` channels per block (``B x Wblock`` in all; other slots zero), so a channel means
   the same block under every genotype and the next cell's 1x1 convs keep one weight slice per
@@ -35,14 +39,17 @@ from typing import Any
 
 import flax
 import flax.linen as nn
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 
 from azjax.nas.genotype import NUM_BLOCKS, OP_INDEX, OP_NAMES, Genotype
 from azjax.nas.network import reduction_indices
-from azjax.nas.ops import (FactorizedReduction, ReLUConvBN, batch_norm, conv, depthwise_conv,
-                           depthwise_init)
+from azjax.nas.ops import (batch_norm, conv_init, depthwise_conv, depthwise_init,
+                           resolve_depthwise_impl)
 
 __all__ = ["SuperCell", "SuperNet", "embed_static_params", "loose_end_mask", "pack_loose_ends",
            "slot_channels"]
@@ -95,6 +102,80 @@ def slot_channels(cell, width: int, block_width: int) -> np.ndarray:
     return ends[p // fw] * block_width + p % fw
 
 
+# --- convolutions whose gradients XLA CPU runs fast inside control flow --------------------------
+#
+# XLA CPU rewrites a convolution into the layout its fast (Eigen) kernel needs only in the
+# entry computation; the gradient convolutions JAX emits (kernel in/out swapped, batch and
+# feature swapped) then run on a slow generic loop when they sit in a conditional or a loop
+# body, which is where the supernet's ops are (docs/nas.md, "Child training speed"). On CPU,
+# ``conv2d``'s VJP therefore transposes its operands explicitly so that both gradient
+# convolutions are already in the canonical NHWC x HWIO -> NHWC form. Same values as
+# ``lax.conv_general_dilated``'s own VJP.
+
+_DN = ("NHWC", "HWIO", "NHWC")
+
+
+def _conv_raw(x, w, stride, padding, dilation):
+    return lax.conv_general_dilated(x, w, stride, padding, rhs_dilation=dilation,
+                                    dimension_numbers=_DN)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def _conv_canonical(x, w, stride, padding, dilation):
+    return _conv_raw(x, w, stride, padding, dilation)
+
+
+def _conv_canonical_fwd(x, w, stride, padding, dilation):
+    return _conv_raw(x, w, stride, padding, dilation), (x, w)
+
+
+def _conv_canonical_bwd(stride, padding, dilation, res, dy):
+    x, w = res
+    # d/dx: the transpose of a conv whose kernel is stored [kh, kw, out, in].
+    w_oi = jnp.transpose(w, (0, 1, 3, 2))
+    dx, = jax.linear_transpose(
+        lambda x: lax.conv_general_dilated(x, w_oi, stride, padding, rhs_dilation=dilation,
+                                           dimension_numbers=("NHWC", "HWOI", "NHWC")), x)(dy)
+    # d/dw: images as [C, H, W, N] and output gradients as [H, W, N, O].
+    x_t = jnp.transpose(x, (3, 1, 2, 0))
+    dw, = jax.linear_transpose(
+        lambda w: lax.conv_general_dilated(x_t, w, stride, padding, rhs_dilation=dilation,
+                                           dimension_numbers=("CHWN", "IHWO", "HWNC")),
+        jnp.transpose(w, (2, 0, 1, 3)))(jnp.transpose(dy, (1, 2, 0, 3)))
+    return dx, jnp.transpose(dw, (1, 2, 0, 3))
+
+
+_conv_canonical.defvjp(_conv_canonical_fwd, _conv_canonical_bwd)
+
+
+def conv2d(x: jax.Array, w: jax.Array, stride: int = 1, dilation: int = 1) -> jax.Array:
+    """SAME NHWC x HWIO convolution (as ``ops.conv``); on CPU with the canonical-layout VJP."""
+    kh, kw = w.shape[:2]
+    strides, dilations = (stride, stride), (dilation, dilation)
+    padding = tuple(tuple(p) for p in lax.padtype_to_pads(
+        x.shape[1:3], (1 + (kh - 1) * dilation, 1 + (kw - 1) * dilation), strides, "SAME"))
+    if jax.default_backend() != "cpu":
+        return _conv_raw(x, w, strides, padding, dilations)
+    return _conv_canonical(x, w, strides, padding, dilations)
+
+
+class _Conv2D(nn.Module):
+    """``ops.conv`` (bias-free SAME conv, TF-slim init, parameter ``kernel``) with the stride a
+    call argument, through :func:`conv2d`."""
+
+    features: int
+    kernel_size: Any = (1, 1)
+    dilation: int = 1
+
+    @nn.compact
+    def __call__(self, x, stride=1):
+        k = self.kernel_size
+        kh, kw = (k, k) if isinstance(k, int) else k
+        kernel = self.param("kernel", conv_init, (kh, kw, x.shape[-1], self.features),
+                            jnp.float32)
+        return conv2d(x, kernel.astype(x.dtype), stride, self.dilation)
+
+
 class _Depthwise(nn.Module):
     """``ops.DepthwiseConv`` with the stride a call argument (same ``kernel`` parameter)."""
 
@@ -103,9 +184,11 @@ class _Depthwise(nn.Module):
 
     @nn.compact
     def __call__(self, x, stride):
-        k = self.kernel_size
-        kernel = self.param("kernel", depthwise_init, (k, k, 1, x.shape[-1]), jnp.float32)
-        return depthwise_conv(x, kernel.astype(x.dtype), stride, self.impl)
+        k, c = self.kernel_size, x.shape[-1]
+        kernel = self.param("kernel", depthwise_init, (k, k, 1, c), jnp.float32).astype(x.dtype)
+        if resolve_depthwise_impl(self.impl, c) == "dense":
+            return conv2d(x, kernel * jnp.eye(c, dtype=x.dtype), stride)
+        return depthwise_conv(x, kernel, stride, self.impl)
 
 
 class _RCB(nn.Module):
@@ -124,10 +207,35 @@ class _RCB(nn.Module):
         if self.relu:
             x = nn.relu(x)
         for i, kernel in enumerate(self.kernels):
-            x = conv(self.features, kernel, stride if i == 0 else 1, name=f"conv{i}",
-                     kernel_dilation=(self.dilation, self.dilation))(x)
+            x = _Conv2D(self.features, kernel, self.dilation, name=f"conv{i}")(
+                x, stride if i == 0 else 1)
         return nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum,
                             epsilon=self.bn_epsilon, name="BatchNorm_0")(x)
+
+
+class _FactorizedReduction(nn.Module):
+    """``ops.FactorizedReduction`` (same parameters) through :func:`conv2d`."""
+
+    features: int
+    stride: int = 2
+    bn_momentum: float = 0.9
+    bn_epsilon: float = 1e-5
+
+    @nn.compact
+    def __call__(self, x, train: bool):
+        bn = (self.bn_momentum, self.bn_epsilon)
+        if self.stride == 1:
+            return batch_norm(_Conv2D(self.features, name="path_conv")(x), train, *bn,
+                              name="path_bn")
+        if self.features % 2:
+            raise ValueError(f"features: factorized reduction needs an even count, got "
+                             f"{self.features}")
+        s = self.stride
+        path1 = x[:, ::s, ::s, :]
+        path2 = jnp.pad(x, ((0, 0), (0, 1), (0, 1), (0, 0)))[:, 1:, 1:, :][:, ::s, ::s, :]
+        out = jnp.concatenate([_Conv2D(self.features // 2, name="path1_conv")(path1),
+                               _Conv2D(self.features // 2, name="path2_conv")(path2)], axis=-1)
+        return batch_norm(out, train, *bn, name="final_path_bn")
 
 
 class _Sep(nn.Module):
@@ -140,18 +248,20 @@ class _Sep(nn.Module):
     bn_epsilon: float = 1e-5
 
     @nn.compact
-    def __call__(self, x, width, stride, train):
-        del width  # zero channels stay zero through ReLU and the depthwise conv
+    def __call__(self, x, width, stride, train, project=True):
+        del width, project  # zero channels stay zero through ReLU and the depthwise conv
         for layer in range(2):
             x = nn.relu(x)
             x = _Depthwise(self.kernel_size, self.depthwise_impl, name=f"depthwise{layer}")(
                 x, stride if layer == 0 else 1)
-            x = conv(self.features, 1, name=f"pointwise{layer}")(x)
+            x = _Conv2D(self.features, name=f"pointwise{layer}")(x)
             x = batch_norm(x, train, self.bn_momentum, self.bn_epsilon, name=f"bn{layer}")
         return x
 
 
 class _Pool(nn.Module):
+    """Pooling, then (``project``, a Python bool: the input width is not ``F``) 1x1 conv + BN."""
+
     features: int
     kind: str
     window: int
@@ -159,37 +269,41 @@ class _Pool(nn.Module):
     bn_epsilon: float = 1e-5
 
     @nn.compact
-    def __call__(self, x, width, stride, train):
+    def __call__(self, x, width, stride, train, project=True):
+        del width  # the caller picks ``project`` from it (one switch branch per case)
         shape, strides = (self.window, self.window), (stride, stride)
         if self.kind == "avg":
             x = nn.avg_pool(x, shape, strides, padding="SAME", count_include_pad=False)
         else:
             x = nn.max_pool(x, shape, strides, padding="SAME")
-        projected = _RCB(self.features, relu=False, bn_momentum=self.bn_momentum,
-                         bn_epsilon=self.bn_epsilon, name="project")(x, 1, train)
-        return jnp.where(width == self.features, x[..., :self.features], projected)
+        if not project:
+            return x[..., :self.features]
+        return _RCB(self.features, relu=False, bn_momentum=self.bn_momentum,
+                    bn_epsilon=self.bn_epsilon, name="project")(x, 1, train)
 
 
 class _Identity(nn.Module):
+    """Identity, or ReLU -> 1x1 conv (stride s) -> BN when ``project`` or the stride is 2."""
+
     features: int
     bn_momentum: float = 0.9
     bn_epsilon: float = 1e-5
 
     @nn.compact
-    def __call__(self, x, width, stride, train):
-        projected = _RCB(self.features, bn_momentum=self.bn_momentum,
-                         bn_epsilon=self.bn_epsilon, name="project")(x, stride, train)
-        if stride != 1:
-            return projected
-        return jnp.where(width == self.features, x[..., :self.features], projected)
+    def __call__(self, x, width, stride, train, project=True):
+        del width
+        if not project and stride == 1:
+            return x[..., :self.features]
+        return _RCB(self.features, bn_momentum=self.bn_momentum,
+                    bn_epsilon=self.bn_epsilon, name="project")(x, stride, train)
 
 
 class _Conv(_RCB):
     """The plain conv ops (1x1, 3x3, 1x3+3x1, 1x7+7x1, dilated 3x3): ReLU -> conv(s) -> BN;
     extra kernel rows multiply zero channels."""
 
-    def __call__(self, x, width, stride, train):
-        del width
+    def __call__(self, x, width, stride, train, project=True):
+        del width, project
         return super().__call__(x, stride, train)
 
 
@@ -202,6 +316,8 @@ _CONVS = {
 
 
 def _make_super_op(name: str, features: int, depthwise_impl: str, bn: dict):
+    """An unbound candidate op module: applied as a pure function with explicit variables."""
+    bn = dict(bn, parent=None)
     if name == "identity":
         return _Identity(features, **bn)
     if name.startswith("sep_conv_"):
@@ -290,15 +406,15 @@ class SuperCell(nn.Module):
         if prev is None:
             s1, w1 = x, jnp.asarray(x.shape[-1], jnp.int32)
         elif prev.shape[1:3] != x.shape[1:3]:
-            s1 = FactorizedReduction(f, 2, **bn, name="prev_reduction")(nn.relu(prev), train)
+            s1 = _FactorizedReduction(f, 2, **bn, name="prev_reduction")(nn.relu(prev), train)
             w1 = jnp.asarray(f, jnp.int32)
         else:
             pw = jnp.asarray(prev.shape[-1] if prev_width is None else prev_width, jnp.int32)
-            projected = ReLUConvBN(f, **bn, name="prev_1x1")(prev, train)
+            projected = _RCB(f, **bn, name="prev_1x1")(prev, 1, train)
             plain = prev if prev_cell is None else pack_loose_ends(prev, prev_cell, pw)
             s1 = jnp.where(pw != f, projected, plain[..., :f])
             w1 = jnp.asarray(f, jnp.int32)
-        s0 = ReLUConvBN(f, **bn, name="beginning")(x, train)
+        s0 = _RCB(f, **bn, name="beginning")(x, 1, train)
         wmax = max(self.block_width, s1.shape[-1], f)
         inputs = jnp.stack([_pad_channels(s0, wmax), _pad_channels(s1, wmax)])
         input_widths = jnp.stack([jnp.asarray(f, jnp.int32), w1])
@@ -307,14 +423,20 @@ class SuperCell(nn.Module):
         # block body is traced and compiled once instead of B times.
         h, w = -(-x.shape[1] // self.stride), -(-x.shape[2] // self.stride)  # SAME padding
         buf = jnp.zeros((b, x.shape[0], h, w, wmax), x.dtype)
-        carry = (inputs, input_widths, buf, jnp.full((b,), f, jnp.int32))
+        widths = jnp.full((b,), f, jnp.int32)
+        off = 2 if self.stride == 1 else 0  # normal: the inputs lead the state buffer
+        if off:
+            buf = jnp.concatenate([inputs, buf])
+            widths = jnp.concatenate([input_widths, widths])
+            inputs, input_widths = inputs[:0], input_widths[:0]
+        carry = (inputs, input_widths, buf, widths)
         scan = nn.scan(_Block, variable_axes={"params": 0, "batch_stats": 0},
                        split_rngs={"params": True}, in_axes=0, length=b)
         carry, _ = scan(ops, f, self.stride, self.allow_concat, train, self.depthwise_impl, **bn,
                         name="blocks")(carry, (cell, jnp.arange(b)))
         _, _, buf, widths = carry
-        blocks = [buf[k] for k in range(b)]
-        block_widths = [widths[k] for k in range(b)]
+        blocks = [buf[off + k] for k in range(b)]
+        block_widths = [widths[off + k] for k in range(b)]
 
         # Output: the loose ends, each at the last block's width, packed in index order.
         wb = self.block_width
@@ -323,8 +445,8 @@ class SuperCell(nn.Module):
         for k in range(b):
             s = blocks[k][..., :wb]
             if self.allow_concat:
-                r1 = FactorizedReduction(f, 1, **bn, name=f"reduction_{2 + k}_f")(s, train)
-                r2 = FactorizedReduction(2 * f, 1, **bn, name=f"reduction_{2 + k}_2f")(s, train)
+                r1 = _FactorizedReduction(f, 1, **bn, name=f"reduction_{2 + k}_f")(s, train)
+                r2 = _FactorizedReduction(2 * f, 1, **bn, name=f"reduction_{2 + k}_2f")(s, train)
                 reduced = jnp.where(final_width == f, _pad_channels(r1, wb), r2)
                 s = jnp.where(block_widths[k] == final_width, s, reduced)
             outs.append(s)
@@ -342,8 +464,11 @@ class _Block(nn.Module):
     """One block (two op slots and the combiner) as an ``nn.scan`` body over the blocks.
 
     The carry holds the cell inputs ``[2, N, H, W, Wmax]`` with their real widths and a buffer of
-    block outputs ``[B, N, H/s, W/s, Wmax]`` with theirs; block ``j`` writes slot ``j``. A valid
-    genome only reads earlier states, so unwritten (zero) slots are never read.
+    block outputs ``[B, N, H/s, W/s, Wmax]`` with theirs; block ``j`` writes slot ``j``. In a
+    Normal Cell the inputs are the buffer's first two entries instead (``[2 + B, ...]``, block
+    ``j`` in entry ``2 + j``, the carried ``inputs`` empty), so an op reads its input with one
+    dynamic slice. A valid genome only reads earlier states, so unwritten (zero) slots are
+    never read.
     """
 
     ops: tuple[str, ...]
@@ -359,7 +484,7 @@ class _Block(nn.Module):
     def __call__(self, carry, xs):
         inputs, input_widths, buf, widths = carry
         row, j = xs
-        f, n_ops = self.features, len(self.ops)
+        f = self.features
         local = np.zeros(len(OP_NAMES), np.int32)
         for i, name in enumerate(self.ops):
             local[OP_INDEX[name]] = i
@@ -370,13 +495,11 @@ class _Block(nn.Module):
             idx, op = row[field], local[row[2 + field]]
             slot = _Slot(self.ops, f, self.depthwise_impl, **bn, name=side)
             if self.stride == 1:
-                states = jnp.concatenate([inputs, buf])
-                all_widths = jnp.concatenate([input_widths, widths])
-                y = slot(op, [((states[idx], all_widths[idx]), 1)], self.train)
+                y = slot(op, 0, [((buf[idx], widths[idx]), 1)], self.train)
             else:
                 # Reduction: cell inputs (full size) at stride 2, block outputs at stride 1.
                 i_full, i_half = jnp.minimum(idx, 1), jnp.maximum(idx - 2, 0)
-                y = slot(op + n_ops * (idx >= 2).astype(jnp.int32),
+                y = slot(op, (idx >= 2).astype(jnp.int32),
                          [((inputs[i_full], input_widths[i_full]), self.stride),
                           ((buf[i_half], widths[i_half]), 1)], self.train)
             outs.append(y)
@@ -387,18 +510,65 @@ class _Block(nn.Module):
             cat = _pad_channels(jnp.concatenate(outs, axis=-1), wmax)
             new = jnp.where(row[4] == 1, cat, new)
             new_width = jnp.where(row[4] == 1, 2 * f, f).astype(jnp.int32)
-        buf = buf.at[j].set(new)
-        widths = widths.at[j].set(new_width)
+        at = j + 2 if self.stride == 1 else j
+        buf = buf.at[at].set(new)
+        widths = widths.at[at].set(new_width)
         return (inputs, input_widths, buf, widths), None
 
 
-class _Slot(nn.Module):
-    """One op slot: every candidate op, and ``nn.switch`` runs the chosen branch.
+def _switch_branches(branches, index, params, stats, xs, widths):
+    return jax.lax.switch(index, branches, params, stats, xs, widths)
 
-    ``variants`` is a list of ``((x, width), stride)``; branch ``v * len(ops) + i`` runs op ``i``
-    on variant ``v``. The variants share each op's parameters. Branches reach the ops through the
-    module handed to them by ``nn.switch`` (not a closure), as Flax's lifted control flow needs
-    when one submodule is used by several branches.
+
+# A ``lax.switch`` whose gradient runs only the chosen branch: the backward pass is a second
+# switch that recomputes that branch's forward and pulls the cotangent back through it. The
+# default VJP of a switch returns the union of every branch's residuals (zeros for the branches
+# not taken), which is what made the supernet compile for an hour and run several times slower
+# than the static network (docs/nas.md, "Child training speed").
+_recompute_switch = jax.custom_vjp(_switch_branches, nondiff_argnums=(0,))
+
+
+def _recompute_switch_fwd(branches, index, params, stats, xs, widths):
+    out = _switch_branches(branches, index, params, stats, xs, widths)
+    return out, (index, params, stats, xs, widths)
+
+
+def _recompute_switch_bwd(branches, res, cotangent):
+    index, params, stats, xs, widths = res
+    dy = cotangent[0]  # the BN statistics output carries no gradient
+
+    def pullback(branch):
+        def fn(params, stats, xs, widths, dy):
+            _, vjp = jax.vjp(lambda p, x: branch(p, stats, x, widths)[0], params, xs)
+            return vjp(dy)
+        return fn
+
+    d_params, d_xs = jax.lax.switch(index, [pullback(b) for b in branches], params, stats, xs,
+                                    widths, dy)
+    return None, d_params, None, d_xs, None
+
+
+_recompute_switch.defvjp(_recompute_switch_fwd, _recompute_switch_bwd)
+
+
+def _needs_projection(name: str, stride: int) -> bool:
+    """Whether op ``name`` at ``stride`` has a width rule (projects unless the width is ``F``)."""
+    return (name == "identity" and stride == 1) or name.startswith(("avg_pool_", "max_pool_"))
+
+
+class _Slot(nn.Module):
+    """One op slot: every candidate op's parameters; one switch runs only the chosen op.
+
+    ``variants`` is a list of ``((x, width), stride)`` (one in a Normal Cell; in a Reduction
+    Cell the cell inputs at stride 2 and the block outputs at stride 1); ``op`` picks the op
+    (index into ``ops``) and ``variant`` the variant, both traced. The variants share each op's
+    parameters. Ops with a width rule (identity at stride 1, pools) have two branches, with and
+    without the 1x1 projection, picked by the traced width, so only the needed one runs.
+
+    The candidate ops are applied as pure functions of their variables (stored under
+    ``candidates_<op>``, the layout of a Flax submodule), and the switch has a custom VJP that
+    recomputes the chosen branch (:func:`_recompute_switch`): forward and backward each run one
+    op, and nothing is kept for the branches not taken.
     """
 
     ops: tuple[str, ...]
@@ -407,26 +577,63 @@ class _Slot(nn.Module):
     bn_momentum: float = 0.9
     bn_epsilon: float = 1e-5
 
-    def setup(self):
+    @nn.compact
+    def __call__(self, op, variant, variants, train):
         bn = dict(bn_momentum=self.bn_momentum, bn_epsilon=self.bn_epsilon)
-        self.candidates = {name: _make_super_op(name, self.features, self.depthwise_impl, bn)
-                           for name in self.ops}
+        mods = {name: _make_super_op(name, self.features, self.depthwise_impl, bn)
+                for name in self.ops}
+        xs = tuple(v[0][0] for v in variants)
+        widths = tuple(jnp.asarray(v[0][1], jnp.int32) for v in variants)
+        strides = [v[1] for v in variants]
+        initializing = self.is_initializing()
+        params, stats = {}, {}
+        for name in self.ops:
+            key = f"candidates_{name}"
+            if initializing:
+                v = mods[name].init(self.make_rng("params"), xs[0], widths[0], strides[0], train,
+                                    True)
+                params[name] = self.param(key, lambda _, v=v: v["params"])
+                stats[name] = self.variable("batch_stats", key, lambda v=v: v["batch_stats"])
+            else:
+                params[name] = self.get_variable("params", key)
+                stats[name] = self.variable("batch_stats", key)
 
-    def __call__(self, index, variants, train):
-        operands = [v[0] for v in variants]
-        fns = []
-        for v, (_, stride) in enumerate(variants):
+        # Branch table: (variant, op, project); ``first[v][i]`` is op i's first branch.
+        branches, first, has_rule = [], [], []
+        for vi, stride in enumerate(strides):
+            first.append([]), has_rule.append([])
             for name in self.ops:
-                def fn(mdl, operands, v=v, name=name, stride=stride):
-                    x, width = operands[v]
-                    return mdl.candidates[name](x, width, stride, train)
-                fns.append(fn)
-        if self.is_initializing():  # every branch must create its variables
-            for fn in fns:
-                fn(self, operands)
-        if len(fns) == 1:
-            return fns[0](self, operands)
-        return nn.switch(index, fns, self, operands)
+                first[-1].append(len(branches))
+                rule = _needs_projection(name, stride)
+                has_rule[-1].append(int(rule))
+                for project in ((False, True) if rule else (True,)):
+                    branches.append(self._branch(mods[name], name, vi, stride, project, train))
+        variant = jnp.asarray(variant, jnp.int32)
+        width = jnp.stack(widths)[variant] if len(widths) > 1 else widths[0]
+        index = (jnp.asarray(first, jnp.int32)[variant, op]
+                 + jnp.asarray(has_rule, jnp.int32)[variant, op]
+                 * (width != self.features).astype(jnp.int32))
+        stat_values = {name: var.value for name, var in stats.items()}
+        if len(branches) == 1:
+            y, new_stats = branches[0](params, stat_values, xs, widths)
+        else:
+            y, new_stats = _recompute_switch(tuple(branches), index, params, stat_values, xs,
+                                             widths)
+        if train and not initializing and self.is_mutable_collection("batch_stats"):
+            for name, var in stats.items():
+                var.value = new_stats[name]
+        return y
+
+    @staticmethod
+    def _branch(mod, name, variant, stride, project, train):
+        def fn(params, stats, xs, widths):
+            variables = {"params": params[name], "batch_stats": stats[name]}
+            args = (xs[variant], widths[variant], stride, train, project)
+            if not train:
+                return mod.apply(variables, *args), stats
+            y, upd = mod.apply(variables, *args, mutable=["batch_stats"])
+            return y, {**stats, name: upd["batch_stats"]}
+        return fn
 
 
 class SuperNet(nn.Module):
@@ -465,7 +672,7 @@ class SuperNet(nn.Module):
                   bn_momentum=self.bn_momentum, bn_epsilon=self.bn_epsilon,
                   output_layout=self.cell_output_layout)
         slots = self.cell_output_layout == "slots"
-        net = conv(int(self.stem_multiplier * self.filters), 3, name="stem_conv")(x)
+        net = _Conv2D(int(self.stem_multiplier * self.filters), 3, name="stem_conv")(x)
         net = batch_norm(net, train, self.bn_momentum, self.bn_epsilon, name="stem_bn")
         width = jnp.asarray(net.shape[-1], jnp.int32)
         outputs = [(None, None, None), (net, width, None)]  # (output, real width, its cell)

@@ -112,3 +112,54 @@ def test_supernet_slots_equal_static_network():
         want = static.apply(static_vars, x, train, mutable=["batch_stats"])[0]
         got = net.apply(mapped, x, arr_n, arr_r, train, mutable=["batch_stats"])[0]
         np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("kind", ["normal", "reduce"])
+def test_supercell_gradients_equal_static_cell(kind):
+    """The switch's custom VJP (recompute the chosen op) gives the static cell's gradients for
+    the inputs and the chosen ops' weights, and exact zeros for the ops not chosen."""
+    stride = 1 if kind == "normal" else 2
+    blocks = NORMAL if kind == "normal" else REDUCE
+    x = jax.random.normal(jax.random.key(1), (4, 8, 8, 6))
+    prev = jax.random.normal(jax.random.key(2), (4, 8, 8, 6))
+    sc = SuperCell(F, stride, OPS, num_blocks=2, depthwise_impl="dense", output_layout="packed")
+    arr = jnp.asarray(blocks, jnp.int32)
+    static = Cell(blocks, nas.loose_ends(blocks), F, stride, depthwise_impl="dense")
+    static_vars = jax.jit(static.init)(jax.random.key(3), x, prev)
+    super_vars = init_variables(variable_shapes(sc, x, prev, arr), 0)
+    mapped = embed_static_params(static_vars, super_vars, _genotype(blocks, kind), kind)
+    width = jax.eval_shape(lambda: static.apply(static_vars, x, prev)).shape[-1]
+    weights = jax.random.normal(jax.random.key(5), (4, 8 // stride, 8 // stride, width))
+
+    def static_loss(params, x, prev):
+        out, _ = static.apply({**static_vars, "params": params}, x, prev, True,
+                              mutable=["batch_stats"])
+        return jnp.sum(out * weights)
+
+    def super_loss(params, x, prev):
+        (out, _), _ = sc.apply({**mapped, "params": params}, x, prev, arr, True,
+                               mutable=["batch_stats"])
+        return jnp.sum(out[..., :width] * weights)
+
+    want = jax.jit(jax.grad(static_loss, (0, 1, 2)))(static_vars["params"], x, prev)
+    got = jax.jit(jax.grad(super_loss, (0, 1, 2)))(mapped["params"], x, prev)
+    for w, g in zip(want[1:], got[1:]):
+        np.testing.assert_allclose(np.asarray(g), np.asarray(w), atol=1e-4, rtol=1e-4)
+    # The chosen op of block 0's left slot: its weight gradient; every other op: zeros.
+    op = OPS.index(nas.OP_NAMES[blocks[0][2]])
+    left = got[0]["blocks"]["left"]
+    for name in OPS:
+        leaves = jax.tree_util.tree_leaves(left[f"candidates_{name}"])
+        block0 = [np.asarray(leaf[0]) for leaf in leaves]
+        if name == OPS[op]:
+            assert any(np.any(v != 0.0) for v in block0)
+        elif all(nas.OP_NAMES[b[2]] != name for b in blocks):
+            assert all(np.all(leaf == 0.0) for leaf in jax.tree_util.tree_leaves(
+                left[f"candidates_{name}"]))
+    # ... equal to the static op's weight gradient on the static weights' slices.
+    chosen = jax.tree_util.tree_map(lambda g: g[0], left[f"candidates_{OPS[op]}"])
+    jax.tree_util.tree_map(
+        lambda w, g: np.testing.assert_allclose(
+            np.asarray(g[tuple(slice(0, n) for n in w.shape)]), np.asarray(w), atol=1e-4,
+            rtol=1e-4),
+        want[0]["block0_left"], chosen)

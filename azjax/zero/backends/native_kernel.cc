@@ -257,11 +257,12 @@ static int decode(const int32_t* ins, const T* data, int n, const char* flags, c
 // column-major order) adds packets of two elements as a halving tree, then the two lanes, then a leftover
 // element; a reduction along one matrix axis is a halving tree over its F terms. `term(k)` is the k-th term.
 // The terms are written into a buffer first (`kSumBuffer` elements on the stack, small enough to need no
-// stack probing; longer sums fall back to recursion over the term function).
+// stack probing; longer sums fall back to recursion over the term function). The sums are forced inline so
+// that with a compile-time F (the FS specializations) they unroll into straight-line adds.
 constexpr int kSumBuffer = 64;
 
 template <typename T>
-static inline T pairwise_in_place(T* x, int n, int stride) {  // the halving tree of 2^k terms; destroys x
+__attribute__((always_inline)) static inline T pairwise_in_place(T* x, int n, int stride) {  // the halving tree of 2^k terms; destroys x
   // For 2^k terms the halving tree is the bottom-up pairwise reduction (not recursive, so it inlines and
   // unrolls for a compile-time F).
   for (int w = 1; w < n; w *= 2)
@@ -278,12 +279,12 @@ static T tree_in_place_general(T* x, int n, int stride) {  // halving tree over 
 }
 
 template <typename T>
-static inline T tree_in_place(T* x, int n, int stride) {
+__attribute__((always_inline)) static inline T tree_in_place(T* x, int n, int stride) {
   return (n & (n - 1)) == 0 ? pairwise_in_place(x, n, stride) : tree_in_place_general(x, n, stride);
 }
 
 template <typename T>
-static inline T packet_sum_in_place(T* x, int n) {  // the full-reduction rule over x[0..n); destroys x
+__attribute__((always_inline)) static inline T packet_sum_in_place(T* x, int n) {  // the full-reduction rule over x[0..n); destroys x
   if (n == 1) return x[0];
   const int pairs = n / 2;
   const T lane0 = tree_in_place(x, pairs, 2);
@@ -301,7 +302,7 @@ static inline T halving_tree(const Term& term, int lo, int n) {
 
 // The full-reduction rule over term(0..n) (a vector's elements in order).
 template <typename T, typename Term>
-static inline T full_sum(const Term& term, int n) {
+__attribute__((always_inline)) static inline T full_sum(const Term& term, int n) {
   if (n <= kSumBuffer) {
     T buf[kSumBuffer];
     for (int k = 0; k < n; ++k) buf[k] = term(k);
@@ -315,7 +316,7 @@ static inline T full_sum(const Term& term, int n) {
 }
 
 template <typename T, typename Term>
-static inline T axis_sum(const Term& term, int n) {
+__attribute__((always_inline)) static inline T axis_sum(const Term& term, int n) {
   if (n > kSumBuffer) return halving_tree<T>(term, 0, n);
   T buf[kSumBuffer];
   for (int k = 0; k < n; ++k) buf[k] = term(k);

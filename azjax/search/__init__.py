@@ -12,8 +12,11 @@ convnets; AutoML-Zero and NAS plug their spaces and evaluators into it.
   checkpointed with it (:mod:`~azjax.search.extra_state`); a JSONL metrics callback
   (:mod:`~azjax.search.metrics_writer`).
 * :mod:`~azjax.search.sharding`: the device-count rule, meshes and the population shard_map.
+* :mod:`~azjax.search.process_islands`: islands per process in a multi-process run
+  (:class:`ProcessIslands` and its ``run``; docs/scaling.md).
 """
 from azjax.search import checkpoint
+from azjax.search import process_islands
 from azjax.search import sharding
 from azjax.search.base import Strategy, sanitize_fitness, tree_index, tree_stack, tree_where
 from azjax.search.checkpoint import (
@@ -27,6 +30,7 @@ from azjax.search.islands import IslandEvolution, IslandState
 from azjax.search.extra_state import CombinedState, ExtraState
 from azjax.search.loop import History, LogProgress, RunResult, run
 from azjax.search.metrics_writer import MetricsWriter
+from azjax.search.process_islands import ProcessIslands, ProcessIslandState
 from azjax.search.random_search import RandomSearch, RandomSearchState
 from azjax.search.space import (
     Genome,
@@ -52,6 +56,8 @@ __all__ = [
     "MetricsWriter",
     "MixedGenome",
     "MixedVectorSpace",
+    "ProcessIslandState",
+    "ProcessIslands",
     "RandomSearch",
     "RandomSearchState",
     "RegularizedEvolution",
@@ -59,6 +65,7 @@ __all__ = [
     "SearchSpace",
     "Strategy",
     "checkpoint",
+    "process_islands",
     "sharding",
     "latest_step",
     "restore_checkpoint",

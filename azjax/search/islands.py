@@ -242,6 +242,14 @@ class IslandEvolution(base.Strategy):
     def _migrate(self, key: jax.Array, islands: EvolutionState) -> EvolutionState:
         """One migration: every island sends ``m`` random members and overwrites ``m`` random
         members with immigrants (see the module docstring)."""
+        plan = self._migration_plan(key)
+        emigrants = take_emigrants(islands, plan.send)
+        return receive_immigrants(islands, plan, emigrants)
+
+    def _migration_plan(self, key: jax.Array) -> "MigrationPlan":
+        """Which members every island sends, which slots it overwrites and where each immigrant
+        comes from: a function of ``key`` alone, so processes that hold different islands draw
+        the same plan (docs/scaling.md, "Islands per process")."""
         k, p, m = self.num_islands, self.population_size, self.num_migrants
         pool = (k - 1) * m
         # ONE draw of raw bits for everything (each threefry call site costs compile time); the
@@ -250,10 +258,6 @@ class IslandEvolution(base.Strategy):
         bits = jax.random.bits(key, (k, 2 * p + pool), jnp.uint32)
         send = jnp.argsort(bits[:, :p], axis=1)[:, :m].astype(jnp.int32)  # [K, m]
         recv = jnp.argsort(bits[:, p:2 * p], axis=1)[:, :m].astype(jnp.int32)  # [K, m]
-        gather = jax.vmap(lambda x, idx: x[idx])
-        members = (islands.population, islands.fitness, islands.birth)
-        emigrants = jax.tree_util.tree_map(lambda x: gather(x, send), members)  # [K, m, ...]
-
         island_ids = jnp.arange(k)
         if self.migration_topology == "ring":
             src_island = jnp.broadcast_to(((island_ids - 1) % k)[:, None], (k, m))
@@ -262,10 +266,42 @@ class IslandEvolution(base.Strategy):
             flat = jnp.argsort(bits[:, 2 * p:], axis=1)[:, :m].astype(jnp.int32)  # [K, m]
             src_island = (island_ids[:, None] + 1 + flat // m) % k  # skips the island itself
             src_member = flat % m
+        return MigrationPlan(send=send, recv=recv, src_island=src_island, src_member=src_member)
 
-        def receive(pop_leaf, emi_leaf):
-            immigrants = emi_leaf[src_island, src_member]  # [K, m, ...]
-            return jax.vmap(lambda x, idx, v: x.at[idx].set(v))(pop_leaf, recv, immigrants)
 
-        population, fitness, birth = jax.tree_util.tree_map(receive, members, emigrants)
-        return islands.replace(population=population, fitness=fitness, birth=birth)
+@flax.struct.dataclass
+class MigrationPlan:
+    """One migration's indices, each int32 [K, m] (row ``i``: island ``i``): ``send`` (members
+    island ``i`` sends), ``recv`` (slots it overwrites), ``src_island`` / ``src_member`` (the
+    emigrant each of those slots receives)."""
+
+    send: jax.Array
+    recv: jax.Array
+    src_island: jax.Array
+    src_member: jax.Array
+
+    def rows(self, start: int, stop: int) -> "MigrationPlan":
+        """The plan of islands ``start .. stop - 1`` (``send`` and ``recv``, the sources kept)."""
+        return jax.tree_util.tree_map(lambda x: x[start:stop], self)
+
+
+def take_emigrants(islands: EvolutionState, send: jax.Array) -> tuple[PyTree, jax.Array, jax.Array]:
+    """``(population, fitness, birth)`` of the members in ``send`` ([k, m] for the k islands of
+    ``islands``), each leaf [k, m, ...]; emigrants keep their fitness and birth."""
+    gather = jax.vmap(lambda x, idx: x[idx])
+    members = (islands.population, islands.fitness, islands.birth)
+    return jax.tree_util.tree_map(lambda x: gather(x, send), members)
+
+
+def receive_immigrants(islands: EvolutionState, plan: MigrationPlan,
+                       emigrants: tuple[PyTree, jax.Array, jax.Array]) -> EvolutionState:
+    """``islands`` (the k islands whose rows ``plan`` holds) after receiving their immigrants
+    from ``emigrants``, the emigrants of ALL islands (leaves [K, m, ...])."""
+    members = (islands.population, islands.fitness, islands.birth)
+
+    def receive(pop_leaf, emi_leaf):
+        immigrants = emi_leaf[plan.src_island, plan.src_member]  # [k, m, ...]
+        return jax.vmap(lambda x, idx, v: x.at[idx].set(v))(pop_leaf, plan.recv, immigrants)
+
+    population, fitness, birth = jax.tree_util.tree_map(receive, members, emigrants)
+    return islands.replace(population=population, fitness=fitness, birth=birth)

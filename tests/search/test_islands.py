@@ -187,3 +187,84 @@ def test_launcher_config_selects_islands_and_checks_fields():
         bad[field] = value
         with pytest.raises(ValueError, match=field):
             launcher.validate_config(bad)
+
+
+@pytest.mark.parametrize("topology,num_processes", [("ring", 2), ("random", 4)])
+def test_process_islands_shards_equal_island_evolution(topology, num_processes, key):
+    """ProcessIslands of every process, their emigrants concatenated as the all-gather of a
+    multi-process run concatenates them (docs/scaling.md, "Islands per process"), advance exactly
+    as IslandEvolution does; gathered, they are its state."""
+    from azjax.search import process_islands
+    islands = search.IslandEvolution(toy.SPACE, num_islands=4, population_size=8, tournament_size=3,
+                                     batch_size=4, migrate_every=8, num_migrants=3,
+                                     migration_topology=topology)
+    shards = [search.ProcessIslands(islands, p, num_processes) for p in range(num_processes)]
+    init_key, run_key = jax.random.split(key)
+    whole = islands.init(init_key)
+    states = [s.init(init_key) for s in shards]
+    for it in range(10):
+        ask_key = jax.random.fold_in(run_key, it)
+        genomes, whole = islands.ask(ask_key, whole)
+        asked = [s.ask(ask_key, st) for s, st in zip(shards, states)]
+        got = jax.tree_util.tree_map(lambda *x: jnp.concatenate(x), *[g for g, _ in asked])
+        chex.assert_trees_all_equal(got, genomes)
+        fitness = toy.onemax(genomes)
+        migrate = shards[0].migration_due(int(whole.count) // islands.num_islands)
+        whole = islands.tell(genomes, fitness, whole)
+        n = shards[0].batch_size
+        states = [s.tell(g, fitness[p * n:(p + 1) * n], st)
+                  for p, (s, (g, st)) in enumerate(zip(shards, asked))]
+        if migrate:
+            emigrants = jax.tree_util.tree_map(lambda *x: jnp.concatenate(x),
+                                               *[s.emigrants(st) for s, st in zip(shards, states)])
+            states = [s.immigrate(st, emigrants) for s, st in zip(shards, states)]
+        assert int(states[0].migrations) == int(whole.migrations)
+        full = process_islands.assemble([st.islands for st in states], states[0])
+        chex.assert_trees_all_equal(comparable(full), comparable(whole))
+    assert int(whole.migrations) == 5  # after 8, 16, ..., 40 evaluations per island
+
+
+def test_process_islands_checks_the_split():
+    with pytest.raises(ValueError, match="divisible"):
+        search.ProcessIslands(ISLANDS, 0, 2)  # 3 islands over 2 processes
+    with pytest.raises(ValueError, match="process_index"):
+        search.ProcessIslands(ISLANDS, 3, 3)
+    assert search.ProcessIslands(ISLANDS, 1, 3).hparams == ISLANDS.hparams
+
+
+def test_process_islands_run_on_one_process_is_search_run(key, tmp_path):
+    """process_islands.run with the one process holding every island follows search.run with
+    IslandEvolution (state, counters, metrics), and resumes exactly from its own checkpoint shards
+    and from a search.run checkpoint."""
+    from azjax.search import process_islands
+    islands = search.IslandEvolution(toy.SPACE, num_islands=4, population_size=8, tournament_size=3,
+                                     batch_size=4, migrate_every=8, num_migrants=3,
+                                     migration_topology="random")
+    shard = search.ProcessIslands(islands)
+    n = 12 * islands.batch_size
+    want_hist, got_hist = search.History(), search.History()
+    want = search.run(toy.SPACE, islands, toy.onemax_evaluator, key, max_evaluations=n,
+                      callbacks=[want_hist], metrics_every=5)
+    got = process_islands.run(toy.SPACE, shard, toy.onemax_evaluator, key, max_evaluations=n,
+                              callbacks=[got_hist], metrics_every=5)
+    chex.assert_trees_all_equal(comparable(got.state), comparable(want.state))
+    assert (got.evaluations, got.iterations, got.counters) == (
+        want.evaluations, want.iterations, want.counters)
+    assert int(want.state.migrations) == 6 and got.best_fitness == want.best_fitness
+    timing = ("evals_per_second", "elapsed_seconds")
+    for a, b in zip(got_hist.records, want_hist.records, strict=True):
+        assert {k: v for k, v in a.items() if k not in timing} == pytest.approx(
+            {k: v for k, v in b.items() if k not in timing})
+    # Halfway into a workdir, then on to the end: from shards, and from a search.run checkpoint.
+    kw = dict(checkpoint_every_seconds=0)
+    for first in (process_islands.run, search.run):
+        workdir = tmp_path / first.__module__
+        strategy = shard if first is process_islands.run else islands
+        first(toy.SPACE, strategy, toy.onemax_evaluator, key, max_evaluations=n // 2,
+              workdir=workdir, **kw)
+        resumed = process_islands.run(toy.SPACE, shard, toy.onemax_evaluator, key,
+                                      max_evaluations=n, workdir=workdir, **kw)
+        assert resumed.resumed_from == 6
+        chex.assert_trees_all_equal(comparable(resumed.state), comparable(want.state))
+        assert resumed.counters == want.counters
+    assert (tmp_path / process_islands.__name__ / "process_0_of_1").is_dir()

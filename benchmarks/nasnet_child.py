@@ -15,7 +15,9 @@ loose ends):
 
 All three train with the same jitted step (cross-entropy, ``nas.make_optimizer``). With a GPU
 also CIFAR 6@768 (num_cells 18, F=32, aux head, drop-path 0.6) at batch 128 (static backend).
-Compile time (first step) is reported apart from steady-state throughput.
+Compile time (first step) is reported apart from steady-state throughput; the steady state
+interleaves the models (one step each per round, median over ``--steps`` rounds), so a change of
+machine load affects them alike.
 """
 import argparse
 import time
@@ -129,7 +131,8 @@ def _models(num_cells, filters, impl):
     }
 
 
-def bench(name, init_fn, apply_fn, cells, batch, steps, filters, num_cells=6, size=32):
+def compile_model(name, init_fn, apply_fn, cells, batch, filters, num_cells=6, size=32):
+    """Initialise, compile and run one step; returns ``run(steps) -> seconds per step``."""
     cfg = nas.TrainConfig(num_cells=num_cells, filters=filters, batch_size=batch, num_steps=1000)
     opt = nas.make_optimizer(cfg, cfg.num_steps)
     rng = np.random.default_rng(0)
@@ -151,19 +154,24 @@ def bench(name, init_fn, apply_fn, cells, batch, steps, filters, num_cells=6, si
         updates, opt_state = opt.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), upd["batch_stats"], opt_state, loss
 
+    state = [params, batch_stats, opt_state]
     t = time.perf_counter()
-    params, batch_stats, opt_state, loss = step(params, batch_stats, opt_state, x, y, cells)
+    *state, loss = step(*state, x, y, cells)
     jax.block_until_ready(loss)
     compile_s = time.perf_counter() - t
-    t = time.perf_counter()
-    for _ in range(steps):
-        params, batch_stats, opt_state, loss = step(params, batch_stats, opt_state, x, y, cells)
-    jax.block_until_ready(loss)
-    dt = (time.perf_counter() - t) / steps
     n = sum(int(np.prod(a.shape)) for a in jax.tree_util.tree_leaves(params))
-    print(f"{name:<12} params={n:>9,} init {init_s:5.1f}s  compile+first step {compile_s:6.1f}s  "
-          f"steady {dt * 1000:7.0f} ms/step  {batch / dt:7.1f} images/s", flush=True)
-    return batch / dt
+    print(f"{name:<12} params={n:>9,} init {init_s:5.1f}s  compile+first step {compile_s:6.1f}s",
+          flush=True)
+
+    def run(steps):
+        t = time.perf_counter()
+        for _ in range(steps):
+            out = step(*state, x, y, cells)
+            state[:] = out[:3]
+        jax.block_until_ready(out[3])
+        return (time.perf_counter() - t) / steps
+
+    return run, compile_s
 
 
 def bench_static_large(batch, steps, impl):
@@ -192,7 +200,7 @@ def bench_static_large(batch, steps, impl):
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--impl", default="auto")
-    p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--steps", type=int, default=5, help="timed rounds (one step per model)")
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--backends", default="static,supernet,handwritten")
     p.add_argument("--num_cells", type=int, default=6, help="3N normal cells (6: N=2)")
@@ -203,14 +211,26 @@ def main():
           f"{a.image_size}, batch {a.batch}, backend {jax.default_backend()}, depthwise impl "
           f"{a.impl}, {a.steps} timed steps", flush=True)
     models = _models(a.num_cells, a.filters, a.impl)
-    speed = {}
+    runs, compile_s = {}, {}
     for name in a.backends.split(","):
-        speed[name] = bench(name, *models[name], a.batch, a.steps, a.filters, a.num_cells,
-                            a.image_size)
-    if "handwritten" in speed:
-        for name, s in speed.items():
+        runs[name], compile_s[name] = compile_model(name, *models[name], a.batch, a.filters,
+                                                    a.num_cells, a.image_size)
+    # Steady state: the models take turns, one step each per round, so a change of machine load
+    # hits all of them alike; the median over rounds is reported.
+    times = {name: [] for name in runs}
+    for _ in range(a.steps):
+        for name, run in runs.items():
+            times[name].append(run(1))
+    step_s = {name: float(np.median(t)) for name, t in times.items()}
+    for name, dt in step_s.items():
+        print(f"{name:<12} steady {dt * 1000:7.0f} ms/step (median of {a.steps}, interleaved)  "
+              f"{a.batch / dt:7.1f} images/s", flush=True)
+    if "handwritten" in step_s:
+        for name, dt in step_s.items():
             if name != "handwritten":
-                print(f"{name} is {speed['handwritten'] / s:.2f}x slower than handwritten")
+                print(f"{name}: step time {dt / step_s['handwritten']:.2f}x the handwritten "
+                      f"model's, compile+first step "
+                      f"{compile_s[name] / compile_s['handwritten']:.2f}x", flush=True)
     if jax.default_backend() == "gpu":
         bench_static_large(128, 20, a.impl)
 

@@ -3,8 +3,9 @@
 With ``--multihost`` every host runs the same program: :func:`initialize` calls
 ``jax.distributed.initialize()`` (coordinator, process count and id are auto-detected on TPU VMs,
 Slurm and Open MPI, or given by ``--coordinator_address``, ``--num_processes``, ``--process_id``)
-before any other JAX call, the launchers split their work over the devices of all processes
-(docs/scaling.md), and only process 0 logs, prints and writes files (:func:`is_main_process`);
+before any other JAX call, the launchers split their work over the processes (AutoML-Zero: each
+process runs its share of the islands, or the evaluation is split over all processes' devices;
+docs/scaling.md), and only process 0 logs, prints and writes files (:func:`is_main_process`);
 every process reads checkpoints from storage all hosts can see.
 :func:`pop_none_overrides` and :func:`apply_none_overrides` let ``--config.FIELD=None`` set an
 optional field to ``None`` from the command line.
@@ -26,7 +27,8 @@ def define_multihost_flags() -> None:
     """The launchers' ``--multihost`` flag and the optional explicit cluster description (for
     clusters JAX does not detect, and several processes on one machine; docs/scaling.md)."""
     flags.DEFINE_bool("multihost", False, "Call jax.distributed.initialize() first: every process runs the "
-                      "same command and the work is split over all processes' devices (docs/scaling.md).")
+                      "same command and the work is split over the processes (AutoML-Zero: islands per process "
+                      "when num_islands is divisible by the process count; docs/scaling.md).")
     flags.DEFINE_string("coordinator_address", None, "With --multihost: host:port of process 0 (default: "
                         "detected on TPU VMs, Slurm and Open MPI).")
     flags.DEFINE_integer("num_processes", None, "With --multihost: the number of processes (default: detected).")

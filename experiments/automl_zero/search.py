@@ -335,8 +335,30 @@ def check_stored_config(config, workdir: pathlib.Path, log_fn: Callable[[str], N
         common.write_json(path, fresh, indent=2, sort_keys=True)
 
 
-def make_evaluator(config, search_tasks: zero.Tasks) -> ProgramEvaluator:
-    """The experiment's evaluator on its search tasks (FEC, hurdles, train budget, devices)."""
+def islands_per_process(config) -> bool:
+    """Whether a multi-process run splits the islands over the processes (docs/scaling.md, "Islands per
+    process"): more than one process and `num_islands` > 1 divisible by their number. Otherwise every process
+    runs the whole search and only the evaluation is split over all processes' devices."""
+    n, k = jax.process_count(), config.get("num_islands", 1)
+    return n > 1 and k > 1 and k % n == 0
+
+
+def multihost_mode(config) -> str:
+    """A one-line description of how this run uses its processes (for the log)."""
+    n = jax.process_count()
+    if n == 1:
+        return "one process"
+    if islands_per_process(config):
+        k = config.num_islands // n
+        return (f"{n} processes, islands per process: process {jax.process_index()} holds islands "
+                f"{jax.process_index() * k}..{(jax.process_index() + 1) * k - 1} of {config.num_islands}")
+    return (f"{n} processes, replicated search: every process runs the whole search, the evaluation is split over "
+            f"all processes' devices (islands per process needs num_islands > 1 divisible by {n})")
+
+
+def make_evaluator(config, search_tasks: zero.Tasks, process_local: bool = False) -> ProgramEvaluator:
+    """The experiment's evaluator on its search tasks (FEC, hurdles, train budget, devices); `process_local`:
+    on this process's devices only, for this process's islands (islands per process)."""
     hurdle = (HurdleConfig(num_tasks=config.hurdle_tasks, percentile=config.hurdle_percentile,
                            window=config.population_size)
               if config.get("hurdle_tasks", 0) > 0 else None)
@@ -344,7 +366,8 @@ def make_evaluator(config, search_tasks: zero.Tasks) -> ProgramEvaluator:
                             fec=_fec_config(config),
                             backend=config.get("backend") or config.get("strategy") or None,
                             train_budget_factor=config.get("train_budget_factor"), hurdle=hurdle,
-                            num_devices=sharding.resolve_num_devices(config.get("num_devices")))
+                            num_devices=sharding.resolve_num_devices(config.get("num_devices")),
+                            process_local=process_local)
 
 
 def run_experiment(config, space: ProgramSpace, workdir: pathlib.Path, experiment: int,
@@ -357,9 +380,19 @@ def run_experiment(config, space: ProgramSpace, workdir: pathlib.Path, experimen
     task_key = key if config.randomize_task_seeds else base_key
     search_tasks = make_tasks(config.search_tasks, cfg.features, jax.random.fold_in(task_key, 0), cfg.dtype)
     select_tasks = make_tasks(config.select_tasks, cfg.features, jax.random.fold_in(key, 2), cfg.dtype)
-    evaluator = make_evaluator(config, search_tasks)
-    label = f"experiment {experiment}"
     experiment_dir = workdir / f"experiment_{experiment}"
+    split_islands = islands_per_process(config)
+    if (not split_islands and jax.process_count() == 1 and config.get("num_islands", 1) > 1
+            and any(experiment_dir.glob("process_*_of_*"))):
+        # A search checkpointed as islands per process continues from its shards (docs/scaling.md).
+        split_islands = True
+        log_fn(f"experiment {experiment}: continuing a search checkpointed as islands per process")
+    evaluator = make_evaluator(config, search_tasks, process_local=split_islands)
+    strategy = make_strategy(config, space)
+    run_search = search.run
+    if split_islands:  # this process's islands only (docs/scaling.md, "Islands per process")
+        strategy, run_search = search.ProcessIslands(strategy), search.process_islands.run
+    label = f"experiment {experiment}"
     rows = search.MetricsWriter(workdir / "metrics.jsonl", prefix=str(experiment), enabled=writer)
 
     def on_start(where):
@@ -370,8 +403,8 @@ def run_experiment(config, space: ProgramSpace, workdir: pathlib.Path, experimen
 
     log_fn(f"{label}: searching (the first iteration compiles the evaluator; this may take a while)")
     try:
-        result = search.run(
-            space, make_strategy(config, space), evaluator, jax.random.fold_in(key, 1),
+        result = run_search(
+            space, strategy, evaluator, jax.random.fold_in(key, 1),
             max_counter=("train_steps", float(config.max_train_steps)),
             sufficient_fitness=config.get("stop_search_at_fitness"),
             max_seconds=config.get("max_seconds"),
@@ -384,7 +417,8 @@ def run_experiment(config, space: ProgramSpace, workdir: pathlib.Path, experimen
     except KeyboardInterrupt:
         if sys.stderr.isatty():
             sys.stderr.write("\n")
-        step = search.latest_step(experiment_dir)
+        step = search.latest_step(search.process_islands.shard_dir(
+            experiment_dir, jax.process_index(), jax.process_count()) if split_islands else experiment_dir)
         if step is not None:
             log_fn(f"{label}: interrupted; saved checkpoint {step} in {experiment_dir}; rerun with the same "
                    f"--workdir={workdir} to resume")
@@ -413,12 +447,13 @@ def run_experiments(config: ml_collections.ConfigDict, workdir: str,
     """Runs the whole protocol; returns the best program's text and its search/select/final fitness."""
     validate_config(config)
     workdir = pathlib.Path(workdir)
-    writer = common.is_main_process()  # every host runs the same search; process 0 alone writes and logs
+    writer = common.is_main_process()  # process 0 alone writes and logs (docs/scaling.md)
     if writer:
         check_workdir(workdir)
     else:
         workdir.mkdir(parents=True, exist_ok=True)
     check_stored_config(config, workdir, log_fn, writer)
+    log_fn(f"mode: {multihost_mode(config)}")
     cfg = program_config(config)
     space = make_space(config)
     finished_path = workdir / "experiments.jsonl"

@@ -9,8 +9,8 @@ import pytest
 from azjax import nas
 from azjax.nas.cell import Cell
 from azjax.nas.space import CellSpace
-from azjax.nas.supercell import (SuperCell, SuperNet, embed_static_params, init_variables,
-                                 loose_end_mask, pack_loose_ends, variable_shapes)
+from azjax.nas.supercell import (SuperCell, SuperNet, conv2d, embed_static_params,
+                                 init_variables, loose_end_mask, pack_loose_ends, variable_shapes)
 
 OPS = ("identity", "sep_conv_3x3", "max_pool_3x3")
 SPACE = CellSpace(ops=OPS, num_blocks=2)  # add and concat combiners
@@ -163,3 +163,22 @@ def test_supercell_gradients_equal_static_cell(kind):
             np.asarray(g[tuple(slice(0, n) for n in w.shape)]), np.asarray(w), atol=1e-4,
             rtol=1e-4),
         want[0]["block0_left"], chosen)
+
+
+@pytest.mark.parametrize("kernel,stride,dilation", [((1, 1), 1, 1), ((3, 3), 2, 1),
+                                                    ((1, 7), 1, 1), ((3, 3), 1, 2)])
+def test_conv2d_gradients_equal_lax(kernel, stride, dilation):
+    """``supercell.conv2d``'s canonical-layout VJP gives lax's gradients."""
+    x = jax.random.normal(jax.random.key(0), (2, 7, 7, 3))
+    w = jax.random.normal(jax.random.key(1), (*kernel, 3, 5))
+
+    def ref(x, w):
+        return jax.lax.conv_general_dilated(x, w, (stride, stride), "SAME",
+                                            rhs_dilation=(dilation, dilation),
+                                            dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+    loss = lambda f: lambda x, w: jnp.sum(jnp.sin(f(x, w)))
+    want = jax.grad(loss(ref), (0, 1))(x, w)
+    got = jax.jit(jax.grad(loss(lambda x, w: conv2d(x, w, stride, dilation)), (0, 1)))(x, w)
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5, rtol=1e-5)

@@ -2,6 +2,7 @@
 
     python benchmarks/nasnet_child.py [--impl=auto|shift|grouped|dense] [--steps=5]
         [--backends=static,supernet,handwritten] [--num_cells=6 --filters=16 --image_size=32]
+    python benchmarks/nasnet_child.py --cell=normal|reduce --filters=8 --image_size=16 --batch=16
 
 CPU: N=2 (num_cells 6), F=16, 32x32x3, batch 64, NASNet-A's cells under the loose-ends rule
 (``nas.NASNET_A_LOOSE_ENDS``: normal 5F, reduction 3F; the supercell always concatenates the
@@ -197,8 +198,45 @@ def bench_static_large(batch, steps, impl):
           f"{batch / dt:.1f} images/s (batch {batch})", flush=True)
 
 
+def bench_cell(kind, filters, size, batch, impl, steps):
+    """One NASNet-A cell, forward + backward under jit: static ``nas.Cell`` vs ``SuperCell``
+    (inputs of 5F channels, as in the network; docs/nas.md, "Child training speed")."""
+    from azjax.nas.cell import Cell
+    blocks = GENOTYPE.normal if kind == "normal" else GENOTYPE.reduce
+    stride = 1 if kind == "normal" else 2
+    x = jax.random.normal(jax.random.key(1), (batch, size, size, 5 * filters))
+    prev = jax.random.normal(jax.random.key(2), (batch, size, size, 5 * filters))
+    static = Cell(blocks, nas.loose_ends(blocks), filters, stride, depthwise_impl=impl)
+    sup = nas.SuperCell(filters, stride, NASNET_A_OPS, allow_concat=False, depthwise_impl=impl)
+    arr = jnp.asarray(blocks, jnp.int32)
+
+    def grad_fn(apply):
+        def loss(params, stats, *cell):
+            out, _ = apply({"params": params, "batch_stats": stats}, x, prev, *cell, True,
+                           mutable=["batch_stats"])
+            return jnp.sum(jnp.square(out[0] if isinstance(out, tuple) else out))
+        return jax.jit(jax.grad(loss))
+
+    sv = static.init(jax.random.key(3), x, prev)
+    v = nas.init_variables(nas.variable_shapes(sup, x, prev, arr), 0)
+    cases = {"static": (grad_fn(static.apply), sv["params"], sv["batch_stats"]),
+             "supernet": (grad_fn(sup.apply),
+                          v["params"], v["batch_stats"], arr)}
+    for name, (fn, *args) in cases.items():
+        t = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        compile_s = time.perf_counter() - t
+        t = time.perf_counter()
+        for _ in range(steps):
+            out = fn(*args)
+        jax.block_until_ready(out)
+        print(f"{kind} cell {name:<9} compile+first {compile_s:6.1f}s  "
+              f"{(time.perf_counter() - t) / steps * 1000:7.1f} ms fwd+bwd", flush=True)
+
+
 def main():
     p = argparse.ArgumentParser()
+    p.add_argument("--cell", default="", help="normal or reduce: time one cell instead")
     p.add_argument("--impl", default="auto")
     p.add_argument("--steps", type=int, default=5, help="timed rounds (one step per model)")
     p.add_argument("--batch", type=int, default=64)
@@ -207,6 +245,9 @@ def main():
     p.add_argument("--filters", type=int, default=16)
     p.add_argument("--image_size", type=int, default=32)
     a = p.parse_args()
+    if a.cell:
+        bench_cell(a.cell, a.filters, a.image_size, a.batch, a.impl, a.steps)
+        return
     print(f"NASNet-A (loose ends) N={a.num_cells // 3} F={a.filters} {a.image_size}x"
           f"{a.image_size}, batch {a.batch}, backend {jax.default_backend()}, depthwise impl "
           f"{a.impl}, {a.steps} timed steps", flush=True)

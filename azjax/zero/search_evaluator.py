@@ -252,8 +252,22 @@ class ProgramEvaluator:
         fp_fn = (self.backend.make_fingerprint_fn(cfg, tasks.eval_type, self._steps_full)
                  if fec is not None and self.mesh.size == 1 else None)
         self._probe_fingerprints = jax.jit(fp_fn) if fp_fn is not None else None
+        # On one device a backend may run on the host arrays directly (native: no jit dispatch, no padding to a
+        # compiled shape); the same results as the jitted functions.
+        self._host_fns = set()
+        if self.mesh.size == 1:
+            host_full = self.backend.make_host_fn(cfg, tasks.eval_type, tasks.num_epochs)
+            if host_full is not None:
+                self._full = host_full
+                self._host_fns.add(host_full)
+            host_fp = (self.backend.make_host_fn(cfg, tasks.eval_type, 1, self._steps_full)
+                       if fp_fn is not None else None)
+            if host_fp is not None:
+                self._probe_fingerprints = host_fp
+                self._host_fns.add(host_fp)
         self._probe_memo = _ProbeMemo(tasks.num_tasks) if self._probe_fingerprints is not None else None
         self._probe_keys: Dict[Tuple[int, int], object] = {}
+        self._fec_seed_data = np.asarray(jax.random.key_data(jax.random.key(_FEC_SEED)))
         self._global_tasks: Dict[int, tuple] = {}
         # evaluated_here: programs fully evaluated on this process's devices (= evaluated in one process).
         self.counters = {"evaluated": 0, "cache_hits": 0, "duplicates": 0, "evaluated_here": 0}
@@ -279,7 +293,7 @@ class ProgramEvaluator:
     def _full_evaluation(self, programs: Program, key, batch: int):
         """(per-task fitness [n, T], train steps, passed-all-stages mask) of n programs."""
         n = programs.setup.size.shape[0]
-        compact = self._pad(programs, batch)
+        compact = self._pad(programs, batch, self._full)
         active = np.arange(compact.setup.size.shape[0]) < n
         if self.hurdle is None:
             fit = np.asarray(self._run(self._full, self._task_arrays, compact, key, active))[:n]
@@ -296,7 +310,7 @@ class ProgramEvaluator:
                      if len(self._hurdle_window) >= self.hurdle.min_history else -np.inf)
         passed = partial >= threshold
         if passed.any():
-            second = self._pad(jax.tree_util.tree_map(lambda x: x[passed], programs), batch)
+            second = self._pad(jax.tree_util.tree_map(lambda x: x[passed], programs), batch, self._full)
             active2 = np.arange(second.setup.size.shape[0]) < int(passed.sum())
             out = np.asarray(self._run(self._full, rest, second, jax.random.fold_in(key, 1), active2))
             fit[passed, k:] = out[:int(passed.sum())]
@@ -308,6 +322,11 @@ class ProgramEvaluator:
 
     def _run(self, fn, task_arrays, programs: Program, key, active):
         P, T = programs.setup.size.shape[0], task_arrays[0].shape[0]
+        if fn in self._host_fns:  # the base key's data: the kernel derives the lane keys by the same rule
+            key_data = self._fec_seed_data if key is None else np.asarray(jax.random.key_data(key))
+            if fn is self._full:
+                self.counters["evaluated_here"] += int(np.sum(active))
+            return fn(_host_programs(programs, self.cfg), *task_arrays, key_data, active)
         cache_key = None
         if key is None:  # the FEC probe: one fixed key, so its lane keys are derived once per shape
             cache_key = (P, T)
@@ -424,7 +443,7 @@ class ProgramEvaluator:
             keys_fp, probe = self._probe_memo.lookup(code, need & ~has_random)
             probe |= need & has_random
         if probe.any():
-            padded = self._pad(unique, batch)
+            padded = self._pad(unique, batch, self._probe_fingerprints)
             active = np.zeros(padded.setup.size.shape[0], bool)
             active[:U] = probe
             words = np.asarray(self._run(self._probe_fingerprints, self._probe_arrays, padded, None, active))
@@ -438,8 +457,11 @@ class ProgramEvaluator:
         """Deprecated: the backend's name."""
         return self.backend.name
 
-    def _pad(self, programs: Program, size: int) -> Program:
+    def _pad(self, programs: Program, size: int, fn=None) -> Program:
+        """`programs` padded to the backend's compiled batch size for `size` (not for a host function `fn`)."""
         n = programs.setup.size.shape[0]
+        if fn is not None and fn in self._host_fns:
+            return programs
         size = self.backend.padded_size(n, size, self.tasks.num_tasks, self.mesh.size)
         if n == size:
             return programs

@@ -179,6 +179,51 @@ def test_native_kernel_fingerprints_equal_the_predictions_path(eval_type, dtype)
     assert not np.asarray(words)[~active].any()
 
 
+@pytest.mark.parametrize("eval_type,dtype", [("rms", "float32"), ("accuracy", "float64"),
+                                             ("multiclass", "float32")])
+def test_native_host_fn_equals_the_jitted_kernel(eval_type, dtype):
+    """`ProgramEvaluator` calls the native kernel on host arrays (no jit, no padding): its fitness and FEC
+    fingerprints must be the jitted kernel's, random ops (lane keys derived from the base key) included."""
+    from azjax.zero import backends
+    from azjax.zero.backends import native
+    from azjax.zero.evaluate import prepare_tasks
+
+    assert native.available(), native.reason()  # a missing kernel is a broken build, not a skip
+    ops = ("SCALAR_CONST_SET", "SCALAR_UNIFORM_SET", "VECTOR_GAUSSIAN_SET")
+    cfg = dataclasses.replace(CFG, dtype=dtype, setup_ops=ops,
+                              learn_ops=CFG.learn_ops + ("SCALAR_DIVISION", "VECTOR_UNIFORM_SET"),
+                              num_classes=3 if eval_type == "multiclass" else 0)
+    backend = backends.resolve("native", cfg, T)
+    with jax.enable_x64(dtype == "float64"):
+        tasks = zero.linear_regression_tasks(jax.random.key(0), T, 4, N, M)
+        if eval_type == "accuracy":
+            tasks = zero.Tasks(tasks.train_features, (tasks.train_labels > 0).astype(tasks.train_labels.dtype),
+                               tasks.valid_features, (tasks.valid_labels > 0).astype(tasks.valid_labels.dtype),
+                               eval_type="accuracy")
+        if eval_type == "multiclass":
+            cls = lambda y: np.digitize(np.asarray(y), [-0.5, 0.5]).astype(np.asarray(y).dtype)  # noqa: E731
+            tasks = zero.Tasks(tasks.train_features, cls(tasks.train_labels), tasks.valid_features,
+                               cls(tasks.valid_labels), eval_type="multiclass", num_classes=3)
+        arrays = prepare_tasks(tasks.replace(num_epochs=2), cfg)
+        progs = jax.tree_util.tree_map(np.asarray, random_programs.random_programs(jax.random.key(3), cfg, 40))
+        key = jax.random.key(5)
+        active = np.arange(40) % 7 != 3
+        host = backend.make_host_fn(cfg, eval_type, 2)
+        jitted = jax.jit(backend.make_evaluate_fn(cfg, eval_type, 2))(progs, *arrays, key, active)
+        got = host(progs, *arrays, np.asarray(jax.random.key_data(key)), active)
+        if eval_type != "multiclass":
+            fp_host = backend.make_host_fn(cfg, eval_type, 1, 777)
+            with pytest.raises(ValueError, match="orders"):  # two epochs of orders for a one-epoch probe
+                fp_host(progs, *arrays, np.asarray(jax.random.key_data(key)), active)
+            arrays = prepare_tasks(tasks, cfg)
+            fp_jit = jax.jit(backend.make_fingerprint_fn(cfg, eval_type, 777))(progs, *arrays, key, active)
+            fp = fp_host(progs, *arrays, np.asarray(jax.random.key_data(key)), active)
+            np.testing.assert_array_equal(fp[active], np.asarray(fp_jit)[active])
+    assert got.dtype == np.dtype(dtype) and got.shape == (40, T)
+    np.testing.assert_array_equal(got[active].view(np.uint8), np.asarray(jitted)[active].view(np.uint8))
+    assert np.unique(got[active]).size > 2  # the programs differ
+
+
 def test_live_code_keys_see_only_what_the_kernel_runs():
     """Equal keys for programs that differ only in dead code; different keys when live code differs;
     programs with a live random op are flagged (their probe depends on their row)."""

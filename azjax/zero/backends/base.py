@@ -106,6 +106,12 @@ class Backend:
         (docs/backends.md, "The probe memo"). None (the default): every program is probed."""
         return None
 
+    def make_host_fn(self, cfg: ZeroConfig, eval_type: str, num_epochs: int,
+                     fingerprint_steps: int = 0) -> Optional[Callable]:
+        """Evaluation on host (NumPy) arrays without XLA, for host-side callers (`ProgramEvaluator`), or None
+        (the default: callers use the jitted functions). See `NativeBackend.make_host_fn`."""
+        return None
+
     def lane_keys(self, key: jax.Array, num_programs: int, num_tasks: int):
         """The lane keys [P, T] this backend's evaluation function takes (KeyRule.lane_keys)."""
         return KeyRule.lane_keys(key, num_programs, num_tasks)

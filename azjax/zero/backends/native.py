@@ -137,6 +137,62 @@ class NativeBackend(Backend):
             return None
         return self._make_fn(cfg, eval_type, 1, False, True, fingerprint_steps=num_train_steps)
 
+    def make_host_fn(self, cfg: ZeroConfig, eval_type: str, num_epochs: int,
+                     fingerprint_steps: int = 0) -> Optional[Callable]:
+        """The kernel called on host (NumPy) arrays without XLA, for host-side callers such as
+        `ProgramEvaluator`: `fn(programs, train_x, train_y, valid_x, valid_y, orders, key_data, active)` with
+        the base key's raw data (uint32 [2]; the kernel derives the lane keys by the key rule) returns fitness
+        [P, T] in the config's dtype, or with `fingerprint_steps` the FEC probe's fingerprint words uint32
+        [P, T, 4] (as `make_fingerprint_fn`). Any P: nothing is padded to a compiled shape. Liveness pruning is
+        on. The same results as `make_evaluate_fn` / `make_fingerprint_fn` (tests/zero/test_backends.py)."""
+        lib = _load()
+        if lib is None:
+            raise RuntimeError(f"native backend unavailable: {reason()}")
+        if not hasattr(lib, "azjax_native_evaluate_host"):
+            return None  # a library built before the host entry point
+        if fingerprint_steps and eval_type not in ("rms", "accuracy"):
+            return None
+        check_layout(cfg, eval_type)
+        fn = lib.azjax_native_evaluate_host
+        fn.restype = ctypes.c_int
+        c = ctypes
+        fn.argtypes = ([c.c_void_p] * 4 + [c.c_int64] * 4 + [c.c_void_p] * 7
+                       + [c.c_int64, c.c_void_p, c.c_int64, c.c_int64, c.c_int64, c.c_double, c.c_int64, c.c_int64,
+                          c.c_int64, c.c_int64, c.c_void_p, c.c_void_p])
+        rule = self.key_rule(cfg)
+        dt = np.dtype(cfg.np_dtype)
+        layout = np.asarray([cfg.num_scalars, cfg.num_vectors, cfg.num_matrices, cfg.features], np.int64)
+        etype = {"rms": 0, "accuracy": 1, "multiclass": 2}[eval_type]
+        pointers = lambda arrays: (c.c_void_p * 3)(*(a.ctypes.data for a in arrays))  # noqa: E731
+
+        def host_fn(programs, train_x, train_y, valid_x, valid_y, orders, key_data, active):
+            comps = (programs.setup, programs.predict, programs.learn)
+            ins = [np.ascontiguousarray(x.instructions, np.int32) for x in comps]
+            data = [np.ascontiguousarray(x.data, dt) for x in comps]
+            sizes = [np.ascontiguousarray(x.size, np.int32) for x in comps]
+            tx, ty, vx, vy = (np.ascontiguousarray(a, dt) for a in (train_x, train_y, valid_x, valid_y))
+            orders = np.ascontiguousarray(orders, np.int32)
+            key = np.ascontiguousarray(key_data, np.uint32).reshape(2)
+            act = np.ascontiguousarray(active, np.int32)
+            P, (T, N, _), M = sizes[0].shape[0], tx.shape, vx.shape[1]
+            if orders.size != T * num_epochs * N:
+                raise ValueError(f"native backend: orders has {orders.size} entries, expected T * num_epochs * N "
+                                 f"= {T} * {num_epochs} * {N}")
+            lengths = np.asarray([a.shape[1] for a in ins], np.int64)
+            fitness = np.empty((P, T), dt)
+            words = np.zeros((P, T, 4), np.uint32) if fingerprint_steps else None
+            rc = fn(pointers(ins), pointers(data), pointers(sizes), lengths.ctypes.data, P, T, N, M,
+                    tx.ctypes.data, ty.ctypes.data, vx.ctypes.data, vy.ctypes.data, orders.ctypes.data,
+                    key.ctypes.data, act.ctypes.data, dt.itemsize, layout.ctypes.data, etype, cfg.num_classes,
+                    num_epochs, cfg.max_abs_error, rule.predict_stride, rule.learn_stride, 1, fingerprint_steps,
+                    fitness.ctypes.data, words.ctypes.data if words is not None else None)
+            if rc:
+                raise ValueError(f"native backend: the kernel refused this request (eval_type {eval_type!r}, "
+                                 f"{cfg.num_classes} classes, {num_epochs} epochs)")
+            return words if fingerprint_steps else fitness
+
+        return host_fn
+
     def live_code_keys(self, programs, cfg: ZeroConfig):
         """(keys [P] of 16-byte `np.void`, has_random [P] bool) of host programs: a hash of what the kernel runs
         for each program with liveness pruning (docs/backends.md, "The probe memo")."""

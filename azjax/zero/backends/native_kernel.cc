@@ -797,7 +797,7 @@ template <typename T, int FS>
 static void evaluate_batch(const Config& cfg, int P, int T_, const int32_t* const ins[3], const T* const data[3],
                            const int32_t* const sizes[3], const int Ls[3], bool prune, const TaskView<T>& task0,
                            int64_t task_x_stride, int64_t task_y_stride, int64_t valid_x_stride,
-                           int64_t valid_y_stride, int64_t order_stride, const uint32_t* keys,
+                           int64_t valid_y_stride, int64_t order_stride, const uint32_t* keys, bool base_key,
                            const int32_t* active, T* fitness, T* preds, int64_t preds_per_pair,
                            uint64_t* fingerprints) {
   const Layout& L = cfg.L;
@@ -872,7 +872,12 @@ static void evaluate_batch(const Config& cfg, int P, int T_, const int32_t* cons
     task.valid_x += t * valid_x_stride;
     task.valid_y += t * valid_y_stride;
     task.orders += t * order_stride;
-    const Key key{keys[2 * i], keys[2 * i + 1]};
+    // Lane keys [P, T, 2], or one base key whose lane keys (the key rule) are derived here, for the pairs
+    // that run.
+    const Key key = !base_key ? Key{keys[2 * i], keys[2 * i + 1]}
+                    : active[p] ? fold_in(fold_in(Key{keys[0], keys[1]}, static_cast<uint32_t>(p)),
+                                          static_cast<uint32_t>(t))
+                                : Key{0u, 0u};
     T* mem = mems[thread].data();
     // float64 keeps subnormals, as the reference; float32 (an azjax mode, no reference) keeps XLA's
     // flush-to-zero, like the XLA backends, and its speed when values underflow.
@@ -912,17 +917,28 @@ static void evaluate_batch(const Config& cfg, int P, int T_, const int32_t* cons
   }
 }
 
-static void azjax_native_lane_keys_impl(uint32_t k0, uint32_t k1, int64_t num_programs, int64_t num_tasks,
-                                        uint32_t* out) {
-  const Key key{k0, k1};
-  for (int64_t p = 0; p < num_programs; ++p) {
-    const Key kp = fold_in(key, static_cast<uint32_t>(p));
-    for (int64_t t = 0; t < num_tasks; ++t) {
-      const Key kt = fold_in(kp, static_cast<uint32_t>(t));
-      out[2 * (p * num_tasks + t)] = kt.k0;
-      out[2 * (p * num_tasks + t) + 1] = kt.k1;
-    }
+// evaluate_batch with the feature count as a compile-time constant where it is a common one.
+template <typename T>
+static void evaluate_batch_for_features(const Config& cfg, int P, int T_, const int32_t* const ins[3],
+                                        const T* const data[3], const int32_t* const sizes[3], const int Ls[3],
+                                        bool prune, const TaskView<T>& task, const uint32_t* keys, bool base_key,
+                                        const int32_t* active, T* fitness, T* preds, int64_t preds_per_pair,
+                                        uint64_t* fingerprints) {
+  const int F = cfg.L.F, N = task.N, M = task.M;
+  const int64_t xs = static_cast<int64_t>(N) * F, ys = N, vxs = static_cast<int64_t>(M) * F, vys = M,
+                os = static_cast<int64_t>(cfg.num_epochs) * N;
+#define AZJAX_CASE(FSV)                                                                                    \
+  evaluate_batch<T, FSV>(cfg, P, T_, ins, data, sizes, Ls, prune, task, xs, ys, vxs, vys, os, keys, base_key, \
+                         active, fitness, preds, preds_per_pair, fingerprints)
+  switch (F) {
+    case 2: AZJAX_CASE(2); break;
+    case 4: AZJAX_CASE(4); break;
+    case 8: AZJAX_CASE(8); break;
+    case 16: AZJAX_CASE(16); break;
+    case 32: AZJAX_CASE(32); break;
+    default: AZJAX_CASE(0); break;
   }
+#undef AZJAX_CASE
 }
 
 template <typename T>
@@ -941,6 +957,8 @@ static ffi::Error dispatch(const Config& cfg, ffi::AnyBuffer si, ffi::AnyBuffer 
   const int M = static_cast<int>(vxd[1]);
   const int F = static_cast<int>(txd[2]);
   if (F != cfg.L.F) return ffi::Error::InvalidArgument("azjax native: task features do not match the config");
+  if (static_cast<int64_t>(orders.element_count()) != static_cast<int64_t>(T_) * cfg.num_epochs * N)
+    return ffi::Error::InvalidArgument("azjax native: the example orders are not [T, num_epochs, N]");
   const int32_t* ins[3] = {static_cast<const int32_t*>(si.untyped_data()),
                            static_cast<const int32_t*>(pi.untyped_data()),
                            static_cast<const int32_t*>(li.untyped_data())};
@@ -974,31 +992,11 @@ static ffi::Error dispatch(const Config& cfg, ffi::AnyBuffer si, ffi::AnyBuffer 
     if (preds_ptr && per_pair != static_cast<int64_t>(cfg.num_epochs) * (N + M) * per_step)
       return ffi::Error::InvalidArgument("azjax native: predictions buffer has the wrong size");
   }
-  const uint32_t* k = static_cast<const uint32_t*>(keys.untyped_data());
-  static thread_local std::vector<uint32_t> tl_lanes;
-  auto& lanes = tl_lanes;  // lambdas run on worker threads: use the caller's buffers
-  if (keys.dimensions().size() == 1) {
-    // A base key: derive the key rule's lane keys here (one XLA argument instead of [P, T, 2]).
-    grow(lanes, 2 * static_cast<size_t>(P) * T_);
-    azjax_native_lane_keys_impl(k[0], k[1], P, T_, lanes.data());
-    k = lanes.data();
-  }
-  const int32_t* act = static_cast<const int32_t*>(active.untyped_data());
-  T* fit = static_cast<T*>(fitness->untyped_data());
-  const int64_t xs = static_cast<int64_t>(N) * F, ys = N, vxs = static_cast<int64_t>(M) * F, vys = M,
-                os = static_cast<int64_t>(cfg.num_epochs) * N;
-#define AZJAX_CASE(FSV)                                                                                  \
-  evaluate_batch<T, FSV>(cfg, P, T_, ins, data, sizes, Ls, prune, task, xs, ys, vxs, vys, os, k, act, fit, \
-                         preds_ptr, per_pair, fps)
-  switch (F) {
-    case 2: AZJAX_CASE(2); break;
-    case 4: AZJAX_CASE(4); break;
-    case 8: AZJAX_CASE(8); break;
-    case 16: AZJAX_CASE(16); break;
-    case 32: AZJAX_CASE(32); break;
-    default: AZJAX_CASE(0); break;
-  }
-#undef AZJAX_CASE
+  // A base key (1-D): the kernel derives the key rule's lane keys (one XLA argument instead of [P, T, 2]).
+  evaluate_batch_for_features<T>(cfg, P, T_, ins, data, sizes, Ls, prune, task,
+                                 static_cast<const uint32_t*>(keys.untyped_data()), keys.dimensions().size() == 1,
+                                 static_cast<const int32_t*>(active.untyped_data()),
+                                 static_cast<T*>(fitness->untyped_data()), preds_ptr, per_pair, fps);
   return ffi::Error::Success();
 }
 
@@ -1032,6 +1030,65 @@ static ffi::Error EvaluateImpl(ffi::AnyBuffer si, ffi::AnyBuffer sd, ffi::AnyBuf
 }
 
 }  // namespace azjax_native
+
+namespace azjax_native {
+template <typename T>
+static int evaluate_host(const Config& cfg, const int32_t* const ins[3], const void* const data_in[3],
+                         const int32_t* const sizes[3], const int Ls[3], int P, int T_, int N, int M,
+                         const void* train_x, const void* train_y, const void* valid_x, const void* valid_y,
+                         const int32_t* orders, const uint32_t* key, const int32_t* active, bool prune,
+                         void* fitness, uint64_t* fingerprints) {
+  const T* data[3] = {static_cast<const T*>(data_in[0]), static_cast<const T*>(data_in[1]),
+                      static_cast<const T*>(data_in[2])};
+  const TaskView<T> task{static_cast<const T*>(train_x), static_cast<const T*>(train_y),
+                         static_cast<const T*>(valid_x), static_cast<const T*>(valid_y), orders, N, M};
+  evaluate_batch_for_features<T>(cfg, P, T_, ins, data, sizes, Ls, prune, task, key, true, active,
+                                 static_cast<T*>(fitness), nullptr, 0, fingerprints);
+  return 0;
+}
+}  // namespace azjax_native
+
+// The kernel without XLA, for host-side callers (search_evaluator.ProgramEvaluator on the CPU): NumPy buffers
+// in, fitness [P, T] (or FEC fingerprints [P, T, 2] when fingerprint_steps > 0) out, lane keys derived from
+// the base `key` [2] by the key rule; no padding to a compiled shape and no argument transfers. Programs are
+// [P, L_c, 4] int32 / [P, L_c, 3] constants / [P] sizes per component; `layout` is {S, V, M, F};
+// `dtype_bytes` 4 or 8 for the constants, task arrays and fitness. Returns 0, or 1 for a request the kernel
+// does not support.
+extern "C" int azjax_native_evaluate_host(const int32_t* const* ins, const void* const* data,
+                                          const int32_t* const* sizes, const int64_t* lengths, int64_t P,
+                                          int64_t T, int64_t N, int64_t M, const void* train_x,
+                                          const void* train_y, const void* valid_x, const void* valid_y,
+                                          const int32_t* orders, const uint32_t* key, const int32_t* active,
+                                          int64_t dtype_bytes, const int64_t* layout, int64_t eval_type,
+                                          int64_t num_classes, int64_t num_epochs, double max_abs_error, int64_t la,
+                                          int64_t lb, int64_t prune, int64_t fingerprint_steps, void* fitness,
+                                          uint64_t* fingerprints) {
+  using namespace azjax_native;
+  Config cfg;
+  cfg.L = Layout{static_cast<int>(layout[0]), static_cast<int>(layout[1]), static_cast<int>(layout[2]),
+                 static_cast<int>(layout[3])};
+  cfg.eval_type = static_cast<int>(eval_type);
+  cfg.num_classes = static_cast<int>(num_classes);
+  cfg.num_epochs = static_cast<int>(num_epochs);
+  cfg.max_abs_error = max_abs_error;
+  cfg.la = la;
+  cfg.lb = lb;
+  cfg.fingerprint_steps = fingerprint_steps;
+  if (cfg.eval_type == 2 && (cfg.num_classes < 2 || cfg.num_classes > cfg.L.F || cfg.L.V < 3)) return 1;
+  if (fingerprint_steps > 0 && (cfg.eval_type == 2 || cfg.num_epochs != 1 || fingerprints == nullptr)) return 1;
+  const int Ls[3] = {static_cast<int>(lengths[0]), static_cast<int>(lengths[1]), static_cast<int>(lengths[2])};
+  const int32_t* I[3] = {ins[0], ins[1], ins[2]};
+  const int32_t* S[3] = {sizes[0], sizes[1], sizes[2]};
+  uint64_t* fps = fingerprint_steps > 0 ? fingerprints : nullptr;
+  const int p = static_cast<int>(P), t = static_cast<int>(T), n = static_cast<int>(N), m = static_cast<int>(M);
+  if (dtype_bytes == 4)
+    return evaluate_host<float>(cfg, I, data, S, Ls, p, t, n, m, train_x, train_y, valid_x, valid_y, orders, key,
+                                active, prune != 0, fitness, fps);
+  if (dtype_bytes == 8)
+    return evaluate_host<double>(cfg, I, data, S, Ls, p, t, n, m, train_x, train_y, valid_x, valid_y, orders,
+                                 key, active, prune != 0, fitness, fps);
+  return 1;
+}
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(AzjaxZeroEvaluate, azjax_native::EvaluateImpl,
                               ffi::Ffi::Bind()

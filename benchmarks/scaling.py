@@ -17,6 +17,16 @@ Run (from the repository root):
     python benchmarks/scaling.py                                   # CPU: 1/2/4/8 fake devices
     python benchmarks/scaling.py --devices=1,8 --populations=256,1024 --repeats=5
     python benchmarks/scaling.py --devices=1 --backend=pallas        # GPU: the Pallas kernel
+
+Process scaling of the island search (``--search_processes=1,2``): the demo search
+(linear_demo: P=1000 per island, T=10, FEC on, 10 tasks of 100/100 examples) with
+``--num_islands`` islands of ``--island_batch`` children each, run for ``--iterations`` iterations
+by 1 process (``search.run`` with ``IslandEvolution``) and by N ``jax.distributed`` processes on
+localhost (gloo collectives; islands per process, ``search.process_islands.run``). Process ``i``
+is pinned to core ``--cores[i]`` with ``taskset``, one CPU device, one thread (XLA and the native
+kernel: ``AZJAX_NATIVE_THREADS=1``). Reported: evaluations/s from iteration ``--warmup`` (after
+compilation) to the end, and the ratio to 1 process:
+    python benchmarks/scaling.py --search_processes=1,2 --cores=0,1
 """
 import json
 import os
@@ -41,6 +51,16 @@ flags.DEFINE_integer("num_tasks", 10, "Search tasks (100 train / 100 valid examp
 flags.DEFINE_string("backend", "", "Interpreter backend: '' (the platform default), 'native', 'select', "
                     "'cond' or 'pallas'.")
 flags.DEFINE_integer("child_devices", 0, "Internal: measure in this process with N devices.")
+flags.DEFINE_list("search_processes", [], "Process counts for the island-search scaling mode (e.g. 1,2); "
+                  "empty: the evaluator device scaling above.")
+flags.DEFINE_list("cores", ["0", "1"], "Search mode: process i runs on core cores[i % len(cores)] (taskset).")
+flags.DEFINE_integer("num_islands", 2, "Search mode: islands (divisible by every process count).")
+flags.DEFINE_integer("island_batch", 1000, "Search mode: children per island per iteration "
+                     "(linear_demo's batch).")
+flags.DEFINE_integer("iterations", 60, "Search mode: iterations per run.")
+flags.DEFINE_integer("warmup", 10, "Search mode: iterations before the timed span (compilation, cache fill).")
+flags.DEFINE_bool("fec", True, "Search mode: the FEC cache (the demo's default).")
+flags.DEFINE_string("child_search", "", "Internal: 'PROCESS_ID,NUM_PROCESSES,PORT': one search process.")
 
 _GPU_POPULATIONS = (1000, 10_000, 100_000)
 _CPU_POPULATIONS = (1000,)
@@ -94,10 +114,105 @@ def child(num_devices: int) -> None:
         print("ROW " + json.dumps(row), flush=True)
 
 
+def search_child(pid: int, nproc: int, port: int) -> None:
+    """One process of the island-search measurement: prints one ROW with its rate."""
+    import jax
+
+    if nproc > 1:
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+        jax.distributed.initialize(coordinator_address=f"127.0.0.1:{port}", num_processes=nproc,
+                                   process_id=pid)
+    from azjax import search
+    from experiments.automl_zero import search as launcher
+    from experiments.automl_zero.configs import linear_demo
+
+    config = linear_demo.get_config()
+    config.num_islands = FLAGS.num_islands
+    config.batch_size = FLAGS.island_batch
+    config.fec.enabled = FLAGS.fec
+    if FLAGS.backend:
+        config.backend = FLAGS.backend
+    cfg = launcher.program_config(config)
+    space = launcher.make_space(config)
+    key = jax.random.key(config.seed)
+    tasks = launcher.make_tasks(config.search_tasks, cfg.features, jax.random.fold_in(key, 0), cfg.dtype)
+    islands = launcher.make_strategy(config, space)
+    marks = []
+    record = lambda m: marks.append((m["iteration"], m["evaluations"], time.monotonic(),  # noqa: E731
+                                     time.process_time()))
+    kw = dict(max_evaluations=FLAGS.iterations * islands.batch_size, callbacks=[record],
+              metrics_every=FLAGS.warmup)
+    if nproc == 1:
+        evaluator = launcher.make_evaluator(config, tasks)
+        result = search.run(space, islands, evaluator, jax.random.fold_in(key, 1), **kw)
+    else:
+        evaluator = launcher.make_evaluator(config, tasks, process_local=True)
+        result = search.process_islands.run(space, search.ProcessIslands(islands), evaluator,
+                                            jax.random.fold_in(key, 1), **kw)
+    (i0, e0, t0, c0), (i1, e1, t1, c1) = marks[0], marks[-1]
+    print("ROW " + json.dumps(dict(
+        process=pid, processes=nproc, iterations=i1 - i0, evaluations=e1 - e0, seconds=t1 - t0,
+        evals_per_s=(e1 - e0) / (t1 - t0), cpu_ms_per_iteration=1e3 * (c1 - c0) / (i1 - i0),
+        best_fitness=result.best_fitness,
+        evaluated_here=evaluator.counters["evaluated_here"], backend=evaluator.backend.name)), flush=True)
+
+
+def search_main() -> None:
+    import socket
+
+    cores = [int(c) for c in FLAGS.cores]
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cpus; load average "
+          f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(f"workload: linear_demo, {FLAGS.num_islands} islands x {FLAGS.island_batch} children, P=1000, "
+          f"FEC {'on' if FLAGS.fec else 'off'}, {FLAGS.iterations} iterations, rate after {FLAGS.warmup}; "
+          f"one core, one device, one thread per process")
+    print(f"{'processes':>9s} {'cores':>6s} {'evals/s':>9s} {'ratio':>6s} {'cpu_ms/iter':>12s} "
+          f"{'best_fitness':>12s} {'evaluated_here':>16s}", flush=True)
+    base = None
+    for n in (int(x) for x in FLAGS.search_processes):
+        env = dict(os.environ, JAX_PLATFORMS="cpu", AZJAX_NATIVE_THREADS="1",
+                   XLA_FLAGS="--xla_force_host_platform_device_count=1 --xla_cpu_multi_thread_eigen=false "
+                             "intra_op_parallelism_threads=1")
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        procs = []
+        for i in range(n):
+            cmd = ["taskset", "-c", str(cores[i % len(cores)]), sys.executable, os.path.abspath(__file__),
+                   f"--child_search={i},{n},{port}", f"--num_islands={FLAGS.num_islands}",
+                   f"--island_batch={FLAGS.island_batch}", f"--iterations={FLAGS.iterations}",
+                   f"--warmup={FLAGS.warmup}", f"--fec={FLAGS.fec}", f"--backend={FLAGS.backend}"]
+            procs.append(subprocess.Popen(cmd, env=env, cwd=_ROOT, stdout=subprocess.PIPE,
+                                          stderr=subprocess.PIPE, text=True))
+        outs = [p.communicate() for p in procs]
+        rows = []
+        for p, (out, err) in zip(procs, outs):
+            if p.returncode != 0:
+                print(f"{n:9d}  failed:\n{err[-3000:]}", flush=True)
+                break
+            rows += [json.loads(line[4:]) for line in out.splitlines() if line.startswith("ROW ")]
+        if len(rows) != n:
+            continue
+        # Every process advances in lockstep; the run's rate is the slowest process's.
+        rate = min(r["evals_per_s"] for r in rows)
+        cpu = "/".join(f"{r['cpu_ms_per_iteration']:.0f}" for r in rows)
+        base = base or rate
+        print(f"{n:9d} {','.join(str(cores[i % len(cores)]) for i in range(n)):>6s} {rate:9.0f} "
+              f"{rate / base:6.2f} {cpu:>12s} "
+              f"{rows[0]['best_fitness']:12.6f} "
+              f"{'/'.join(str(r['evaluated_here']) for r in rows):>16s}", flush=True)
+
+
 def main(argv):
     del argv
     if FLAGS.child_devices:
         child(FLAGS.child_devices)
+        return
+    if FLAGS.child_search:
+        search_child(*(int(x) for x in FLAGS.child_search.split(",")))
+        return
+    if FLAGS.search_processes:
+        search_main()
         return
     import jax
 

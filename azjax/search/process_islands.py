@@ -43,6 +43,7 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from azjax.search import base
 from azjax.search import checkpoint as ckpt
@@ -221,17 +222,16 @@ def assemble(shards: Sequence[EvolutionState], like: ProcessIslandState) -> Isla
 
 def allgather(tree: PyTree) -> list[PyTree]:
     """Every process's ``tree`` (same structure, shapes and dtypes everywhere), in process order:
-    one all-gather of the leaves' bytes (``multihost_utils.process_allgather``), so 64-bit values
+    one all-gather of the leaves' bytes (:func:`_gather_bytes`), so 64-bit values
     travel exactly without ``jax_enable_x64``. A collective: every process must call it."""
     leaves, treedef = jax.tree_util.tree_flatten(tree)
     leaves = [np.asarray(jax.random.key_data(x)) if _is_key(x) else np.asarray(x)
               for x in leaves]
     if jax.process_count() == 1:
         return [jax.tree_util.tree_unflatten(treedef, leaves)]
-    from jax.experimental import multihost_utils
     buf = np.concatenate([np.ascontiguousarray(x).reshape(-1).view(np.uint8) for x in leaves]
                          + [np.zeros(0, np.uint8)])
-    rows = np.asarray(multihost_utils.process_allgather(buf))
+    rows = _gather_bytes(buf)
     out = []
     for row in rows:
         offset, got = 0, []
@@ -240,6 +240,31 @@ def allgather(tree: PyTree) -> list[PyTree]:
             offset += x.nbytes
         out.append(jax.tree_util.tree_unflatten(treedef, got))
     return out
+
+
+# Compiled all-gathers by message size: (executable, input sharding, global shape).
+_GATHERS: dict[int, tuple[Any, NamedSharding, tuple[int, int]]] = {}
+
+
+def _gather_bytes(buf: np.ndarray) -> np.ndarray:
+    """[N, n] uint8: every process's ``buf`` ([n] uint8). What
+    ``multihost_utils.process_allgather`` does (an identity with a replicated output over a
+    (processes, local devices) mesh), compiled once per size: one call costs a transfer and the
+    collective, not a trace, a mesh and a dispatch."""
+    n = buf.size
+    if n not in _GATHERS:
+        devices = np.array(jax.devices()).reshape(jax.process_count(), jax.local_device_count())
+        mesh = Mesh(devices, ("processes", "local"))
+        sharding = NamedSharding(mesh, PartitionSpec("processes"))
+        shape = (jax.process_count(), n)
+        compiled = jax.jit(lambda x: x, out_shardings=NamedSharding(mesh, PartitionSpec())).lower(
+            jax.ShapeDtypeStruct(shape, jnp.uint8, sharding=sharding)).compile()
+        _GATHERS[n] = (compiled, sharding, shape)
+    compiled, sharding, shape = _GATHERS[n]
+    row = buf.reshape(1, n)
+    local = jax.make_array_from_single_device_arrays(
+        shape, sharding, [jax.device_put(row, d) for d in jax.local_devices()])
+    return np.asarray(compiled(local).addressable_data(0))
 
 
 def _is_key(x: Any) -> bool:
@@ -302,6 +327,8 @@ def run(space: Any, strategy: ProcessIslands, evaluator: loop.Evaluator, key: ja
     init_key, run_key = jax.random.split(key)
     fresh = _Carry(strategy.init(init_key), 0, 0, {}, -np.inf, 0.0)
     carry, resumed_from, path = _restore(settings, strategy, key, init_key, fresh)
+    if strategy.islands.migrates:
+        _compile_migration(strategy, carry.state)
     clock = loop._Clock(carry.elapsed)
     last_save = [time.monotonic(), carry.iteration if resumed_from is not None else None, path]
     metrics_mark = [time.monotonic(), carry.evaluations]
@@ -359,6 +386,17 @@ def _check_layout(strategy: ProcessIslands) -> None:
     if not np.array_equal(table, expected):
         raise ValueError("the processes disagree on the islands' split (rows: num_islands, "
                          f"num_processes, process_index, batch, process count): {table.tolist()}")
+
+
+def _compile_migration(strategy: ProcessIslands, state: ProcessIslandState) -> None:
+    """Compiles :meth:`ProcessIslands.emigrants` and :meth:`~ProcessIslands.immigrate` before the
+    first iteration (on this state; the results are dropped), as :class:`IslandEvolution` compiles
+    its migration with its first ``tell``: not in the middle of a search, where every process would
+    wait for it."""
+    emigrants = jax.tree_util.tree_map(np.asarray, strategy.emigrants(state))
+    everyone = jax.tree_util.tree_map(lambda x: np.concatenate([x] * strategy.num_processes),
+                                      emigrants)
+    jax.block_until_ready(strategy.immigrate(state, everyone))
 
 
 def _stop_reason(settings: loop._Settings, carry: _Carry) -> str | None:

@@ -137,6 +137,20 @@ def test_fingerprints_hash_exact_errors_task_and_train_length():
     assert not np.any(fingerprints(tr, va, 101) == keys)
 
 
+def _tasks_of(eval_type):
+    """Small linear-regression tasks, or their labels thresholded into 2 classes ("accuracy") or 3 ("multiclass")."""
+    tasks = zero.linear_regression_tasks(jax.random.key(0), T, 4, N, M)
+    if eval_type == "rms":
+        return tasks
+    if eval_type == "accuracy":
+        labels = lambda y: (y > 0).astype(y.dtype)  # noqa: E731
+    else:
+        labels = lambda y: np.digitize(np.asarray(y), [-0.5, 0.5]).astype(np.asarray(y).dtype)  # noqa: E731
+    return zero.Tasks(tasks.train_features, labels(tasks.train_labels), tasks.valid_features,
+                      labels(tasks.valid_labels), eval_type=eval_type,
+                      num_classes=3 if eval_type == "multiclass" else 0)
+
+
 @pytest.mark.parametrize("eval_type,dtype", [("rms", "float32"), ("rms", "float64"), ("accuracy", "float32"),
                                              ("accuracy", "float64")])
 def test_native_kernel_fingerprints_equal_the_predictions_path(eval_type, dtype):
@@ -155,11 +169,7 @@ def test_native_kernel_fingerprints_equal_the_predictions_path(eval_type, dtype)
     cfg = dataclasses.replace(CFG, dtype=dtype, learn_ops=CFG.learn_ops + ("SCALAR_DIVISION", "SCALAR_EXP"))
     backend = backends.resolve("native", cfg, T)
     with jax.enable_x64(dtype == "float64"):
-        tasks = zero.linear_regression_tasks(jax.random.key(0), T, 4, N, M)
-        if eval_type == "accuracy":
-            tasks = zero.Tasks(tasks.train_features, (tasks.train_labels > 0).astype(tasks.train_labels.dtype),
-                               tasks.valid_features, (tasks.valid_labels > 0).astype(tasks.valid_labels.dtype),
-                               eval_type="accuracy")
+        tasks = _tasks_of(eval_type)
         arrays = prepare_tasks(tasks, cfg)
         progs = jax.tree_util.tree_map(np.asarray, random_programs.random_programs(jax.random.key(3), cfg, 64))
         keys = jax.random.key(5)
@@ -195,15 +205,7 @@ def test_native_host_fn_equals_the_jitted_kernel(eval_type, dtype):
                               num_classes=3 if eval_type == "multiclass" else 0)
     backend = backends.resolve("native", cfg, T)
     with jax.enable_x64(dtype == "float64"):
-        tasks = zero.linear_regression_tasks(jax.random.key(0), T, 4, N, M)
-        if eval_type == "accuracy":
-            tasks = zero.Tasks(tasks.train_features, (tasks.train_labels > 0).astype(tasks.train_labels.dtype),
-                               tasks.valid_features, (tasks.valid_labels > 0).astype(tasks.valid_labels.dtype),
-                               eval_type="accuracy")
-        if eval_type == "multiclass":
-            cls = lambda y: np.digitize(np.asarray(y), [-0.5, 0.5]).astype(np.asarray(y).dtype)  # noqa: E731
-            tasks = zero.Tasks(tasks.train_features, cls(tasks.train_labels), tasks.valid_features,
-                               cls(tasks.valid_labels), eval_type="multiclass", num_classes=3)
+        tasks = _tasks_of(eval_type)
         arrays = prepare_tasks(tasks.replace(num_epochs=2), cfg)
         progs = jax.tree_util.tree_map(np.asarray, random_programs.random_programs(jax.random.key(3), cfg, 40))
         key = jax.random.key(5)

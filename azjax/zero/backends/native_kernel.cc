@@ -493,6 +493,22 @@ struct Config {
   int64_t fingerprint_steps = 0;  // > 0: return FEC fingerprints (keyed by this step count), not predictions
 };
 
+static Config make_config(int64_t num_scalars, int64_t num_vectors, int64_t num_matrices, int64_t features,
+                          int64_t eval_type, int64_t num_classes, int64_t num_epochs, double max_abs_error,
+                          int64_t la, int64_t lb, int64_t fingerprint_steps) {
+  Config cfg;
+  cfg.L = Layout{static_cast<int>(num_scalars), static_cast<int>(num_vectors), static_cast<int>(num_matrices),
+                 static_cast<int>(features)};
+  cfg.eval_type = static_cast<int>(eval_type);
+  cfg.num_classes = static_cast<int>(num_classes);
+  cfg.num_epochs = static_cast<int>(num_epochs);
+  cfg.max_abs_error = max_abs_error;
+  cfg.la = la;
+  cfg.lb = lb;
+  cfg.fingerprint_steps = fingerprint_steps;
+  return cfg;
+}
+
 template <typename T>
 struct TaskView {
   const T *train_x, *train_y, *valid_x, *valid_y;
@@ -1009,16 +1025,8 @@ static ffi::Error EvaluateImpl(ffi::AnyBuffer si, ffi::AnyBuffer sd, ffi::AnyBuf
                                int64_t num_matrices, int64_t features, int64_t eval_type, int64_t num_epochs,
                                double max_abs_error, int64_t la, int64_t lb, bool prune,
                                int64_t fingerprint_steps, int64_t num_classes) {
-  Config cfg;
-  cfg.L = Layout{static_cast<int>(num_scalars), static_cast<int>(num_vectors), static_cast<int>(num_matrices),
-                 static_cast<int>(features)};
-  cfg.eval_type = static_cast<int>(eval_type);
-  cfg.num_epochs = static_cast<int>(num_epochs);
-  cfg.max_abs_error = max_abs_error;
-  cfg.la = la;
-  cfg.lb = lb;
-  cfg.fingerprint_steps = fingerprint_steps;
-  cfg.num_classes = static_cast<int>(num_classes);
+  const Config cfg = make_config(num_scalars, num_vectors, num_matrices, features, eval_type, num_classes,
+                                 num_epochs, max_abs_error, la, lb, fingerprint_steps);
   const auto dt = tx.element_type();
   if (dt == ffi::DataType::F32)
     return dispatch<float>(cfg, si, sd, ss, pi, pd, ps, li, ld, ls, tx, ty, vx, vy, orders, keys, active,
@@ -1064,16 +1072,8 @@ extern "C" int azjax_native_evaluate_host(const int32_t* const* ins, const void*
                                           int64_t lb, int64_t prune, int64_t fingerprint_steps, void* fitness,
                                           uint64_t* fingerprints) {
   using namespace azjax_native;
-  Config cfg;
-  cfg.L = Layout{static_cast<int>(layout[0]), static_cast<int>(layout[1]), static_cast<int>(layout[2]),
-                 static_cast<int>(layout[3])};
-  cfg.eval_type = static_cast<int>(eval_type);
-  cfg.num_classes = static_cast<int>(num_classes);
-  cfg.num_epochs = static_cast<int>(num_epochs);
-  cfg.max_abs_error = max_abs_error;
-  cfg.la = la;
-  cfg.lb = lb;
-  cfg.fingerprint_steps = fingerprint_steps;
+  const Config cfg = make_config(layout[0], layout[1], layout[2], layout[3], eval_type, num_classes, num_epochs,
+                                 max_abs_error, la, lb, fingerprint_steps);
   if (cfg.eval_type == 2 && (cfg.num_classes < 2 || cfg.num_classes > cfg.L.F || cfg.L.V < 3)) return 1;
   if (fingerprint_steps > 0 && (cfg.eval_type == 2 || cfg.num_epochs != 1 || fingerprints == nullptr)) return 1;
   const int Ls[3] = {static_cast<int>(lengths[0]), static_cast<int>(lengths[1]), static_cast<int>(lengths[2])};

@@ -503,7 +503,7 @@ def _scalar_draws(key: jax.Array, cfg: ZeroConfig) -> jax.Array:
     words = threefry_2x32(
         jax.random.key_data(key), jnp.concatenate([jnp.zeros(n, jnp.uint32), jnp.arange(n, dtype=jnp.uint32)]))
     hi, lo = words[:n], words[n:]
-    if cfg.jnp_dtype == jnp.float64:
+    if jax.dtypes.canonicalize_dtype(cfg.jnp_dtype) == jnp.float64:  # float64 draws only with x64 enabled
         bits = (hi.astype(jnp.uint64) << 32 | lo.astype(jnp.uint64)) >> 12 | jnp.uint64(0x3FF0000000000000)
         return jax.lax.bitcast_convert_type(bits, jnp.float64) - 1.0
     bits = (hi ^ lo) >> 9 | jnp.uint32(0x3F800000)

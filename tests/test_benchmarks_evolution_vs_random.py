@@ -91,6 +91,7 @@ def test_label_screen_keeps_learners_and_drops_programs_blind_to_the_label():
 
 
 @needs_native
+@pytest.mark.slow
 def test_label_screen_drops_no_program_that_learns():
     # Screened-out programs predict without the labels: on these tasks none gets near the acceptance bar.
     setting = "linear_learn_only"

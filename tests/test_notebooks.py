@@ -36,8 +36,8 @@ NOTEBOOKS = pathlib.Path(__file__).resolve().parent.parent / "notebooks"
 #   03_nasnet_cells               41 (6)    default suite
 #   04_controller_vs_evolution   164 (4.5)  tabular benchmark, 10 seeds x 4 strategies x 2 tables
 #   05_multi_device              178 (5.5)  two searches, 1 and 8 fake devices, compile apart
-SLOW = {"00_quickstart.ipynb", "02_rediscover_backprop.ipynb", "04_controller_vs_evolution.ipynb",
-        "05_multi_device.ipynb"}
+SLOW = {"00_quickstart.ipynb", "01_instruction_set.ipynb", "02_rediscover_backprop.ipynb",
+        "03_nasnet_cells.ipynb", "04_controller_vs_evolution.ipynb", "05_multi_device.ipynb"}
 BUDGET_SECONDS = 180  # each notebook runs in <= 3 minutes on a 2-core CPU
 MAX_STORED_BYTES = 300_000  # per stored notebook, outputs and figures included
 # What the kernel runs with, in the test and when storing: CPU, a non-interactive matplotlib backend (the

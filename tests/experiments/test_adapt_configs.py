@@ -54,6 +54,7 @@ DEFAULT_RUNS = {("adapt_fast_training", "experiment")}
 @pytest.mark.parametrize("name,variant", [(n, v) if (n, v) in DEFAULT_RUNS else
                                           pytest.param(n, v, marks=pytest.mark.slow)
                                           for n in CONFIGS for v in adaptations.VARIANTS])
+@pytest.mark.slow
 def test_config_runs_end_to_end(name, variant, tmp_path):
     c = tiny(CONFIGS[name].get_config(variant))
     summary = search.run_experiments(c, str(tmp_path))

@@ -32,6 +32,7 @@ def _rows(workdir, experiment):
     return [r for r in rows if r.get("experiment") == experiment]
 
 
+@pytest.mark.slow
 def test_launcher_writes_outputs_and_resumes(tmp_path, monkeypatch):
     c = tiny_config()
     c.checkpoint_every_seconds = 0.0  # every iteration: the kill below lands between two checkpoints
@@ -121,6 +122,7 @@ def test_corrupt_experiments_record_is_an_error_and_kept(tmp_path):
     assert (tmp_path / "experiments.jsonl").read_text() == "{not json\n"
 
 
+@pytest.mark.slow
 def test_main_module_runs(tmp_path):
     args = [sys.executable, "-m", "experiments.automl_zero.main",
             "--config=experiments/automl_zero/configs/linear_quick.py", f"--workdir={tmp_path}",

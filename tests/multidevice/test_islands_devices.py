@@ -3,6 +3,8 @@ start-up): identical populations, fitness and migrations; the evaluator's output
 the whole mesh."""
 import textwrap
 
+import pytest
+
 from tests.multidevice.fake_devices import run_on_8_cpu_devices
 
 SCRIPT = textwrap.dedent("""
@@ -62,5 +64,6 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_island_search_is_identical_on_1_2_and_8_devices():
     run_on_8_cpu_devices(SCRIPT)

@@ -41,6 +41,7 @@ def tiny_ops(monkeypatch):
     monkeypatch.setitem(launcher.OP_SETS, "tiny", ("max_pool_3x3", "sep_conv_3x3"))
 
 
+@pytest.mark.slow
 def test_digits_smoke_writes_outputs_and_resumes(tmp_path):
     config = tiny(digits_smoke)
     full = launcher.run(config, str(tmp_path / "full"))
@@ -81,6 +82,7 @@ def test_digits_smoke_writes_outputs_and_resumes(tmp_path):
     assert [r["genome"] for r in board2] == [r["genome"] for r in board]
 
 
+@pytest.mark.slow
 def test_enas_mode_with_evolution(tmp_path):
     for strategy in ("evolution",):
         config = tiny(digits_enas, strategy=strategy)

@@ -19,6 +19,7 @@ def cifar_shapes():
     return nas.init_shapes(model, (32, 32, 3))
 
 
+@pytest.mark.slow
 def test_cifar_6_768_trainable(cifar_shapes):
     params, _ = _split_aux(cifar_shapes["params"])
     assert nas.count_params(params) == 3_346_538
@@ -32,6 +33,7 @@ def test_cifar_aux_head(cifar_shapes):
     assert nas.count_params(aux) == 1_631_498
 
 
+@pytest.mark.slow
 def test_imagenet_mobile_4_1056_all_variables():
     model = nas.NASNet(genotype=nas.NASNET_A, num_cells=12, filters=44, stem="imagenet",
                        num_classes=1000)

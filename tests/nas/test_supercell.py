@@ -115,6 +115,7 @@ def test_supernet_slots_equal_static_network():
 
 
 @pytest.mark.parametrize("kind", ["normal", "reduce"])
+@pytest.mark.slow
 def test_supercell_gradients_equal_static_cell(kind):
     """The switch's custom VJP (recompute the chosen op) gives the static cell's gradients for
     the inputs and the chosen ops' weights, and exact zeros for the ops not chosen."""

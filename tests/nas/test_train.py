@@ -123,6 +123,7 @@ def _data():
             "valid_labels": y[32:]}
 
 
+@pytest.mark.slow
 def test_train_and_evaluate_resumes_exactly(tmp_path):
     cfg = dict(CONFIG.__dict__, checkpoint_every=1)  # 30 steps, as the fixture: cache hits
     ref = nas.train_and_evaluate(TINY, cfg, _data(), jax.random.key(7), workdir=tmp_path / "a")

@@ -96,6 +96,7 @@ def test_runs_under_search_run_and_resumes(tmp_path, reinforce):
     np.testing.assert_array_equal(resumed.best_genome, full.best_genome)
 
 
+@pytest.mark.slow
 def test_works_on_int_vector_and_mixed_spaces():
     space = search.IntVectorSpace((3, 1, 5))
     ctrl = Controller(space, "reinforce", batch_size=8, hidden=8, learning_rate=1e-2)

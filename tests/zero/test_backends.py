@@ -53,6 +53,7 @@ def test_registry_and_bad_names():
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.slow
 def test_sgd_learner_agrees_on_every_backend(dtype):
     cfg = zero.ZeroConfig(**{**DEMO.__dict__, "dtype": dtype})
     prog = zero.parse_program(SGD, cfg)
@@ -82,6 +83,7 @@ def test_native_is_deterministic_and_independent_of_batch_layout():
     assert np.isfinite(a).all() and (a >= 0).all() and (a <= 1).all()
 
 
+@pytest.mark.slow
 def test_native_result_does_not_depend_on_the_thread_count(tmp_path):
     script = textwrap.dedent("""
         import sys, numpy as np, jax

@@ -43,7 +43,9 @@ P, T, N, M, E = 3, 2, 5, 3, 2
 STRATEGIES = ("native", "select", "cond")
 # With all 65 ops the 'select' backend compiles for minutes on a 2-core CPU (it runs every
 # branch), so its all-op variants are slow tests; 'native' and 'cond' carry the default suite.
-STRATEGY_PARAMS = ["native", pytest.param("select", marks=pytest.mark.slow), "cond"]
+# The accelerator backends compile slowly on the CPU: their cases run in CI's second step (`.ci/run`).
+STRATEGY_PARAMS = ["native", pytest.param("select", marks=pytest.mark.slow),
+                   pytest.param("cond", marks=pytest.mark.slow)]
 
 
 def make_cfg(dtype, features=F, ops=ALL_OPS, sizes=(LS, LP, LL), banks=(S, V, MX)):

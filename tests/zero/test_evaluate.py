@@ -53,6 +53,7 @@ def test_neural_network_beats_linear_on_teacher_tasks():
     assert float(fit[0]) > float(fit[1]) + 0.1, fit
 
 
+@pytest.mark.slow
 def test_strategies_and_pruning_agree(tasks, population):
     key = jax.random.key(5)
     results = {}

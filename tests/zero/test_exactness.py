@@ -145,6 +145,7 @@ def test_numpy_reference_agrees_on_the_battery(name):
         assert fit == want_fitness
 
 
+@pytest.mark.slow
 def test_index_fraction_truncates_after_float32_rounding():
     # 0.2499999999 rounds to 0.25 in float32: element 1 of 4, also when the program is not canonical.
     prog = zero.parse_program("def Setup():\n  v1[1] = 2.0\ndef Predict():\n  s1 = dot(v1, v0)\n"
@@ -169,6 +170,7 @@ def test_canonical_form_stores_float32_constants():
     assert data[2, 0] == F32_03 and data[2, 1] == float(np.float32(0.1))
 
 
+@pytest.mark.slow
 def test_subnormals_native_keeps_them_xla_flushes_them():
     # 1e-310 / 1e-310 = 1 in the reference; XLA on CPU flushes subnormals to zero (0 / 0 = NaN), a documented
     # platform difference of the XLA backends.

@@ -121,6 +121,7 @@ def shared_population():
 
 
 @pytest.mark.parametrize("kind", ["linear", "teacher", "accuracy"])
+@pytest.mark.slow
 def test_exported_programs_reproduce_fitness(kind):
     progs = shared_population()
     tasks = make_tasks(kind)

@@ -204,6 +204,7 @@ def _rows(result, rows):
     return fit[rows], {k: v[rows] for k, v in preds.items()}
 
 
+@pytest.mark.slow
 def test_mix_programs_match_select(mix_results):
     """Random programs, an SGD learner, a NaN, an early stop and a random draw (2 epochs, pruned): every
     prediction bitwise equal to select's (NaN in the same places), fitness within a few ulps."""

@@ -468,20 +468,28 @@ def _stop_reason(settings: _Settings, carry: _Carry, clock: _Clock) -> str | Non
     return None
 
 
-def _iterate(settings: _Settings, space: Any, strategy: Any, evaluator: Evaluator,
-             run_key: jax.Array, carry: _Carry) -> tuple[_Carry, Any]:
-    """One ask -> evaluate -> tell; returns the next carry and the batch's fitness."""
-    genomes, state, eval_key = _ask_step(strategy, run_key, carry.iteration, carry.state)
-    if settings.validate_every and carry.iteration % settings.validate_every == 0:
-        for i in range(settings.batch_size):
+def _ask_evaluate_tell(settings: _Settings, space: Any, strategy: Any, evaluator: Evaluator,
+                       run_key: jax.Array, iteration: int, state: Any) -> tuple[Any, Any, Mapping]:
+    """One ask -> evaluate -> tell of iteration ``iteration``: (the told state, the batch's fitness,
+    the evaluator's info)."""
+    genomes, state, eval_key = _ask_step(strategy, run_key, iteration, state)
+    if settings.validate_every and iteration % settings.validate_every == 0:
+        for i in range(strategy.batch_size):
             space.validate(jax.device_get(base.tree_index(genomes, i)))
     out = evaluator(eval_key, genomes)
     fitness, info = out if isinstance(out, tuple) else (out, {})
     if not isinstance(fitness, jax.Array):
         fitness = np.asarray(fitness, dtype=np.float32)  # lists, float64 numpy, ...
-    state = strategy.tell(genomes, fitness, state)
+    return strategy.tell(genomes, fitness, state), fitness, info or {}
+
+
+def _iterate(settings: _Settings, space: Any, strategy: Any, evaluator: Evaluator,
+             run_key: jax.Array, carry: _Carry) -> tuple[_Carry, Any]:
+    """One ask -> evaluate -> tell; returns the next carry and the batch's fitness."""
+    state, fitness, info = _ask_evaluate_tell(settings, space, strategy, evaluator, run_key,
+                                              carry.iteration, carry.state)
     return _Carry(state, carry.iteration + 1, carry.evaluations + settings.batch_size,
-                  _accumulate(carry.counters, info or {})), fitness
+                  _accumulate(carry.counters, info)), fitness
 
 
 class _Metrics:

@@ -414,31 +414,16 @@ def _stop_reason(settings: loop._Settings, carry: _Carry) -> str | None:
     return None
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _ask_step(strategy: ProcessIslands, run_key: jax.Array, iteration: jax.Array,
-              state: ProcessIslandState) -> tuple[PyTree, ProcessIslandState, jax.Array]:
-    """The key derivation of :func:`azjax.search.run`, then this process's ask."""
-    ask_key, eval_key = jax.random.split(jax.random.fold_in(run_key, iteration))
-    genomes, state = strategy.ask(ask_key, state)
-    return genomes, state, eval_key
-
-
 def _iterate(settings: loop._Settings, space: Any, strategy: ProcessIslands,
              evaluator: loop.Evaluator, run_key: jax.Array, carry: _Carry, clock: loop._Clock,
              save_due: bool) -> tuple[_Carry, Any, bool]:
     """One ask -> evaluate -> tell of this process's islands, then the iteration's all-gather
     (counters, best fitness, clocks, the checkpoint vote and, when due, the emigrants) and
     immigration. Returns the next carry, this process's batch fitness and whether to save."""
-    genomes, state, eval_key = _ask_step(strategy, run_key, carry.iteration, carry.state)
-    if settings.validate_every and carry.iteration % settings.validate_every == 0:
-        for i in range(strategy.batch_size):
-            space.validate(jax.device_get(base.tree_index(genomes, i)))
-    out = evaluator(eval_key, genomes)
-    fitness, info = out if isinstance(out, tuple) else (out, {})
-    if not isinstance(fitness, jax.Array):
-        fitness = np.asarray(fitness, dtype=np.float32)
-    state = strategy.tell(genomes, fitness, state)
-    counts = loop._accumulate({}, info or {})
+    # The key derivation and the ask/evaluate/tell of `search.run`, on this process's islands.
+    state, fitness, info = loop._ask_evaluate_tell(settings, space, strategy, evaluator, run_key,
+                                                   carry.iteration, carry.state)
+    counts = loop._accumulate({}, info)
     names = sorted(counts)
     migrate = strategy.migration_due(carry.evaluations // strategy.num_islands)
     values = np.asarray([counts[k] for k in names]

@@ -261,8 +261,9 @@ static int decode(const int32_t* ins, const T* data, int n, const char* flags, c
 // that with a compile-time F (the FS specializations) they unroll into straight-line adds.
 constexpr int kSumBuffer = 64;
 
+// The halving tree of 2^k terms; destroys x.
 template <typename T>
-__attribute__((always_inline)) static inline T pairwise_in_place(T* x, int n, int stride) {  // the halving tree of 2^k terms; destroys x
+__attribute__((always_inline)) static inline T pairwise_in_place(T* x, int n, int stride) {
   // For 2^k terms the halving tree is the bottom-up pairwise reduction (not recursive, so it inlines and
   // unrolls for a compile-time F).
   for (int w = 1; w < n; w *= 2)
@@ -283,8 +284,9 @@ __attribute__((always_inline)) static inline T tree_in_place(T* x, int n, int st
   return (n & (n - 1)) == 0 ? pairwise_in_place(x, n, stride) : tree_in_place_general(x, n, stride);
 }
 
+// The full-reduction rule over x[0..n); destroys x.
 template <typename T>
-__attribute__((always_inline)) static inline T packet_sum_in_place(T* x, int n) {  // the full-reduction rule over x[0..n); destroys x
+__attribute__((always_inline)) static inline T packet_sum_in_place(T* x, int n) {
   if (n == 1) return x[0];
   const int pairs = n / 2;
   const T lane0 = tree_in_place(x, pairs, 2);

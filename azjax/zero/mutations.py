@@ -492,6 +492,11 @@ def _draws(key: jax.Array, cfg: ZeroConfig) -> jax.Array:
     return jax.random.uniform(key, (_num_draws(cfg),), cfg.jnp_dtype)
 
 
+def _partitionable_threefry(key: jax.Array) -> bool:
+    """Whether `key`'s draws follow the counter rule that `_scalar_draws` and the native kernel restate."""
+    return bool(jax.config.jax_threefry_partitionable) and "threefry" in str(jax.random.key_impl(key))
+
+
 def _scalar_draws(key: jax.Array, cfg: ZeroConfig) -> jax.Array:
     """`_draws(key, cfg)[:_NUM_SCALAR_DRAWS]`, the same bits, without drawing the fresh rows.
 
@@ -500,6 +505,8 @@ def _scalar_draws(key: jax.Array, cfg: ZeroConfig) -> jax.Array:
     halves, each turned into [0, 1) as `jax.random.uniform` does. The native mutation kernel draws the
     fresh rows it needs in the same way (docs/backends.md, "Native mutations")."""
     n = _NUM_SCALAR_DRAWS
+    if not _partitionable_threefry(key):  # other key types: take them from the whole draw
+        return _draws(key, cfg)[:n]
     words = threefry_2x32(
         jax.random.key_data(key), jnp.concatenate([jnp.zeros(n, jnp.uint32), jnp.arange(n, dtype=jnp.uint32)]))
     hi, lo = words[:n], words[n:]
@@ -608,10 +615,10 @@ def _apply_native(key, program: Program, cfg: ZeroConfig, mcfg: MutationConfig, 
     dtype = program.setup.data.dtype
     length = _max_length(cfg)
     ins3, data3, size3 = _stack_components(program, length)
-    if dtype == cfg.jnp_dtype:
+    if dtype == cfg.jnp_dtype and _partitionable_threefry(key):
         u = _scalar_draws(key, cfg)
         draws = jax.random.key_data(key).astype(jnp.uint32)
-    else:  # the kernel draws in the programs' precision; other precisions get every draw from XLA
+    else:  # the kernel draws threefry uniforms in the programs' precision; otherwise XLA draws them all
         u = draws = _draws(key, cfg).astype(dtype)
     factor = _scale_factor(u, mcfg.paper_variant).astype(dtype)
     F = cfg.features

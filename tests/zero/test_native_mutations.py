@@ -150,3 +150,5 @@ def test_scalar_draws_are_the_first_uniform_draws(dtype, x64):
         head = np.asarray(jax.jit(jax.vmap(lambda k: M._scalar_draws(k, cfg)))(keys))
     assert head.dtype == whole.dtype == np.dtype(dtype if x64 or dtype == "float32" else "float32")
     np.testing.assert_array_equal(head.view(np.uint8), whole[:, :M._NUM_SCALAR_DRAWS].view(np.uint8))
+    rbg = jax.random.key(3, impl="rbg")  # another key type: the scalar draws come from the whole draw
+    np.testing.assert_array_equal(M._scalar_draws(rbg, DEMO), M._draws(rbg, DEMO)[:M._NUM_SCALAR_DRAWS])

@@ -114,6 +114,18 @@ def _raw_keys(keys):
     return keys.astype(jnp.uint32)
 
 
+def _component_pointers(programs, dtype):
+    """The kernel's view of host programs: C arrays of the three components' instruction, constant and size
+    pointers, their row counts, and the arrays themselves (kept alive while the pointers are used)."""
+    comps = (programs.setup, programs.predict, programs.learn)
+    arrays = ([np.ascontiguousarray(c.instructions, np.int32) for c in comps],
+              [np.ascontiguousarray(c.data, dtype) for c in comps],
+              [np.ascontiguousarray(c.size, np.int32) for c in comps])
+    pointers = tuple((ctypes.c_void_p * 3)(*(a.ctypes.data for a in group)) for group in arrays)
+    lengths = np.asarray([a.shape[1] for a in arrays[0]], np.int64)
+    return pointers, lengths, arrays
+
+
 class NativeBackend(Backend):
     """The C++ FFI backend (CPU only)."""
 
@@ -163,13 +175,10 @@ class NativeBackend(Backend):
         dt = np.dtype(cfg.np_dtype)
         layout = np.asarray([cfg.num_scalars, cfg.num_vectors, cfg.num_matrices, cfg.features], np.int64)
         etype = {"rms": 0, "accuracy": 1, "multiclass": 2}[eval_type]
-        pointers = lambda arrays: (c.c_void_p * 3)(*(a.ctypes.data for a in arrays))  # noqa: E731
 
         def host_fn(programs, train_x, train_y, valid_x, valid_y, orders, key_data, active):
-            comps = (programs.setup, programs.predict, programs.learn)
-            ins = [np.ascontiguousarray(x.instructions, np.int32) for x in comps]
-            data = [np.ascontiguousarray(x.data, dt) for x in comps]
-            sizes = [np.ascontiguousarray(x.size, np.int32) for x in comps]
+            pointers, lengths, arrays = _component_pointers(programs, dt)  # `arrays` outlives the call
+            sizes = arrays[2]
             tx, ty, vx, vy = (np.ascontiguousarray(a, dt) for a in (train_x, train_y, valid_x, valid_y))
             orders = np.ascontiguousarray(orders, np.int32)
             key = np.ascontiguousarray(key_data, np.uint32).reshape(2)
@@ -178,10 +187,9 @@ class NativeBackend(Backend):
             if orders.size != T * num_epochs * N:
                 raise ValueError(f"native backend: orders has {orders.size} entries, expected T * num_epochs * N "
                                  f"= {T} * {num_epochs} * {N}")
-            lengths = np.asarray([a.shape[1] for a in ins], np.int64)
             fitness = np.empty((P, T), dt)
             words = np.zeros((P, T, 4), np.uint32) if fingerprint_steps else None
-            rc = fn(pointers(ins), pointers(data), pointers(sizes), lengths.ctypes.data, P, T, N, M,
+            rc = fn(*pointers, lengths.ctypes.data, P, T, N, M,
                     tx.ctypes.data, ty.ctypes.data, vx.ctypes.data, vy.ctypes.data, orders.ctypes.data,
                     key.ctypes.data, act.ctypes.data, dt.itemsize, layout.ctypes.data, etype, cfg.num_classes,
                     num_epochs, cfg.max_abs_error, rule.predict_stride, rule.learn_stride, 1, fingerprint_steps,
@@ -199,16 +207,12 @@ class NativeBackend(Backend):
         lib = _load()
         if lib is None:
             raise RuntimeError(f"native backend unavailable: {reason()}")
-        comps = (programs.setup, programs.predict, programs.learn)
-        ins = [np.ascontiguousarray(c.instructions, np.int32) for c in comps]
-        data = [np.ascontiguousarray(c.data, cfg.np_dtype) for c in comps]
-        sizes = [np.ascontiguousarray(c.size, np.int32) for c in comps]
+        pointers, lengths, arrays = _component_pointers(programs, cfg.np_dtype)  # `arrays` outlives the call
+        _, data, sizes = arrays
         P = sizes[0].shape[0]
         keys = np.empty((P, 2), np.uint64)
         has_random = np.empty(P, np.uint8)
-        ptrs = lambda arrays: (ctypes.c_void_p * 3)(*(a.ctypes.data for a in arrays))  # noqa: E731
-        lengths = np.asarray([a.shape[1] for a in ins], np.int64)
-        lib.azjax_native_live_code_keys(ptrs(ins), ptrs(data), ptrs(sizes), lengths.ctypes.data_as(ctypes.c_void_p),
+        lib.azjax_native_live_code_keys(*pointers, lengths.ctypes.data_as(ctypes.c_void_p),
                                         ctypes.c_int64(P), ctypes.c_int64(cfg.num_scalars),
                                         ctypes.c_int64(cfg.num_vectors), ctypes.c_int64(cfg.num_matrices),
                                         ctypes.c_int64(cfg.num_classes),

@@ -5,7 +5,8 @@ With ``--multihost`` every host runs the same program: :func:`initialize` calls
 Slurm and Open MPI, or given by ``--coordinator_address``, ``--num_processes``, ``--process_id``)
 before any other JAX call, the launchers split their work over the processes (AutoML-Zero: each
 process runs its share of the islands, or the evaluation is split over all processes' devices;
-docs/scaling.md), and only process 0 logs, prints and writes files (:func:`is_main_process`);
+nasnet: one data-parallel mesh over all processes' devices; nas_search: each batch of children
+split over the processes; docs/scaling.md), and only process 0 logs, prints and writes files (:func:`is_main_process`);
 every process reads checkpoints from storage all hosts can see.
 :func:`pop_none_overrides` and :func:`apply_none_overrides` let ``--config.FIELD=None`` set an
 optional field to ``None`` from the command line.
@@ -28,7 +29,8 @@ def define_multihost_flags() -> None:
     clusters JAX does not detect, and several processes on one machine; docs/scaling.md)."""
     flags.DEFINE_bool("multihost", False, "Call jax.distributed.initialize() first: every process runs the "
                       "same command and the work is split over the processes (AutoML-Zero: islands per process "
-                      "when num_islands is divisible by the process count; docs/scaling.md).")
+                      "when num_islands is divisible by the process count; nasnet: data-parallel over "
+                      "all processes' devices; nas_search: the children of each batch; docs/scaling.md).")
     flags.DEFINE_string("coordinator_address", None, "With --multihost: host:port of process 0 (default: "
                         "detected on TPU VMs, Slurm and Open MPI).")
     flags.DEFINE_integer("num_processes", None, "With --multihost: the number of processes (default: detected).")

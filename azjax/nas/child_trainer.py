@@ -12,6 +12,13 @@ after another: ``vmap`` over children would batch the ``lax.switch`` index and r
 children axis sharded over devices (each device trains its share one after another, so the switch
 stays a real conditional); the static backend cannot (one compile per genotype) and trains each
 child data-parallel over the devices instead.
+
+Several processes (``jax.distributed``, ``global_mesh=True``; docs/scaling.md, section 4): the
+children of a call are split over all processes. The supernet backend shards the children axis
+over a global mesh (the first ``num_devices`` local devices of every process); the static
+backend deals the children out to the processes, each trains its own on its local devices, and
+the rewards are all-gathered. Either way every process returns the whole batch's rewards, and
+``trained_here`` counts the children this process trained.
 """
 from __future__ import annotations
 
@@ -20,6 +27,7 @@ from typing import Any, Mapping
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
 from azjax.nas.space import CellSpace
@@ -46,6 +54,9 @@ class ChildTrainer:
         data: ``train_*`` and ``valid_*`` arrays (the proxy split; valid is the reward set).
         backend: ``"supernet"`` (one compile for all children) or ``"static"``
             (``train.train_and_evaluate``; one compile per child).
+        global_mesh: split the children of every call over all processes of a multi-process
+            run (every process must build the trainer alike and make the same calls); off, every
+            process trains every child on its own devices. The same in a single-process run.
 
     ``config.num_devices`` (1: one device, None or 0: all local devices, k: k devices): with more
     than one, the supernet backend trains the children of a call in parallel, the children
@@ -57,15 +68,20 @@ class ChildTrainer:
 
     Calling it with ``(key, genomes)`` returns ``(valid_accuracy [B], info)`` with info counters
     ``child_train_steps`` and ``children_trained``. Child ``i`` of a call is seeded by
-    ``fold_in(key, i)``, so results do not depend on batching, resumption or the device count
-    (up to float rounding).
+    ``fold_in(key, i)``, so results do not depend on batching, resumption, the device or the
+    process count (up to float rounding). The supernet backend deals the children over the
+    processes first, then over each process's devices (:meth:`placement`), so even a batch
+    smaller than the mesh gives every process a share. ``trained_here`` counts the children
+    (padding excluded) this process has trained, over all calls.
     """
 
     def __init__(self, space: CellSpace, config: Any, data: Mapping[str, np.ndarray],
-                 backend: str = "supernet"):
+                 backend: str = "supernet", global_mesh: bool = False):
         if backend not in ("supernet", "static"):
             raise ValueError(f"backend: expected 'supernet' or 'static', got {backend!r}")
         self.space, self.config, self.backend = space, as_train_config(config), backend
+        self.global_mesh = bool(global_mesh)
+        self.trained_here = 0
         self.data = prepare_data(data)
         n = self.data["train_images"].shape[0]
         self.steps = self.config.num_steps or self.config.num_epochs * (
@@ -78,40 +94,79 @@ class ChildTrainer:
                           padded_batches(x_valid, y_valid, min(self.config.eval_batch_size,
                                                          x_valid.shape[0])))
         n_dev = sharding.resolve_num_devices(self.config.num_devices)
-        self.mesh: Mesh | None = sharding.make_mesh(n_dev) if backend == "supernet" and n_dev > 1 \
-            else None
+        processes = jax.process_count() if self.global_mesh else 1
+        self.mesh: Mesh | None = sharding.make_mesh(n_dev, global_mesh=self.global_mesh) \
+            if backend == "supernet" and n_dev * processes > 1 else None
+        # Static backend: whole children per process (one compile per genotype, no shared step).
+        self.processes = processes if backend == "static" else 1
         if self.mesh is not None:  # the data lives on every device once, not copied per call
-            self._args = jax.device_put(self._args, sharding.replicated(self.mesh))
+            # From host copies: every process then supplies its own devices' copies.
+            self._args = jax.device_put(jax.tree_util.tree_map(np.asarray, self._args),
+                                        sharding.replicated(self.mesh))
 
     def _child_inputs(self, key: jax.Array) -> tuple[int, jax.Array]:
         """(host init seed, training key) of the child seeded by ``key``."""
         k_init, k_train = jax.random.split(key)
         return int(jax.random.randint(k_init, (), 0, 2**31 - 1)), k_train
 
-    def train_children(self, key: jax.Array, genomes: Any) -> dict[str, np.ndarray]:
-        """Train the children ``genomes[i]`` (seeded by ``fold_in(key, i)``) at once on the
-        device mesh (supernet backend, ``num_devices > 1``); per-child metrics as arrays."""
+    def placement(self, b: int) -> tuple[int, np.ndarray]:
+        """``(padded, rows)``: a call of ``b`` children is padded to ``padded`` rows (a multiple
+        of the mesh size) and child ``i`` occupies row ``rows[i]`` of the children axis (device
+        ``d`` holds rows ``d*k .. (d+1)*k - 1``, ``k = padded / mesh size``).
+
+        Children are dealt over the processes first, then over each process's devices, then
+        over a device's ``k`` slots, so a process's share differs from another's by at most one
+        child and padding (copies of child 0, results dropped) lands last."""
         if self.mesh is None:
             raise ValueError("num_devices: parallel children need the supernet backend and "
                              "more than one device")
+        devices = list(self.mesh.devices.flat)
+        size = len(devices)
+        padded = sharding.round_up(b, self.mesh)
+        k = padded // size
+        seen: dict[int, int] = {}
+        rank = []  # a device's position among its process's devices
+        for d in devices:
+            rank.append(seen.get(d.process_index, 0))
+            seen[d.process_index] = rank[-1] + 1
+        slots = sorted((pos, rank[d], devices[d].process_index, d * k + pos)
+                       for d in range(size) for pos in range(k))
+        return padded, np.asarray([s[-1] for s in slots], np.int64)
+
+    def train_children(self, key: jax.Array, genomes: Any) -> dict[str, np.ndarray]:
+        """Train the children ``genomes[i]`` (seeded by ``fold_in(key, i)``) at once on the
+        device mesh (supernet backend, more than one device in the mesh); per-child metrics as
+        arrays, the same on every process. A process draws fresh weights only for the children
+        its own devices train."""
         genomes = np.asarray(genomes, np.int32)
         b = genomes.shape[0]
-        padded = sharding.round_up(b, self.mesh)
-        order = list(range(b)) + [0] * (padded - b)  # pad with copies of child 0
-        seeds, keys = zip(*(self._child_inputs(jax.random.fold_in(key, i)) for i in order))
+        padded, rows = self.placement(b)
+        order = np.zeros(padded, np.int64)  # the child in each row; padding repeats child 0
+        order[rows[:b]] = np.arange(b)
+        mine = sharding.local_rows(self.mesh, padded)  # the rows of this process's devices
         steps = self._steps
-        # Fresh weights drawn on the host per child (as in the sequential path), then stacked.
+        # Fresh weights drawn on the host per child (as in the sequential path), then stacked;
+        # each process draws (and transfers) those of its own rows only.
+        seeds, keys = zip(*(self._child_inputs(jax.random.fold_in(key, int(order[r])))
+                            for r in mine))
         fresh = [init_variables(steps.shapes, seed) for seed in seeds]
-        stack = lambda *xs: np.stack(xs)
-        params = jax.tree_util.tree_map(stack, *[v["params"] for v in fresh])
-        batch_stats = jax.tree_util.tree_map(stack, *[v["batch_stats"] for v in fresh])
         sharded = sharding.population_sharding(self.mesh)
-        params, batch_stats = jax.device_put((params, batch_stats), sharded)
-        genomes_d, keys_d = jax.device_put((genomes[order], jnp.stack(keys)), sharded)
+
+        def rows_of(*local):  # this process's rows -> the global [padded, ...] array
+            a = np.stack(local)
+            return jax.make_array_from_process_local_data(sharded, a, (padded, *a.shape[1:]))
+
+        params, batch_stats = (jax.tree_util.tree_map(rows_of, *[v[name] for v in fresh])
+                               for name in ("params", "batch_stats"))
+        genomes_d = rows_of(*genomes[order[mine]])
+        keys_d = jax.random.wrap_key_data(rows_of(*[jax.random.key_data(k) for k in keys]),
+                                          impl=jax.random.key_impl(key))
         fn = steps.train_children(self.mesh, self.steps)
         acc, loss, tacc = fn(params, batch_stats, genomes_d, keys_d, *self._args)
-        return {"valid_accuracy": np.asarray(acc)[:b], "train_loss": np.asarray(loss)[:b],
-                "train_accuracy": np.asarray(tacc)[:b]}
+        self.trained_here += int(np.sum(np.isin(mine, rows[:b])))
+        at = rows[:b]
+        return {"valid_accuracy": np.asarray(acc)[at], "train_loss": np.asarray(loss)[at],
+                "train_accuracy": np.asarray(tacc)[at]}
 
     def train_child(self, key: jax.Array, genome: Any) -> dict[str, float]:
         """Train one child and return ``valid_accuracy``, ``train_loss``, ``train_accuracy``."""
@@ -127,14 +182,29 @@ class ChildTrainer:
         return {"valid_accuracy": float(acc), "train_loss": float(loss),
                 "train_accuracy": float(tacc)}
 
+    def _static_children(self, key: jax.Array, genomes: np.ndarray) -> np.ndarray:
+        """Static backend over several processes: process ``p`` trains children
+        ``p, p + P, p + 2P, ...`` on its own devices; the rewards are all-gathered."""
+        p = jax.process_index()
+        fitness = np.zeros((genomes.shape[0],), np.float32)
+        for i in range(p, genomes.shape[0], self.processes):
+            fitness[i] = self.train_child(jax.random.fold_in(key, i), genomes[i])["valid_accuracy"]
+            self.trained_here += 1
+        gathered = np.asarray(multihost_utils.process_allgather(fitness))  # [processes, B]
+        owner = np.arange(genomes.shape[0]) % self.processes
+        return gathered[owner, np.arange(genomes.shape[0])].astype(np.float32)
+
     def __call__(self, key: jax.Array, genomes: Any) -> tuple[np.ndarray, dict[str, Any]]:
         genomes = np.asarray(genomes)
         if self.mesh is not None:
             fitness = self.train_children(key, genomes)["valid_accuracy"].astype(np.float32)
+        elif self.processes > 1:
+            fitness = self._static_children(key, genomes)
         else:
             fitness = np.zeros((genomes.shape[0],), np.float32)
             for i in range(genomes.shape[0]):
                 m = self.train_child(jax.random.fold_in(key, i), genomes[i])
                 fitness[i] = m["valid_accuracy"]
+            self.trained_here += genomes.shape[0]
         return fitness, {"child_train_steps": self.steps * genomes.shape[0],
                          "children_trained": genomes.shape[0]}

@@ -17,7 +17,9 @@ step is ``jax.jit`` with those in/out shardings (see :func:`make_train_step` for
 ``shard_map``). Batch statistics are those of the global batch, so training does not depend on
 the device count up to float rounding. With one device (``num_devices=1``, the default) nothing
 changes; ``None`` or 0 means all local devices
-(:func:`azjax.search.sharding.resolve_num_devices`).
+(:func:`azjax.search.sharding.resolve_num_devices`). With ``global_mesh=True`` in a multi-process
+run (``jax.distributed``) the mesh spans the first ``num_devices`` local devices of every process
+and each process feeds only its rows of every batch (docs/scaling.md, section 4).
 """
 from __future__ import annotations
 
@@ -34,9 +36,11 @@ from azjax.nas.data_parallel import (
     DATA_AXIS,
     batch_sharding,
     data_mesh,
+    process_rows,
     replicated,
     resolve_num_devices,
     shard_batch,
+    shard_local_batch,
 )
 from azjax.nas.genotype import Genotype
 from azjax.nas.network import count_params
@@ -54,8 +58,9 @@ from azjax.search import checkpoint as ckpt
 __all__ = [
     "CHECKPOINT_NAME", "DATA_AXIS", "TrainConfig", "TrainState", "augment", "batch_sharding",
     "create_train_state", "cutout", "data_mesh", "evaluate", "make_eval_step", "make_model",
-    "make_optimizer", "make_train_step", "prepare_data", "prepare_images", "random_flip", "random_pad_crop",
-    "replicated", "resolve_num_devices", "restore_checkpoint", "save_checkpoint", "shard_batch",
+    "make_optimizer", "make_train_step", "prepare_data", "prepare_images", "process_rows",
+    "random_flip", "random_pad_crop", "replicated", "resolve_num_devices", "restore_checkpoint",
+    "save_checkpoint", "shard_batch", "shard_local_batch",
     "train_and_evaluate", "train_step_fn", "weight_decay_mask",
 ]
 
@@ -113,6 +118,7 @@ def train_and_evaluate(
     key: jax.Array,
     workdir: str | os.PathLike | None = None,
     log_fn: Callable[[dict[str, Any]], None] | None = None,
+    global_mesh: bool = False,
 ) -> dict[str, Any]:
     """Train a child from ``genotype`` and return its metrics, incl. ``valid_accuracy``.
 
@@ -125,21 +131,28 @@ def train_and_evaluate(
       workdir: if given, a checkpoint there is resumed and new ones are written (by process 0
         only when several processes run the same program, ``jax.distributed``).
       log_fn: called with a metrics dict every ``log_every`` steps and after evaluation.
+      global_mesh: in a multi-process run, train data-parallel over the first
+        ``config.num_devices`` local devices of every process (one global mesh; each process
+        feeds only its rows of every training and evaluation batch); every process must call
+        this with the same arguments. Off, each process trains on its own devices alone. In a
+        single-process run both are the same.
 
-    With ``config.num_devices`` > 1 every step is data-parallel over that many local devices
-    (:func:`make_train_step`); ``batch_size`` must be divisible by the device count.
+    With ``config.num_devices`` > 1 (or several processes and ``global_mesh``) every step is
+    data-parallel over the mesh (:func:`make_train_step`); ``batch_size`` must be divisible by
+    the mesh's device count (a ``ValueError`` names it). Checkpoints hold the replicated state
+    only, so a run resumes on any device or process count that divides ``batch_size``.
 
     Returns:
       dict with ``valid_accuracy``, ``valid_loss`` (and ``test_*``), ``train_loss``,
       ``train_accuracy`` (mean over the last logging window), ``num_params``, ``steps``,
       ``train_seconds``, ``first_step_seconds`` (compile + one step), ``images_per_second``
-      and ``num_devices``.
+      and ``num_devices`` (the mesh's, all processes together).
     """
     if not isinstance(config, TrainConfig):
         config = TrainConfig.from_config(config)
     data = _checked_data(data, config)
     schedule = _Schedule.of(config, data["train_images"].shape[0])
-    mesh = data_mesh(config.num_devices, config.batch_size)
+    mesh = data_mesh(config.num_devices, config.batch_size, global_mesh)
     k_init, k_shuffle, k_steps = jax.random.split(key, 3)
     model = make_model(genotype, config)
     optimizer = make_optimizer(config, schedule.total_steps)
@@ -149,10 +162,12 @@ def train_and_evaluate(
         state = jax.device_put(state, replicated(mesh))
     train_step = make_train_step(model, optimizer, config, schedule.total_steps, mesh=mesh)
     eval_step = make_eval_step(model, mesh=mesh, batch_size=config.eval_batch_size)
-    batches = _Batches(data, config.batch_size, schedule, k_shuffle)
+    rows = process_rows(mesh, config.batch_size) if mesh is not None else slice(None)
+    batches = _Batches(data, config.batch_size, schedule, k_shuffle, rows)
     log = _WindowLog(config, schedule, int(state.step), log_fn)
     for step in range(int(state.step), schedule.total_steps):
-        state, metrics = train_step(state, *shard_batch(mesh, *batches(step)),
+        state, metrics = train_step(state, *shard_local_batch(mesh, config.batch_size,
+                                                              *batches(step)),
                                     jax.random.fold_in(k_steps, step))
         log.record(step, metrics, state)
         done = step + 1
@@ -214,12 +229,15 @@ def _resume(state: TrainState, workdir: str | os.PathLike | None
 
 class _Batches:
     """Host batches by step: epoch ``e`` is a permutation that depends only on
-    ``(k_shuffle, e)``, so a resumed run draws exactly the batches of an uninterrupted one."""
+    ``(k_shuffle, e)``, so a resumed run draws exactly the batches of an uninterrupted one, on
+    any process count. Only the ``rows`` of each global batch that this process feeds are
+    gathered."""
 
     def __init__(self, data: dict[str, np.ndarray], batch_size: int, schedule: _Schedule,
-                 k_shuffle: jax.Array):
+                 k_shuffle: jax.Array, rows: slice = slice(None)):
         self.images, self.labels = data["train_images"], data["train_labels"]
         self.batch_size, self.schedule, self.k_shuffle = batch_size, schedule, k_shuffle
+        self.rows = rows
         self.epoch, self.perm = -1, None
 
     def __call__(self, step: int) -> tuple[np.ndarray, np.ndarray]:
@@ -228,7 +246,7 @@ class _Batches:
             self.perm = np.asarray(jax.random.permutation(
                 jax.random.fold_in(self.k_shuffle, epoch), self.schedule.num_train))
             self.epoch = epoch
-        idx = self.perm[i * self.batch_size:(i + 1) * self.batch_size]
+        idx = self.perm[i * self.batch_size:(i + 1) * self.batch_size][self.rows]
         return self.images[idx], self.labels[idx]
 
 
@@ -284,7 +302,7 @@ def _final_metrics(state: TrainState, log: _WindowLog, config: TrainConfig, sche
     for split in ("valid", "test"):
         if f"{split}_images" in data:
             ev = evaluate(eval_step, state, data[f"{split}_images"], data[f"{split}_labels"],
-                          config.eval_batch_size)
+                          config.eval_batch_size, mesh=mesh)
             result[f"{split}_accuracy"] = ev["accuracy"]
             result[f"{split}_loss"] = ev["loss"]
     return result

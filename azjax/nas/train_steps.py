@@ -12,7 +12,7 @@ import optax
 from jax.sharding import Mesh
 
 from azjax.nas.augment import augment
-from azjax.nas.data_parallel import batch_sharding, replicated
+from azjax.nas.data_parallel import batch_sharding, process_rows, replicated, shard_local_batch
 from azjax.nas.network import NASNet
 from azjax.nas.train_config import TrainConfig
 from azjax.nas.train_state import TrainState
@@ -124,17 +124,30 @@ def make_eval_step(model: NASNet, max_traces: int = 1, mesh: Mesh | None = None,
     if mesh is None:
         return jax.jit(_max_traces(eval_fn, max_traces))
     rep = replicated(mesh)
-    batch = batch_sharding(mesh) if batch_size and batch_size % mesh.size == 0 else rep
+    batch = batch_sharding(mesh) if _eval_split(mesh, batch_size) else rep
     return jax.jit(_max_traces(eval_fn, max_traces), in_shardings=(rep, batch, batch, batch),
                    out_shardings=(rep, rep))
 
 
+def _eval_split(mesh: Mesh, batch_size: int | None) -> bool:
+    """Whether evaluation batches of ``batch_size`` are split over ``mesh`` (else replicated)."""
+    return bool(batch_size) and batch_size % mesh.size == 0
+
+
 def evaluate(eval_step: Callable, state: TrainState, images: np.ndarray, labels: np.ndarray,
-             batch_size: int) -> dict[str, float]:
-    """Accuracy and mean loss over all of ``images`` (last batch padded, not dropped)."""
+             batch_size: int, mesh: Mesh | None = None) -> dict[str, float]:
+    """Accuracy and mean loss over all of ``images`` (last batch padded, not dropped).
+
+    With the ``mesh`` of :func:`make_eval_step` each batch goes onto the mesh as that step
+    expects it: split (each process transfers only its own rows of the batch,
+    :func:`~azjax.nas.data_parallel.shard_local_batch`, so the mesh may span processes) or
+    replicated. Every process gets the same sums.
+    """
     n = images.shape[0]
     if n == 0:
         raise ValueError("images: empty evaluation set")
+    split = mesh is not None and _eval_split(mesh, batch_size)
+    rows = process_rows(mesh, batch_size) if split else slice(None)
     correct = loss = 0.0
     for start in range(0, n, batch_size):
         x, y = images[start:start + batch_size], labels[start:start + batch_size]
@@ -144,6 +157,10 @@ def evaluate(eval_step: Callable, state: TrainState, images: np.ndarray, labels:
             x = np.concatenate([x, np.zeros((batch_size - m, *x.shape[1:]), x.dtype)])
             y = np.concatenate([y, np.zeros(batch_size - m, y.dtype)])
             w[m:] = 0.0
+        if split:
+            x, y, w = shard_local_batch(mesh, batch_size, x[rows], y[rows], w[rows])
+        elif mesh is not None:  # replicated: a global array, so the mesh may span processes
+            x, y, w = jax.device_put((x, y, w), replicated(mesh))
         c, lsum = eval_step(state, x, y, w)
         correct += float(c)
         loss += float(lsum)

@@ -9,8 +9,9 @@ search, NASNet-style (children trained from scratch) or ENAS-style (shared weigh
 
 Re-running with the same --workdir resumes the search. ``--config.num_devices`` (default 0: all
 local devices) trains several children at once, one share per device. ``--multihost`` calls
-jax.distributed.initialize() first; every host runs the same program and process 0 alone logs,
-prints and writes (the workdir must be visible to all hosts).
+jax.distributed.initialize() first; every host runs the same search, the children of each batch
+are split over all hosts (NASNet mode; each host trains its share, every host sees all rewards),
+and process 0 alone logs, prints and writes (the workdir must be visible to all hosts).
 
 Outputs: best_genotype.json (retrain it
 with experiments/nasnet/main.py --genotype_json=WORKDIR/best_genotype.json), leaderboard.json,

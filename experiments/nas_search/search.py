@@ -11,7 +11,10 @@ Outputs in the workdir:
                        with the same workdir resumes.
 
 Several devices: ``config.num_devices`` (0: all local devices). Multi-host: every process runs
-the same search; process 0 alone writes these files (and the checkpoints, in ``search.run``).
+the same strategy; in NASNet mode the children of each batch are split over all processes
+(``ChildTrainer(global_mesh=True)``) and every process sees all rewards, so every ``tell`` is the
+same; ENAS mode is repeated on every process. Process 0 alone writes these files (and the
+checkpoints, in ``search.run``). docs/scaling.md, section 4.
 
 Search rewards are proxy accuracies (small children, few epochs, or shared weights): they rank
 cells; they are not the accuracy of the retrained cell.
@@ -67,9 +70,11 @@ def child_config(config: Any) -> nas.TrainConfig:
 
 
 def make_evaluator(config: Any, space: CellSpace, data: dict):
+    """``(evaluator, extra_state)`` of ``config.mode``; NASNet mode splits each batch of children
+    over all processes of a multi-process run."""
     if config.mode == "nasnet":
         return nas.ChildTrainer(space, child_config(config), data,
-                                       backend=config.child_backend), None
+                                backend=config.child_backend, global_mesh=True), None
     if config.mode == "enas":
         calls = -(-config.max_children // config.batch_children)
         trainer = nas.SharedWeightsTrainer(
@@ -112,6 +117,11 @@ def run(config: Any, workdir: str, log_fn=None) -> dict:
     if isinstance(config.max_children, bool) or not isinstance(config.max_children, int) \
             or config.max_children < 1:
         raise ValueError(f"max_children: must be an integer >= 1, got {config.max_children!r}")
+    if config.mode == "nasnet" and config.max_seconds > 0 and jax.process_count() > 1:
+        # Each process reads its own clock: one stopping while another asks for the next batch
+        # would leave that one waiting in the batch's collectives (docs/scaling.md, section 4).
+        raise ValueError("max_seconds: not supported with several processes in NASNet mode; "
+                         "bound the search by max_children")
     writer = common.is_main_process()  # multi-host: one writer, every process computes
     os.makedirs(workdir, exist_ok=True)
     t0 = time.time()
@@ -144,6 +154,8 @@ def run(config: Any, workdir: str, log_fn=None) -> dict:
         "search_seconds": result.elapsed_seconds,
         "session_seconds": time.time() - t0,
         "counters": result.counters,
+        # Children this process trained (NASNet mode): its share of the run's when split.
+        "trained_here": getattr(evaluator, "trained_here", None),
         "drawings": False,
         "strategy": config.strategy,
         "mode": config.mode,

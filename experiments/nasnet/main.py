@@ -7,8 +7,10 @@
 
 Re-running with the same --workdir resumes from its checkpoint. ``--config.num_devices``
 (default 0: all local devices) trains data-parallel, the batch split over the devices.
-``--multihost`` calls jax.distributed.initialize() first; every host runs the same program and
-process 0 alone logs and writes (the workdir must be visible to all hosts).
+``--multihost`` calls jax.distributed.initialize() first; every host runs the same program, the
+data-parallel mesh spans ``num_devices`` devices of every host (each host feeds its share of every
+batch; ``batch_size`` must be divisible by the global device count), and process 0 alone logs and
+writes (the workdir must be visible to all hosts).
 """
 import pathlib
 import sys

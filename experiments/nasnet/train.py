@@ -5,6 +5,7 @@ import os
 from typing import Any, Callable
 
 import jax
+from absl import logging
 
 from azjax import data as azdata
 from azjax import nas
@@ -50,7 +51,10 @@ def run(config: Any, workdir: str, genotype_json: str | None = None,
     """Train ``genotype_json`` (default NASNet-A) under ``config``; resume from ``workdir``.
 
     Writes ``genotype.json`` and ``metrics.json`` to ``workdir`` (process 0 only); returns the
-    metrics. ``config.num_devices`` (0: all local devices) > 1 trains data-parallel.
+    metrics. ``config.num_devices`` (0: all local devices) > 1 trains data-parallel. With several
+    processes (``--multihost``) the data mesh spans ``num_devices`` devices of every process and
+    each process feeds its share of every batch (docs/scaling.md, section 4); the metrics are
+    the same on every process.
     """
     writer = common.is_main_process()
     os.makedirs(workdir, exist_ok=True)
@@ -68,9 +72,12 @@ def run(config: Any, workdir: str, genotype_json: str | None = None,
     config_dict = config.to_dict() if hasattr(config, "to_dict") else dict(config)
     config_dict["num_classes"] = config.num_classes
     config_dict["num_devices"] = sharding.resolve_num_devices(config_dict.get("num_devices", 0))
+    logging.info("data-parallel over %d device(s): %d per process x %d process(es)",
+                 config_dict["num_devices"] * jax.process_count(), config_dict["num_devices"],
+                 jax.process_count())
     metrics = nas.train_and_evaluate(genotype, config_dict, datasets,
                                      jax.random.fold_in(jax.random.key(config.seed), 1),
-                                     workdir=workdir, log_fn=log_fn)
+                                     workdir=workdir, log_fn=log_fn, global_mesh=True)
     if writer:
         common.write_json(os.path.join(workdir, "metrics.json"), metrics)
     return metrics

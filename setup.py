@@ -42,7 +42,7 @@ native = Extension(
     "azjax.zero.backends._native_kernel",
     sources=["azjax/zero/backends/native_kernel.cc", "azjax/zero/backends/fec_cache.cc",
              "azjax/zero/backends/mutation_kernel.cc"],
-    depends=["azjax/zero/backends/hash128.h", "azjax/zero/backends/threefry.h"],
+    depends=["azjax/zero/backends/hash128.h", "azjax/zero/backends/pool.h", "azjax/zero/backends/threefry.h"],
     language="c++",
     # -ffp-contract=off: no fused multiply-adds, so float arithmetic rounds as written (docs/backends.md).
     extra_compile_args=["-std=c++17", "-O3", "-ffp-contract=off", "-fno-fast-math"]

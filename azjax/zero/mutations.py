@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Dict, Optional, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -497,24 +497,33 @@ def _partitionable_threefry(key: jax.Array) -> bool:
     return bool(jax.config.jax_threefry_partitionable) and "threefry" in str(jax.random.key_impl(key))
 
 
-def _scalar_draws(key: jax.Array, cfg: ZeroConfig) -> jax.Array:
-    """`_draws(key, cfg)[:_NUM_SCALAR_DRAWS]`, the same bits, without drawing the fresh rows.
+def _scalar_draws(key: jax.Array, cfg: ZeroConfig, indices: Sequence[int] | None = None) -> jax.Array:
+    """`_draws(key, cfg)[indices]` (default: the first `_NUM_SCALAR_DRAWS`), the same bits, without drawing the
+    rest.
 
     Partitionable threefry (JAX's default) gives element i of a uniform draw the words
     threefry(key, (0, i)): 32-bit draws use their xor, 64-bit draws the two words as high and low
     halves, each turned into [0, 1) as `jax.random.uniform` does. The native mutation kernel draws the
-    fresh rows it needs in the same way (docs/backends.md, "Native mutations")."""
-    n = _NUM_SCALAR_DRAWS
+    scalar draws and fresh rows it reads in the same way (docs/backends.md, "Native mutations")."""
+    indices = tuple(range(_NUM_SCALAR_DRAWS)) if indices is None else tuple(indices)
     if not _partitionable_threefry(key):  # other key types: take them from the whole draw
-        return _draws(key, cfg)[:n]
+        return _draws(key, cfg)[np.asarray(indices)]
+    n = len(indices)
     words = threefry_2x32(
-        jax.random.key_data(key), jnp.concatenate([jnp.zeros(n, jnp.uint32), jnp.arange(n, dtype=jnp.uint32)]))
+        jax.random.key_data(key), jnp.concatenate([jnp.zeros(n, jnp.uint32), jnp.asarray(indices, jnp.uint32)]))
     hi, lo = words[:n], words[n:]
     if jax.dtypes.canonicalize_dtype(cfg.jnp_dtype) == jnp.float64:  # float64 draws only with x64 enabled
         bits = (hi.astype(jnp.uint64) << 32 | lo.astype(jnp.uint64)) >> 12 | jnp.uint64(0x3FF0000000000000)
         return jax.lax.bitcast_convert_type(bits, jnp.float64) - 1.0
     bits = (hi ^ lo) >> 9 | jnp.uint32(0x3F800000)
     return (jax.lax.bitcast_convert_type(bits, jnp.float32) - 1.0).astype(cfg.jnp_dtype)
+
+
+def _factor_from_key(key: jax.Array, cfg: ZeroConfig, paper: bool) -> jax.Array:
+    """`_scale_factor(_scalar_draws(key, cfg), paper)`, drawing only the one or two uniforms it reads."""
+    indices = (_U_PAPER,) if paper else (_U_N1, _U_N2)
+    u = _scalar_draws(key, cfg, indices)
+    return _scale_factor({i: u[j] for j, i in enumerate(indices)}, paper)
 
 
 def draw_mutation_type(u: jax.Array, mcfg: MutationConfig) -> jax.Array:
@@ -606,30 +615,34 @@ def _native_tables(cfg: ZeroConfig, mcfg: MutationConfig) -> Dict[str, np.ndarra
 
 def _apply_native(key, program: Program, cfg: ZeroConfig, mcfg: MutationConfig, type_index) -> Program:
     """`_apply_xla` with its control part (picks, row shifts, canonical form) in the native kernel
-    (`backends/mutation_kernel.cc`), fresh rows included. XLA computes the scaling factor from the scalar
-    draws; the kernel draws the fresh rows it needs from the key itself (only a few of the hundreds of
-    uniforms `_apply_xla` draws are ever read), so the results are the same bits (tested in
-    tests/zero/test_native_mutations.py)."""
+    (`backends/mutation_kernel.cc`), fresh rows included. XLA computes only the scaling factor (a
+    transcendental function, so its bits are XLA's) from the one or two uniforms it reads; the kernel draws the
+    other uniforms it reads from the key itself (only a few of the hundreds of uniforms `_apply_xla` draws are
+    ever read), so the results are the same bits (tested in tests/zero/test_native_mutations.py). The
+    components go in and out as they are (the kernel pads them to one length itself), and a batch (a vmap)
+    is one call, spread over the kernel's threads."""
     from azjax.zero.backends import native
 
     dtype = program.setup.data.dtype
-    length = _max_length(cfg)
-    ins3, data3, size3 = _stack_components(program, length)
     if dtype == cfg.jnp_dtype and _partitionable_threefry(key):
-        u = _scalar_draws(key, cfg)
         draws = jax.random.key_data(key).astype(jnp.uint32)
+        factor = _factor_from_key(key, cfg, mcfg.paper_variant)
     else:  # the kernel draws threefry uniforms in the programs' precision; otherwise XLA draws them all
-        u = draws = _draws(key, cfg).astype(dtype)
-    factor = _scale_factor(u, mcfg.paper_variant).astype(dtype)
+        draws = _draws(key, cfg).astype(dtype)
+        factor = _scale_factor(draws, mcfg.paper_variant)
     F = cfg.features
     centers = jnp.asarray(((np.arange(F) + 0.5) / F).astype(np.float32).astype(dtype))
-    out = (jax.ShapeDtypeStruct(ins3.shape, jnp.int32), jax.ShapeDtypeStruct(data3.shape, dtype),
-           jax.ShapeDtypeStruct((3,), jnp.int32))
-    call = jax.ffi.ffi_call(native.MUTATE_TARGET, out, vmap_method="expand_dims")
-    ins3, data3, size3 = call(ins3.astype(jnp.int32), data3.astype(dtype), size3.astype(jnp.int32),
-                              draws, factor,
-                              jnp.asarray(type_index, jnp.int32), centers, **_native_tables(cfg, mcfg))
-    return _unstack_components(ins3, data3, size3, cfg)
+    comps = [program.component(c) for c in COMPONENTS]
+    out, args = [], []
+    for c in comps:
+        out += [jax.ShapeDtypeStruct(c.instructions.shape, jnp.int32), jax.ShapeDtypeStruct(c.data.shape, dtype),
+                jax.ShapeDtypeStruct((), jnp.int32)]
+        args += [c.instructions.astype(jnp.int32), c.data.astype(dtype), jnp.asarray(c.size, jnp.int32)]
+    call = jax.ffi.ffi_call(native.MUTATE_TARGET, tuple(out), vmap_method="expand_dims")
+    res = call(*args, draws, factor.astype(dtype), jnp.asarray(type_index, jnp.int32), centers,
+               **_native_tables(cfg, mcfg))
+    return Program(*(Component(instructions=res[3 * i], data=res[3 * i + 1], size=res[3 * i + 2])
+                     for i in range(len(COMPONENTS))))
 
 
 IMPLEMENTATIONS = ("auto", "xla", "native")
@@ -683,7 +696,7 @@ def mutate_with_type(
 ) -> Tuple[Program, jax.Array]:
     """`mutate`, also returning the index into `mcfg.type_weights` of the applied type."""
     mcfg.check(cfg)
-    type_index = draw_mutation_type(_scalar_draws(key, cfg)[_U_TYPE], mcfg)
+    type_index = draw_mutation_type(_scalar_draws(key, cfg, (_U_TYPE,))[0], mcfg)
     return _apply(key, program, cfg, mcfg, type_index, implementation), type_index
 
 

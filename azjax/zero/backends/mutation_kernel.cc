@@ -13,8 +13,10 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <functional>
 #include <type_traits>
 
+#include "pool.h"
 #include "threefry.h"
 #include "xla/ffi/api/ffi.h"
 
@@ -30,6 +32,7 @@ constexpr int kRuleWidth = 12;  // program._CANONICAL_RULES
 constexpr int kUComponent = 1, kUPos = 2, kURemove = 3, kUParam = 4, kUSub = 5, kUAddr = 6, kUIndex = 7,
               kUFlip = 8;
 constexpr int kNumScalarDraws = 12;
+constexpr int64_t kMaxRows = 256;  // the longest component the kernel takes
 // Branch codes (mutations.MUTATION_TYPES ids).
 enum Branch { kAlterParam = 0, kRandomizeInstruction = 1, kRandomizeComponent = 2, kIdentity = 3, kInsert = 4,
               kRemove = 5, kTrade = 6, kRandomizeAlgorithm = 7 };
@@ -216,17 +219,95 @@ static void canonical(const Tables& t, int32_t* ins, T* data, int64_t L, int32_t
   }
 }
 
+// One mutation on a program held stacked: ins3 [3, L, 4], data3 [3, L, 3], size3 [3], each component padded
+// with zero rows to the longest one's length L (as mutations._stack_components pads; the draws' layout follows
+// L too).
 template <typename T>
-static ffi::Error run(const Tables& t, ffi::AnyBuffer ins_in, ffi::AnyBuffer data_in, ffi::AnyBuffer size_in,
-                      ffi::AnyBuffer draws, ffi::AnyBuffer factor_in, ffi::AnyBuffer type_in, ffi::AnyBuffer centers_in,
-                      ffi::Result<ffi::AnyBuffer> ins_out, ffi::Result<ffi::AnyBuffer> data_out,
-                      ffi::Result<ffi::AnyBuffer> size_out) {
-  auto dims = ins_out->dimensions();
-  if (dims.size() < 3 || dims[dims.size() - 1] != 4 || dims[dims.size() - 3] != 3)
-    return ffi::Error::InvalidArgument("azjax mutation: instructions must be [..., 3, L, 4]");
-  const int64_t L = dims[dims.size() - 2];
-  const int64_t per = 3 * L;
-  const int64_t B = static_cast<int64_t>(ins_out->element_count()) / (per * 4);
+static void mutate_one(const Tables& t, int64_t L, int32_t* ins3, T* data3, int32_t* size3, const Draws<T>& r,
+                       T factor, int32_t type_index, const T* centers) {
+  // Scratch for the one-row-longer intermediate of insert/trade, and the fresh rows.
+  int32_t stack_ins[4 * (kMaxRows + 1)];
+  T stack_data[3 * (kMaxRows + 1)];
+  int32_t fi[4 * (kMaxRows + 1)];
+  T fd[3 * (kMaxRows + 1)];
+  const int64_t type_id = t.type_ids[std::min<int64_t>(std::max<int64_t>(type_index, 0), t.num_types - 1)];
+  const int64_t comp = t.mutable_components[pick(r[kUComponent], std::max<int64_t>(t.num_mutable, 1))];
+  Rows<T> c{ins3 + comp * L * 4, data3 + comp * L * 3, size3[comp]};
+  // The fresh rows of this component that the type reads (one row, or all for a randomized component),
+  // read as the XLA code reads them (masked sum: -0 becomes +0).
+  const bool all_rows = type_id == kRandomizeComponent || type_id == kRandomizeAlgorithm;
+  const bool one_row = type_id == kRandomizeInstruction || type_id == kInsert || type_id == kTrade;
+  const int64_t fresh = all_rows ? L : (one_row ? 1 : 0);
+  fresh_rows(t, comp, L, fresh, r, fi, fd);
+  for (int64_t k = 0; k < 3 * fresh; ++k) fd[k] = read_zero(fd[k]);
+  // The component's own rows are read the same way.
+  for (int64_t k = 0; k < 3 * L; ++k) c.data[k] = read_zero(c.data[k]);
+  switch (type_id) {
+    case kAlterParam:
+      alter_param(t, c, r, factor);
+      break;
+    case kRandomizeInstruction:
+      if (c.size > 0) {
+        const int64_t pos = pick(r[kUPos], c.size);
+        std::memcpy(c.ins + 4 * pos, fi, 4 * sizeof(int32_t));
+        std::memcpy(c.data + 3 * pos, fd, 3 * sizeof(T));
+      }
+      break;
+    case kRandomizeComponent:
+    case kRandomizeAlgorithm:
+      std::memcpy(c.ins, fi, 4 * L * sizeof(int32_t));
+      std::memcpy(c.data, fd, 3 * L * sizeof(T));
+      break;
+    case kInsert:
+      if (c.size < t.size_max[comp] - 1) {
+        insert_row(c, L, pick(r[kUPos], c.size + 1), fi, fd, stack_ins, stack_data);
+        std::memcpy(c.ins, stack_ins, 4 * L * sizeof(int32_t));
+        std::memcpy(c.data, stack_data, 3 * L * sizeof(T));
+        c.size += 1;
+      }
+      break;
+    case kRemove:
+      if (c.size > t.size_min[comp]) {
+        remove_row(c.ins, c.data, L, pick(r[kURemove], c.size));
+        c.size -= 1;
+      }
+      break;
+    case kTrade: {
+      insert_row(c, L, pick(r[kUPos], c.size + 1), fi, fd, stack_ins, stack_data);
+      remove_row(stack_ins, stack_data, L + 1, pick(r[kURemove], c.size + 1));
+      std::memcpy(c.ins, stack_ins, 4 * L * sizeof(int32_t));
+      std::memcpy(c.data, stack_data, 3 * L * sizeof(T));
+      break;
+    }
+    default:  // IDENTITY
+      break;
+  }
+  size3[comp] = c.size;
+  if (type_id == kRandomizeAlgorithm) {
+    for (int64_t k = 0; k < 3; ++k)
+      if (t.is_mutable[k]) fresh_rows(t, k, L, L, r, ins3 + k * L * 4, data3 + k * L * 3);
+  }
+  for (int64_t k = 0; k < 3; ++k) canonical(t, ins3 + k * L * 4, data3 + k * L * 3, L, size3[k], centers);
+}
+
+// The batch: each program comes as its three components (Setup, Predict, Learn: instructions [..., L_c, 4],
+// constants [..., L_c, 3], size [...]) and leaves the same way; batch elements are independent, so they are
+// spread over the shared thread pool.
+template <typename T>
+static ffi::Error run(const Tables& t, const ffi::AnyBuffer* ins_in, const ffi::AnyBuffer* data_in,
+                      const ffi::AnyBuffer* size_in, ffi::AnyBuffer draws, ffi::AnyBuffer factor_in,
+                      ffi::AnyBuffer type_in, ffi::AnyBuffer centers_in, ffi::Result<ffi::AnyBuffer>* ins_out,
+                      ffi::Result<ffi::AnyBuffer>* data_out, ffi::Result<ffi::AnyBuffer>* size_out) {
+  int64_t len[3];
+  for (int k = 0; k < 3; ++k) {
+    auto dims = ins_out[k]->dimensions();
+    if (dims.size() < 2 || dims[dims.size() - 1] != 4)
+      return ffi::Error::InvalidArgument("azjax mutation: instructions must be [..., L, 4]");
+    len[k] = dims[dims.size() - 2];
+  }
+  const int64_t L = std::max<int64_t>(std::max(std::max(len[0], len[1]), len[2]), 1);
+  if (L > kMaxRows) return ffi::Error::InvalidArgument("azjax mutation: components longer than 256 rows");
+  const int64_t B = static_cast<int64_t>(size_out[0]->element_count());
   // Inputs a vmap left unbatched arrive with a leading 1 (vmap_method="expand_dims"): stride 0.
   auto stride = [&](ffi::AnyBuffer b, int64_t elems) -> int64_t {
     const int64_t n = static_cast<int64_t>(b.element_count());
@@ -238,115 +319,86 @@ static ffi::Error run(const Tables& t, ffi::AnyBuffer ins_in, ffi::AnyBuffer dat
   };
   // The draws come from XLA ([..., 12 + 3 * L * 7] of T) or as the mutation's key ([..., 2] uint32).
   const bool keyed = draws.element_type() == ffi::DataType::U32;
-  const int64_t num_draws = keyed ? 2 : kNumScalarDraws + 7 * per;
-  if (!batch_ok(ins_in, per * 4) || !batch_ok(data_in, per * 3) || !batch_ok(size_in, 3) ||
-      !batch_ok(draws, num_draws) || !batch_ok(factor_in, 1) || !batch_ok(type_in, 1) ||
-      static_cast<int64_t>(centers_in.element_count()) != t.features)
-    return ffi::Error::InvalidArgument("azjax mutation: inputs disagree in shape");
-  const int64_t s_ins = stride(ins_in, per * 4), s_data = stride(data_in, per * 3), s_size = stride(size_in, 3),
-                s_draws = stride(draws, num_draws), s_factor = stride(factor_in, 1), s_type = stride(type_in, 1);
-  const int32_t* ins_src = reinterpret_cast<const int32_t*>(ins_in.untyped_data());
-  const T* data_src = reinterpret_cast<const T*>(data_in.untyped_data());
-  const int32_t* size_src = reinterpret_cast<const int32_t*>(size_in.untyped_data());
+  const int64_t num_draws = keyed ? 2 : kNumScalarDraws + 7 * 3 * L;
+  bool ok = batch_ok(draws, num_draws) && batch_ok(factor_in, 1) && batch_ok(type_in, 1) &&
+            static_cast<int64_t>(centers_in.element_count()) == t.features;
+  for (int k = 0; k < 3; ++k)
+    ok = ok && batch_ok(ins_in[k], len[k] * 4) && batch_ok(data_in[k], len[k] * 3) && batch_ok(size_in[k], 1) &&
+         static_cast<int64_t>(ins_out[k]->element_count()) == B * len[k] * 4 &&
+         static_cast<int64_t>(data_out[k]->element_count()) == B * len[k] * 3 &&
+         static_cast<int64_t>(size_out[k]->element_count()) == B;
+  if (!ok) return ffi::Error::InvalidArgument("azjax mutation: inputs disagree in shape");
+  const int64_t s_draws = stride(draws, num_draws), s_factor = stride(factor_in, 1), s_type = stride(type_in, 1);
   const T* u = keyed ? nullptr : reinterpret_cast<const T*>(draws.untyped_data());
   const uint32_t* key_words = keyed ? reinterpret_cast<const uint32_t*>(draws.untyped_data()) : nullptr;
   const T* factor = reinterpret_cast<const T*>(factor_in.untyped_data());
   const int32_t* type_index = reinterpret_cast<const int32_t*>(type_in.untyped_data());
   const T* centers = reinterpret_cast<const T*>(centers_in.untyped_data());
-  int32_t* out_ins = reinterpret_cast<int32_t*>(ins_out->untyped_data());
-  T* out_data = reinterpret_cast<T*>(data_out->untyped_data());
-  int32_t* out_size = reinterpret_cast<int32_t*>(size_out->untyped_data());
+  struct Component {
+    const int32_t* ins;
+    const T* data;
+    const int32_t* size;
+    int64_t s_ins, s_data, s_size;
+    int32_t* out_ins;
+    T* out_data;
+    int32_t* out_size;
+  };
+  Component comps[3];
+  for (int k = 0; k < 3; ++k)
+    comps[k] = {reinterpret_cast<const int32_t*>(ins_in[k].untyped_data()),
+                reinterpret_cast<const T*>(data_in[k].untyped_data()),
+                reinterpret_cast<const int32_t*>(size_in[k].untyped_data()),
+                stride(ins_in[k], len[k] * 4), stride(data_in[k], len[k] * 3), stride(size_in[k], 1),
+                reinterpret_cast<int32_t*>(ins_out[k]->untyped_data()),
+                reinterpret_cast<T*>(data_out[k]->untyped_data()),
+                reinterpret_cast<int32_t*>(size_out[k]->untyped_data())};
 
-  // Scratch for the one-row-longer intermediate of insert/trade.
-  constexpr int64_t kStackRows = 256;
-  int32_t stack_ins[4 * (kStackRows + 1)];
-  T stack_data[3 * (kStackRows + 1)];
-  if (L > kStackRows) return ffi::Error::InvalidArgument("azjax mutation: components longer than 256 rows");
-
-  for (int64_t b = 0; b < B; ++b) {
-    int32_t* ins3 = out_ins + b * per * 4;
-    T* data3 = out_data + b * per * 3;
-    int32_t* size3 = out_size + b * 3;
-    std::memcpy(ins3, ins_src + b * s_ins, per * 4 * sizeof(int32_t));
-    std::memcpy(data3, data_src + b * s_data, per * 3 * sizeof(T));
-    std::memcpy(size3, size_src + b * s_size, 3 * sizeof(int32_t));
+  auto one = [&](int64_t b, int /*thread*/) {
+    int32_t ins3[3 * kMaxRows * 4];
+    T data3[3 * kMaxRows * 3];
+    int32_t size3[3];
+    for (int k = 0; k < 3; ++k) {  // stack, padding with zero rows
+      const Component& c = comps[k];
+      std::memcpy(ins3 + k * L * 4, c.ins + b * c.s_ins, len[k] * 4 * sizeof(int32_t));
+      std::memcpy(data3 + k * L * 3, c.data + b * c.s_data, len[k] * 3 * sizeof(T));
+      std::fill(ins3 + k * L * 4 + len[k] * 4, ins3 + (k + 1) * L * 4, 0);
+      std::fill(data3 + k * L * 3 + len[k] * 3, data3 + (k + 1) * L * 3, T(0));
+      size3[k] = c.size[b * c.s_size];
+    }
     const Draws<T> r = keyed ? Draws<T>{nullptr, {key_words[b * s_draws], key_words[b * s_draws + 1]}}
                              : Draws<T>{u + b * s_draws, {0u, 0u}};
-    const int64_t type_id = t.type_ids[std::min<int64_t>(std::max<int64_t>(type_index[b * s_type], 0),
-                                                         t.num_types - 1)];
-    const int64_t comp = t.mutable_components[pick(r[kUComponent], std::max<int64_t>(t.num_mutable, 1))];
-    Rows<T> c{ins3 + comp * L * 4, data3 + comp * L * 3, size3[comp]};
-    // The fresh rows of this component that the type reads (one row, or all for a randomized component),
-    // read as the XLA code reads them (masked sum: -0 becomes +0).
-    int32_t fi[4 * (kStackRows + 1)];
-    T fd[3 * (kStackRows + 1)];
-    const bool all_rows = type_id == kRandomizeComponent || type_id == kRandomizeAlgorithm;
-    const bool one_row = type_id == kRandomizeInstruction || type_id == kInsert || type_id == kTrade;
-    const int64_t fresh = all_rows ? L : (one_row ? 1 : 0);
-    fresh_rows(t, comp, L, fresh, r, fi, fd);
-    for (int64_t k = 0; k < 3 * fresh; ++k) fd[k] = read_zero(fd[k]);
-    // The component's own rows are read the same way.
-    for (int64_t k = 0; k < 3 * L; ++k) c.data[k] = read_zero(c.data[k]);
-    switch (type_id) {
-      case kAlterParam:
-        alter_param(t, c, r, factor[b * s_factor]);
-        break;
-      case kRandomizeInstruction:
-        if (c.size > 0) {
-          const int64_t pos = pick(r[kUPos], c.size);
-          std::memcpy(c.ins + 4 * pos, fi, 4 * sizeof(int32_t));
-          std::memcpy(c.data + 3 * pos, fd, 3 * sizeof(T));
-        }
-        break;
-      case kRandomizeComponent:
-      case kRandomizeAlgorithm:
-        std::memcpy(c.ins, fi, 4 * L * sizeof(int32_t));
-        std::memcpy(c.data, fd, 3 * L * sizeof(T));
-        break;
-      case kInsert:
-        if (c.size < t.size_max[comp] - 1) {
-          insert_row(c, L, pick(r[kUPos], c.size + 1), fi, fd, stack_ins, stack_data);
-          std::memcpy(c.ins, stack_ins, 4 * L * sizeof(int32_t));
-          std::memcpy(c.data, stack_data, 3 * L * sizeof(T));
-          c.size += 1;
-        }
-        break;
-      case kRemove:
-        if (c.size > t.size_min[comp]) {
-          remove_row(c.ins, c.data, L, pick(r[kURemove], c.size));
-          c.size -= 1;
-        }
-        break;
-      case kTrade: {
-        insert_row(c, L, pick(r[kUPos], c.size + 1), fi, fd, stack_ins, stack_data);
-        remove_row(stack_ins, stack_data, L + 1, pick(r[kURemove], c.size + 1));
-        std::memcpy(c.ins, stack_ins, 4 * L * sizeof(int32_t));
-        std::memcpy(c.data, stack_data, 3 * L * sizeof(T));
-        break;
-      }
-      default:  // IDENTITY
-        break;
+    mutate_one(t, L, ins3, data3, size3, r, factor[b * s_factor], type_index[b * s_type], centers);
+    for (int k = 0; k < 3; ++k) {  // unstack: the first L_c rows of each component
+      const Component& c = comps[k];
+      std::memcpy(c.out_ins + b * len[k] * 4, ins3 + k * L * 4, len[k] * 4 * sizeof(int32_t));
+      std::memcpy(c.out_data + b * len[k] * 3, data3 + k * L * 3, len[k] * 3 * sizeof(T));
+      c.out_size[b] = size3[k];
     }
-    size3[comp] = c.size;
-    if (type_id == kRandomizeAlgorithm) {
-      for (int64_t k = 0; k < 3; ++k)
-        if (t.is_mutable[k]) fresh_rows(t, k, L, L, r, ins3 + k * L * 4, data3 + k * L * 3);
-    }
-    for (int64_t k = 0; k < 3; ++k) canonical(t, ins3 + k * L * 4, data3 + k * L * 3, L, size3[k], centers);
-  }
+  };
+  // A mutation takes about a microsecond: small batches are not worth waking the pool for.
+  const std::function<void(int64_t, int)> fn = one;
+  azjax_native::Pool& pool = azjax_native::Pool::get();
+  if (B < 64 || pool.size() == 1 || !pool.try_parallel_for(B, fn))
+    for (int64_t b = 0; b < B; ++b) one(b, 0);
   return ffi::Error::Success();
 }
 
-static ffi::Error MutateImpl(ffi::AnyBuffer ins, ffi::AnyBuffer data, ffi::AnyBuffer size, ffi::AnyBuffer draws,
-                             ffi::AnyBuffer factor, ffi::AnyBuffer type_index, ffi::AnyBuffer centers,
-                             ffi::Result<ffi::AnyBuffer> ins_out, ffi::Result<ffi::AnyBuffer> data_out,
-                             ffi::Result<ffi::AnyBuffer> size_out, ffi::Span<const int64_t> info,
-                             ffi::Span<const int64_t> rules, ffi::Span<const int64_t> address,
-                             ffi::Span<const int64_t> mutable_components, ffi::Span<const int64_t> size_min,
-                             ffi::Span<const int64_t> size_max, ffi::Span<const int64_t> type_ids,
-                             ffi::Span<const int64_t> is_mutable, int64_t features,
-                             ffi::Span<const int64_t> op_table, ffi::Span<const int64_t> op_counts,
-                             ffi::Span<const double> data_low, ffi::Span<const double> data_high) {
+static ffi::Error MutateImpl(ffi::AnyBuffer ins_s, ffi::AnyBuffer data_s, ffi::AnyBuffer size_s,
+                             ffi::AnyBuffer ins_p, ffi::AnyBuffer data_p, ffi::AnyBuffer size_p,
+                             ffi::AnyBuffer ins_l, ffi::AnyBuffer data_l, ffi::AnyBuffer size_l,
+                             ffi::AnyBuffer draws, ffi::AnyBuffer factor, ffi::AnyBuffer type_index,
+                             ffi::AnyBuffer centers, ffi::Result<ffi::AnyBuffer> ins_s_out,
+                             ffi::Result<ffi::AnyBuffer> data_s_out, ffi::Result<ffi::AnyBuffer> size_s_out,
+                             ffi::Result<ffi::AnyBuffer> ins_p_out, ffi::Result<ffi::AnyBuffer> data_p_out,
+                             ffi::Result<ffi::AnyBuffer> size_p_out, ffi::Result<ffi::AnyBuffer> ins_l_out,
+                             ffi::Result<ffi::AnyBuffer> data_l_out, ffi::Result<ffi::AnyBuffer> size_l_out,
+                             ffi::Span<const int64_t> info, ffi::Span<const int64_t> rules,
+                             ffi::Span<const int64_t> address, ffi::Span<const int64_t> mutable_components,
+                             ffi::Span<const int64_t> size_min, ffi::Span<const int64_t> size_max,
+                             ffi::Span<const int64_t> type_ids, ffi::Span<const int64_t> is_mutable,
+                             int64_t features, ffi::Span<const int64_t> op_table,
+                             ffi::Span<const int64_t> op_counts, ffi::Span<const double> data_low,
+                             ffi::Span<const double> data_high) {
   if (info.size() % kInfoWidth != 0 || rules.size() != info.size() / kInfoWidth * kRuleWidth ||
       address.size() != 12 || size_min.size() != 3 || size_max.size() != 3 || is_mutable.size() != 3 ||
       mutable_components.size() == 0 || type_ids.size() == 0 || features < 1 || op_counts.size() != 3 ||
@@ -358,12 +410,19 @@ static ffi::Error MutateImpl(ffi::AnyBuffer ins, ffi::AnyBuffer data, ffi::AnyBu
            size_max.begin(), type_ids.begin(), static_cast<int64_t>(type_ids.size()), is_mutable.begin(),
            features, op_table.begin(), static_cast<int64_t>(op_table.size() / 3), op_counts.begin(),
            data_low.begin(), data_high.begin()};
-  const ffi::DataType dt = data.element_type();
-  if (ins.element_type() != ffi::DataType::S32 || size.element_type() != ffi::DataType::S32 ||
-      type_index.element_type() != ffi::DataType::S32 ||
-      (draws.element_type() != dt && draws.element_type() != ffi::DataType::U32) || factor.element_type() != dt ||
-      centers.element_type() != dt)
-    return ffi::Error::InvalidArgument("azjax mutation: unexpected dtypes");
+  const ffi::AnyBuffer ins[3] = {ins_s, ins_p, ins_l}, data[3] = {data_s, data_p, data_l},
+                       size[3] = {size_s, size_p, size_l};
+  ffi::Result<ffi::AnyBuffer> ins_out[3] = {ins_s_out, ins_p_out, ins_l_out};
+  ffi::Result<ffi::AnyBuffer> data_out[3] = {data_s_out, data_p_out, data_l_out};
+  ffi::Result<ffi::AnyBuffer> size_out[3] = {size_s_out, size_p_out, size_l_out};
+  const ffi::DataType dt = data_s.element_type();
+  bool types_ok = (draws.element_type() == dt || draws.element_type() == ffi::DataType::U32) &&
+                  factor.element_type() == dt && centers.element_type() == dt &&
+                  type_index.element_type() == ffi::DataType::S32;
+  for (int k = 0; k < 3; ++k)
+    types_ok = types_ok && ins[k].element_type() == ffi::DataType::S32 && data[k].element_type() == dt &&
+               size[k].element_type() == ffi::DataType::S32;
+  if (!types_ok) return ffi::Error::InvalidArgument("azjax mutation: unexpected dtypes");
   if (dt == ffi::DataType::F32)
     return run<float>(t, ins, data, size, draws, factor, type_index, centers, ins_out, data_out, size_out);
   if (dt == ffi::DataType::F64)
@@ -375,16 +434,28 @@ static ffi::Error MutateImpl(ffi::AnyBuffer ins, ffi::AnyBuffer data, ffi::AnyBu
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(AzjaxZeroMutate, azjax_mutation::MutateImpl,
                               ffi::Ffi::Bind()
-                                  .Arg<ffi::AnyBuffer>()  // instructions [..., 3, L, 4] int32 (stacked)
-                                  .Arg<ffi::AnyBuffer>()  // constants [..., 3, L, 3]
-                                  .Arg<ffi::AnyBuffer>()  // sizes [..., 3] int32
+                                  .Arg<ffi::AnyBuffer>()  // Setup instructions [..., L_s, 4] int32
+                                  .Arg<ffi::AnyBuffer>()  // Setup constants [..., L_s, 3]
+                                  .Arg<ffi::AnyBuffer>()  // Setup size [...] int32
+                                  .Arg<ffi::AnyBuffer>()  // Predict: the same three
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()  // Learn: the same three
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
                                   .Arg<ffi::AnyBuffer>()  // draws [..., 12 + 3 * L * 7], or key data [..., 2] u32
                                   .Arg<ffi::AnyBuffer>()  // constant-scaling factor [...]
                                   .Arg<ffi::AnyBuffer>()  // type index [...] int32
                                   .Arg<ffi::AnyBuffer>()  // index-fraction centres [F]
-                                  .Ret<ffi::AnyBuffer>()  // instructions
-                                  .Ret<ffi::AnyBuffer>()  // constants
-                                  .Ret<ffi::AnyBuffer>()  // sizes
+                                  .Ret<ffi::AnyBuffer>()  // Setup instructions, constants, size
+                                  .Ret<ffi::AnyBuffer>()
+                                  .Ret<ffi::AnyBuffer>()
+                                  .Ret<ffi::AnyBuffer>()  // Predict
+                                  .Ret<ffi::AnyBuffer>()
+                                  .Ret<ffi::AnyBuffer>()
+                                  .Ret<ffi::AnyBuffer>()  // Learn
+                                  .Ret<ffi::AnyBuffer>()
+                                  .Ret<ffi::AnyBuffer>()
                                   .Attr<ffi::Span<const int64_t>>("info")
                                   .Attr<ffi::Span<const int64_t>>("rules")
                                   .Attr<ffi::Span<const int64_t>>("address")

@@ -6,8 +6,8 @@ Slurm and Open MPI, or given by ``--coordinator_address``, ``--num_processes``, 
 before any other JAX call, the launchers split their work over the processes (AutoML-Zero: each
 process runs its share of the islands, or the evaluation is split over all processes' devices;
 nasnet: one data-parallel mesh over all processes' devices; nas_search: each batch of children
-split over the processes; docs/scaling.md), and only process 0 logs, prints and writes files (:func:`is_main_process`);
-every process reads checkpoints from storage all hosts can see.
+split over the processes; docs/scaling.md), and only process 0 logs, prints and writes files
+(:func:`is_main_process`); every process reads checkpoints from storage all hosts can see.
 :func:`pop_none_overrides` and :func:`apply_none_overrides` let ``--config.FIELD=None`` set an
 optional field to ``None`` from the command line.
 """

@@ -159,9 +159,10 @@ def test_num_devices_field_and_helpers():
 MULTIPROCESS = textwrap.dedent("""
     import sys
     import jax
-    pid, port, workdir = int(sys.argv[1]), sys.argv[2], sys.argv[3]
-    jax.distributed.initialize(coordinator_address=f"127.0.0.1:{port}", num_processes=2,
-                               process_id=pid)
+    pid, port, workdir, nproc = int(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4])
+    if nproc > 1:
+        jax.distributed.initialize(coordinator_address=f"127.0.0.1:{port}", num_processes=nproc,
+                                   process_id=pid)
     from experiments import common
     common.initialize(False)  # already started above (auto-detection needs a real cluster)
     from experiments.nas_search import search as launcher
@@ -173,32 +174,41 @@ MULTIPROCESS = textwrap.dedent("""
     c.child.filters, c.child.num_steps, c.child.batch_size = 4, 2, 16
     c.child.eval_batch_size = 150
     s = launcher.run(c, workdir)
-    print("RESULT", jax.process_index(), jax.process_count(), s["best_reward"],
-          s["best_genotype"].replace("\\n", " | "))
+    print("RESULT", jax.process_index(), jax.process_count(), s["trained_here"],
+          s["evaluations"], s["best_reward"], s["best_genotype"].replace("\\n", " | "))
 """)
 
 
 @pytest.mark.slow
 def test_two_processes_same_search_one_writer(tmp_path):
-    """jax.distributed with 2 CPU processes: the same search on both; only process 0 writes."""
+    """jax.distributed with 2 CPU processes (one device each): the children of every batch are
+    split over the processes (each trains one of the 2 per batch), both find the result of 1
+    process with 2 devices; only process 0 writes."""
     import socket
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = dict(os.environ, JAX_PLATFORMS="cpu")
-    env.pop("XLA_FLAGS", None)
-    procs = [subprocess.Popen([sys.executable, "-c", MULTIPROCESS, str(i), str(port),
-                               str(tmp_path / f"p{i}")], cwd=ROOT, env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for i in range(2)]
-    outs = [p.communicate(timeout=900) for p in procs]
-    for p, (out, err) in zip(procs, outs):
-        assert p.returncode == 0, err[-4000:]
-    results = [next(line for line in out.splitlines() if line.startswith("RESULT"))
-               for out, _ in outs]
-    assert results[0].split()[1:3] == ["0", "2"] and results[1].split()[1:3] == ["1", "2"]
-    assert results[0].split()[3:] == results[1].split()[3:]  # same reward and genotype
-    assert (tmp_path / "p0" / "summary.json").exists()
-    assert (tmp_path / "p0" / "checkpoints").exists()
-    assert not any((tmp_path / "p1").rglob("*.*"))  # process 1 wrote no file
+    def launch(nproc, devices):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        env = dict(os.environ, JAX_PLATFORMS="cpu",
+                   XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+        procs = [subprocess.Popen([sys.executable, "-c", MULTIPROCESS, str(i), str(port),
+                                   str(tmp_path / f"n{nproc}_p{i}"), str(nproc)], cwd=ROOT,
+                                  env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  text=True)
+                 for i in range(nproc)]
+        outs = [p.communicate(timeout=900) for p in procs]
+        for p, (out, err) in zip(procs, outs):
+            assert p.returncode == 0, err[-4000:]
+        return [next(line for line in out.splitlines() if line.startswith("RESULT")).split()
+                for out, _ in outs]
+
+    results = launch(2, 1)
+    single, = launch(1, 2)
+    assert results[0][1:3] == ["0", "2"] and results[1][1:3] == ["1", "2"]
+    assert [r[3:5] for r in results] == [["2", "4"], ["2", "4"]]  # each its share of 4 children
+    assert single[3:5] == ["4", "4"]
+    assert results[0][5:] == results[1][5:] == single[5:]  # same reward and genotype
+    assert (tmp_path / "n2_p0" / "summary.json").exists()
+    assert (tmp_path / "n2_p0" / "checkpoints").exists()
+    assert not any((tmp_path / "n2_p1").rglob("*.*"))  # process 1 wrote no file

@@ -30,6 +30,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
+from azjax.nas.data_parallel import data_mesh
 from azjax.nas.space import CellSpace
 from azjax.nas.supercell import init_variables
 from azjax.nas.supernet_steps import (
@@ -99,6 +100,8 @@ class ChildTrainer:
             if backend == "supernet" and n_dev * processes > 1 else None
         # Static backend: whole children per process (one compile per genotype, no shared step).
         self.processes = processes if backend == "static" else 1
+        if backend == "static":  # each child's data mesh: a bad batch_size fails here, not later
+            data_mesh(self.config.num_devices, self.config.batch_size)
         if self.mesh is not None:  # the data lives on every device once, not copied per call
             # From host copies: every process then supplies its own devices' copies.
             self._args = jax.device_put(jax.tree_util.tree_map(np.asarray, self._args),

@@ -80,6 +80,12 @@ SCRIPT = textwrap.dedent("""
                 shutil.copy(os.path.join(root, "own_0", "checkpoint.npz"), shared)
 
         if nproc > 1:  # process 1's workdir stays empty: one writer
+            try:  # 18 rows do not split over 2 x 2 devices: refused before anything compiles
+                nas.train_and_evaluate(genotype, dict(cfg, batch_size=18), data,
+                                       jax.random.key(0), global_mesh=True)
+                raise SystemExit("batch_size 18 was accepted")
+            except ValueError as e:
+                assert "batch_size" in str(e) and "global device count 4" in str(e), e
             out["fresh"] = train(os.path.join(root, f"own_{pid}"),
                                  keep_step_2 if pid == 0 else None)
         else:

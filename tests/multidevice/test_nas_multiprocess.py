@@ -239,3 +239,37 @@ def test_nasnet_launcher_multihost(tmp_path):
     assert single["num_devices"] == multi["num_devices"] == 2
     for k in ("valid_accuracy", "valid_loss", "test_accuracy", "test_loss", "train_loss", "steps"):
         assert multi[k] == single[k], k
+
+
+def test_layout_helpers_in_one_process():
+    """Fast checks of the layout pieces: the children's placement over a (described) 2-process
+    mesh, and the rows a single process feeds."""
+    import types
+
+    import jax
+    import numpy as np
+
+    from azjax import nas
+    from azjax.nas import train as T
+
+    # 2 processes x 2 devices, process 0's first: device d holds rows d*k .. (d+1)*k - 1.
+    devices = [types.SimpleNamespace(process_index=p) for p in (0, 0, 1, 1)]
+    mesh = types.SimpleNamespace(devices=np.array(devices, dtype=object), size=4)
+    trainer = types.SimpleNamespace(mesh=mesh)
+    padded, rows = nas.ChildTrainer.placement(trainer, 3)
+    assert padded == 4 and rows.tolist() == [0, 2, 1, 3]  # processes 0, 1, 0; padding last
+    padded, rows = nas.ChildTrainer.placement(trainer, 5)
+    assert padded == 8 and rows[:5].tolist() == [0, 4, 2, 6, 1]
+    owner = [devices[r // 2].process_index for r in rows[:5]]
+    assert owner == [0, 1, 0, 1, 0]  # shares of 3 and 2 children
+    assert sorted(rows.tolist()) == list(range(8))
+    with pytest.raises(ValueError, match="num_devices"):
+        nas.ChildTrainer.placement(types.SimpleNamespace(mesh=None), 3)
+
+    local = jax.local_device_count()
+    real = T.data_mesh(None, global_mesh=True)  # one process: the local mesh
+    if real is not None:
+        assert real.size == local and T.process_rows(real, 2 * local) == slice(0, 2 * local)
+        with pytest.raises(ValueError, match="n: "):
+            T.process_rows(real, 2 * local + 1)
+    assert T.shard_local_batch(None, 4, np.zeros(4))[0].shape == (4,)

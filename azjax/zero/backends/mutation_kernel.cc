@@ -128,29 +128,39 @@ static void remove_row(int32_t* ins, T* data, int64_t rows, int64_t pos) {
 // ranges' widths are 1 or 2, so (high - low) * u is exact and the sum rounds once, as in XLA with or
 // without a fused multiply-add (tests/zero/test_native_mutations.py checks every op).
 template <typename T>
-static void fresh_row(const Tables& t, int64_t comp, const Draws<T>& r, int64_t first /* of its 7 draws */,
-                      int32_t* ins, T* data) {
-  auto u = [&](int64_t k) { return r[first + k]; };
-  const int64_t op = t.op_table[comp * t.op_width + pick(u(0), t.op_counts[comp])];
+static void fresh_row(const Tables& t, int64_t comp, const T* u /* its 7 draws */, int32_t* ins, T* data) {
+  const int64_t op = t.op_table[comp * t.op_width + pick(u[0], t.op_counts[comp])];
   const int64_t* info = t.info + kInfoWidth * op;
   auto column = [](int64_t type) { return type < 0 ? type + 4 : type; };
   const int64_t t1 = column(info[kTIn1]), t2 = column(info[kTIn1 + 1]), to = column(info[kTIn1 + 2]);
   ins[0] = static_cast<int32_t>(op);
-  ins[1] = static_cast<int32_t>(pick(u(1), t.address[t1]));
-  ins[2] = static_cast<int32_t>(pick(u(2), t.address[t2]));
-  ins[3] = static_cast<int32_t>(t.address[4 + to] + pick(u(3), t.address[8 + to]));
+  ins[1] = static_cast<int32_t>(pick(u[1], t.address[t1]));
+  ins[2] = static_cast<int32_t>(pick(u[2], t.address[t2]));
+  ins[3] = static_cast<int32_t>(t.address[4 + to] + pick(u[3], t.address[8 + to]));
   for (int k = 0; k < 3; ++k) {
     const T low = static_cast<T>(t.data_low[op * 3 + k]), high = static_cast<T>(t.data_high[op * 3 + k]);
-    data[k] = low + (high - low) * u(4 + k);
+    data[k] = low + (high - low) * u[4 + k];
   }
 }
 
-// Rows [0, n) of the component's L fresh rows.
+// Rows [0, n) of the component's L fresh rows (the draws' layout has L rows per component; only the rows a
+// mutation keeps are drawn).
 template <typename T>
 static void fresh_rows(const Tables& t, int64_t comp, int64_t L, int64_t n, const Draws<T>& r, int32_t* ins,
                        T* data) {
-  const int64_t first = kNumScalarDraws + comp * L * 7;
-  for (int64_t i = 0; i < n; ++i) fresh_row(t, comp, r, first + 7 * i, ins + 4 * i, data + 3 * i);
+  constexpr int64_t kChunk = 32;  // rows drawn at once
+  T u[7 * kChunk];
+  for (int64_t start = 0; start < n; start += kChunk) {
+    const int64_t rows = std::min(kChunk, n - start);
+    const int64_t first = kNumScalarDraws + (comp * L + start) * 7;
+    if (r.dense) {
+      std::memcpy(u, r.dense + first, sizeof(T) * 7 * rows);
+    } else {
+      azjax_threefry::uniform01_range<T>(r.key, static_cast<uint32_t>(first), static_cast<int>(7 * rows), u);
+    }
+    for (int64_t i = 0; i < rows; ++i)
+      fresh_row(t, comp, u + 7 * i, ins + 4 * (start + i), data + 3 * (start + i));
+  }
 }
 
 template <typename T>
@@ -223,7 +233,7 @@ static void canonical(const Tables& t, int32_t* ins, T* data, int64_t L, int32_t
 // with zero rows to the longest one's length L (as mutations._stack_components pads; the draws' layout follows
 // L too).
 template <typename T>
-static void mutate_one(const Tables& t, int64_t L, int32_t* ins3, T* data3, int32_t* size3, const Draws<T>& r,
+static void mutate_one(const Tables& t, int64_t L, const int64_t len[3], int32_t* ins3, T* data3, int32_t* size3, const Draws<T>& r,
                        T factor, int32_t type_index, const T* centers) {
   // Scratch for the one-row-longer intermediate of insert/trade, and the fresh rows.
   int32_t stack_ins[4 * (kMaxRows + 1)];
@@ -237,7 +247,7 @@ static void mutate_one(const Tables& t, int64_t L, int32_t* ins3, T* data3, int3
   // read as the XLA code reads them (masked sum: -0 becomes +0).
   const bool all_rows = type_id == kRandomizeComponent || type_id == kRandomizeAlgorithm;
   const bool one_row = type_id == kRandomizeInstruction || type_id == kInsert || type_id == kTrade;
-  const int64_t fresh = all_rows ? L : (one_row ? 1 : 0);
+  const int64_t fresh = all_rows ? len[comp] : (one_row ? 1 : 0);  // rows past len[comp] are dropped
   fresh_rows(t, comp, L, fresh, r, fi, fd);
   for (int64_t k = 0; k < 3 * fresh; ++k) fd[k] = read_zero(fd[k]);
   // The component's own rows are read the same way.
@@ -255,8 +265,8 @@ static void mutate_one(const Tables& t, int64_t L, int32_t* ins3, T* data3, int3
       break;
     case kRandomizeComponent:
     case kRandomizeAlgorithm:
-      std::memcpy(c.ins, fi, 4 * L * sizeof(int32_t));
-      std::memcpy(c.data, fd, 3 * L * sizeof(T));
+      std::memcpy(c.ins, fi, 4 * fresh * sizeof(int32_t));
+      std::memcpy(c.data, fd, 3 * fresh * sizeof(T));
       break;
     case kInsert:
       if (c.size < t.size_max[comp] - 1) {
@@ -285,7 +295,7 @@ static void mutate_one(const Tables& t, int64_t L, int32_t* ins3, T* data3, int3
   size3[comp] = c.size;
   if (type_id == kRandomizeAlgorithm) {
     for (int64_t k = 0; k < 3; ++k)
-      if (t.is_mutable[k]) fresh_rows(t, k, L, L, r, ins3 + k * L * 4, data3 + k * L * 3);
+      if (t.is_mutable[k]) fresh_rows(t, k, L, len[k], r, ins3 + k * L * 4, data3 + k * L * 3);
   }
   for (int64_t k = 0; k < 3; ++k) canonical(t, ins3 + k * L * 4, data3 + k * L * 3, L, size3[k], centers);
 }
@@ -367,7 +377,7 @@ static ffi::Error run(const Tables& t, const ffi::AnyBuffer* ins_in, const ffi::
     }
     const Draws<T> r = keyed ? Draws<T>{nullptr, {key_words[b * s_draws], key_words[b * s_draws + 1]}}
                              : Draws<T>{u + b * s_draws, {0u, 0u}};
-    mutate_one(t, L, ins3, data3, size3, r, factor[b * s_factor], type_index[b * s_type], centers);
+    mutate_one(t, L, len, ins3, data3, size3, r, factor[b * s_factor], type_index[b * s_type], centers);
     for (int k = 0; k < 3; ++k) {  // unstack: the first L_c rows of each component
       const Component& c = comps[k];
       std::memcpy(c.out_ins + b * len[k] * 4, ins3 + k * L * 4, len[k] * 4 * sizeof(int32_t));

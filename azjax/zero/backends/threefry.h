@@ -60,4 +60,42 @@ inline float uniform01<float>(Key key, uint32_t i) { return uniform01_f32(key, i
 template <>
 inline double uniform01<double>(Key key, uint32_t i) { return uniform01_f64(key, i); }
 
+// threefry2x32(key, (0, first + i)) for i in [0, n): the same words as `threefry2x32`, rounds written out so
+// that the compiler vectorizes the loop over i (a mutation draws whole rows of uniforms at once).
+inline void threefry2x32_range(Key key, uint32_t first, int n, uint32_t* y0, uint32_t* y1) {
+  const uint32_t k0 = key.k0, k1 = key.k1, k2 = key.k0 ^ key.k1 ^ 0x1BD11BDAu;
+  for (int i = 0; i < n; ++i) {
+    uint32_t x0 = k0, x1 = first + static_cast<uint32_t>(i) + k1;
+#define AZJAX_MIX(d) x0 += x1; x1 = (x1 << (d)) | (x1 >> (32 - (d))); x1 ^= x0;
+    AZJAX_MIX(13) AZJAX_MIX(15) AZJAX_MIX(26) AZJAX_MIX(6) x0 += k1; x1 += k2 + 1u;
+    AZJAX_MIX(17) AZJAX_MIX(29) AZJAX_MIX(16) AZJAX_MIX(24) x0 += k2; x1 += k0 + 2u;
+    AZJAX_MIX(13) AZJAX_MIX(15) AZJAX_MIX(26) AZJAX_MIX(6) x0 += k0; x1 += k1 + 3u;
+    AZJAX_MIX(17) AZJAX_MIX(29) AZJAX_MIX(16) AZJAX_MIX(24) x0 += k1; x1 += k2 + 4u;
+    AZJAX_MIX(13) AZJAX_MIX(15) AZJAX_MIX(26) AZJAX_MIX(6) x0 += k2; x1 += k0 + 5u;
+#undef AZJAX_MIX
+    y0[i] = x0;
+    y1[i] = x1;
+  }
+}
+
+// uniform01<T>(key, first + i) for i in [0, n), into out (n <= 256).
+template <typename T>
+inline void uniform01_range(Key key, uint32_t first, int n, T* out) {
+  uint32_t b0[256], b1[256];
+  threefry2x32_range(key, first, n, b0, b1);
+  for (int i = 0; i < n; ++i) {
+    if constexpr (sizeof(T) == 4) {
+      const uint32_t bits = ((b0[i] ^ b1[i]) >> 9) | 0x3F800000u;
+      float f;
+      std::memcpy(&f, &bits, 4);
+      out[i] = f - 1.0f;
+    } else {
+      const uint64_t bits = ((static_cast<uint64_t>(b0[i]) << 32) | b1[i]) >> 12 | 0x3FF0000000000000ull;
+      double f;
+      std::memcpy(&f, &bits, 8);
+      out[i] = f - 1.0;
+    }
+  }
+}
+
 }  // namespace azjax_threefry

@@ -273,3 +273,19 @@ def test_layout_helpers_in_one_process():
         with pytest.raises(ValueError, match="n: "):
             T.process_rows(real, 2 * local + 1)
     assert T.shard_local_batch(None, 4, np.zeros(4))[0].shape == (4,)
+
+
+def test_nas_search_refuses_max_seconds_with_several_processes(monkeypatch, tmp_path):
+    """Each process reads its own clock: NASNet mode refuses `max_seconds` on several processes
+    (checked before anything is built; the process count is faked)."""
+    import jax
+
+    from experiments.nas_search import search as launcher
+    from experiments.nas_search.configs import digits_smoke
+
+    c = digits_smoke.get_config()
+    c.max_seconds = 5.0
+    monkeypatch.setattr(jax, "process_count", lambda: 2)
+    with pytest.raises(ValueError, match="max_seconds"):
+        launcher.run(c, str(tmp_path))
+    assert not any(tmp_path.iterdir())

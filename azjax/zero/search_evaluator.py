@@ -92,27 +92,31 @@ def _wrap_key_data(fn):
     return wrapped
 
 
-def deduplicate(programs: Program) -> Tuple[Program, np.ndarray]:
-    """(unique programs in order of first appearance, inverse [B]): `unique[inverse]` is the batch. Programs
-    are equal when all their arrays are (canonical programs: when they are the same program); the rows are
-    compared through 128-bit hashes of their bytes where the native library is built."""
-    leaves = [np.ascontiguousarray(x) for x in jax.tree_util.tree_leaves(programs)]
-    B = programs.setup.size.shape[0]
+def _first_appearance(leaves, B: int) -> Tuple[np.ndarray, np.ndarray]:
+    """(first [U], inverse [B]) of the rows of `leaves` (arrays with a leading axis B): row `first[u]` is the first
+    of group u, `inverse[r]` the group of row r; rows are equal when all their leaves' bytes are. Compared
+    through 128-bit hashes of the bytes where the native library is built, else sorted with NumPy."""
+    leaves = [np.ascontiguousarray(x) for x in leaves]
     lib = _native_lib()
     if lib is not None and B:
         pointers = (ctypes.c_void_p * len(leaves))(*(x.ctypes.data for x in leaves))
         widths = np.asarray([x.nbytes // B for x in leaves], np.int64)
         first, inverse = np.empty(B, np.int64), np.empty(B, np.int64)
         U = lib.azjax_dedup_rows(pointers, _ptr(widths), len(leaves), B, _ptr(first), _ptr(inverse))
-        first = first[:U]
-    else:
-        rows = np.ascontiguousarray(np.concatenate([x.reshape(B, -1).view(np.uint8) for x in leaves], axis=1))
-        rows = rows.view(np.dtype((np.void, rows.shape[1])))[:, 0]
-        _, first_index, inverse_sorted = np.unique(rows, return_index=True, return_inverse=True)
-        order = np.argsort(first_index, kind="stable")
-        rank = np.empty_like(order)
-        rank[order] = np.arange(len(order))
-        first, inverse = first_index[order], rank[np.reshape(inverse_sorted, -1)]
+        return first[:U], inverse
+    rows = np.ascontiguousarray(np.concatenate([x.reshape(B, -1).view(np.uint8) for x in leaves], axis=1))
+    rows = rows.view(np.dtype((np.void, rows.shape[1])))[:, 0]
+    _, first_index, inverse_sorted = np.unique(rows, return_index=True, return_inverse=True)
+    order = np.argsort(first_index, kind="stable")
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    return first_index[order], rank[np.reshape(inverse_sorted, -1)]
+
+
+def deduplicate(programs: Program) -> Tuple[Program, np.ndarray]:
+    """(unique programs in order of first appearance, inverse [B]): `unique[inverse]` is the batch. Programs
+    are equal when all their arrays are (canonical programs: when they are the same program)."""
+    first, inverse = _first_appearance(jax.tree_util.tree_leaves(programs), programs.setup.size.shape[0])
     return jax.tree_util.tree_map(lambda x: np.asarray(x)[first], programs), inverse
 
 
@@ -135,10 +139,8 @@ def fingerprint_leaders(keys: np.ndarray, rows: np.ndarray) -> Tuple[np.ndarray,
     same_as = np.arange(U)
     idx = np.flatnonzero(rows)
     if len(idx):
-        flat = np.ascontiguousarray(keys[idx]).view(np.uint8).reshape(len(idx), -1)
-        _, first, inverse = np.unique(flat.view(np.dtype((np.void, flat.shape[1])))[:, 0], return_index=True,
-                                      return_inverse=True)
-        same_as[idx] = idx[first[np.reshape(inverse, -1)]]
+        first, inverse = _first_appearance([keys[idx]], len(idx))
+        same_as[idx] = idx[first[inverse]]
     return same_as, same_as == np.arange(U)
 
 
@@ -377,7 +379,7 @@ class ProgramEvaluator:
                 sharding.global_array(mesh, active, True))
 
     def __call__(self, key: jax.Array, programs: Program) -> Tuple[np.ndarray, Dict[str, float]]:
-        host = jax.device_get(programs)  # one transfer for every leaf
+        host = jax.tree_util.tree_map(np.asarray, programs)  # CPU arrays: views, no copies
         B = host.setup.size.shape[0]
         # 1. Identical (canonical) programs are evaluated once.
         unique, inverse = deduplicate(host)

@@ -294,6 +294,8 @@ def test_evaluator_stages(monkeypatch):
     many = jax.tree_util.tree_map(lambda x: x[np.random.RandomState(0).randint(0, 4, 300)], progs)
     many.learn.data[7, 0, 0] = -0.0  # differs from +0 only in its bytes: another program to dedup
     native = deduplicate(many)
+    native_lib = search_evaluator._native_lib()
+    assert native_lib is not None  # the kernel is built where the tests run
     monkeypatch.setattr(search_evaluator, "_native_lib", lambda: None)
     fallback = deduplicate(many)
     assert native[0].setup.size.shape[0] == 5
@@ -302,9 +304,11 @@ def test_evaluator_stages(monkeypatch):
     keys = np.zeros((5, 2), _KEY)
     raw = keys.view(np.uint8).reshape(5, -1)
     raw[:, 0] = [7, 8, 7, 7, 8]
-    same_as, leader = fingerprint_leaders(keys, np.array([True, True, True, False, True]))
-    np.testing.assert_array_equal(same_as, [0, 1, 0, 3, 1])
-    np.testing.assert_array_equal(leader, [True, True, False, True, False])
+    for lib in (None, native_lib):  # the NumPy fallback, then the native hashes
+        monkeypatch.setattr(search_evaluator, "_native_lib", lambda lib=lib: lib)
+        same_as, leader = fingerprint_leaders(keys, np.array([True, True, True, False, True]))
+        np.testing.assert_array_equal(same_as, [0, 1, 0, 3, 1])
+        np.testing.assert_array_equal(leader, [True, True, False, True, False])
     tr, va = probe_errors(np.array([[[0.2, np.nan]]]), np.array([[[3.0, -1.0]]]), np.array([[[1.0, 0.0]]]),
                           np.array([[[1.0, 1.0]]]), "accuracy")
     np.testing.assert_array_equal(va, [[[1.0, 0.0]]])  # sigmoid(3) > 0.5 is right, sigmoid(-1) is wrong

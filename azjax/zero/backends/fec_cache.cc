@@ -318,30 +318,42 @@ void azjax_fec_fingerprint_lane(const double* train_err, const double* valid_err
 }
 
 // search_evaluator.deduplicate: row r of a batch is the bytes of row r of every leaf (leaf i holds n rows of
-// widths[i] bytes); rows with equal 128-bit hashes are equal. Writes first[0, U): the first row of each
-// distinct row, in order of first appearance, and inverse[r]: the index in `first` of row r's copy; returns U.
+// widths[i] bytes). Writes first[0, U): the first row of each distinct row, in order of first appearance, and
+// inverse[r]: the index in `first` of row r's copy; returns U. Rows are grouped by a fast 64-bit hash and
+// compared byte for byte when their hashes agree, so the result is exact whatever the hash.
 int64_t azjax_dedup_rows(const uint8_t* const* leaves, const int64_t* widths, int64_t num_leaves, int64_t n,
                          int64_t* first, int64_t* inverse) {
-  std::vector<uint64_t> keys(static_cast<size_t>(2 * n));
+  std::vector<uint64_t> keys(static_cast<size_t>(n));
   for (int64_t r = 0; r < n; ++r) {
-    azjax_hash::Hash128 h;
+    uint64_t h = 0x9E3779B97F4A7C15ull;
     for (int64_t l = 0; l < num_leaves; ++l) {
       const uint8_t* row = leaves[l] + r * widths[l];
-      for (int64_t i = 0; i * 8 < widths[l]; ++i) {
+      const int64_t whole = widths[l] / 8;  // full words with a fixed-size (inlined) load, then the tail
+      for (int64_t i = 0; i < whole; ++i) {
+        uint64_t w;
+        std::memcpy(&w, row + i * 8, 8);
+        h = ((h << 5 | h >> 59) ^ w) * 0x517CC1B727220A95ull;
+      }
+      if (widths[l] % 8) {
         uint64_t w = 0;
-        std::memcpy(&w, row + i * 8, static_cast<size_t>(std::min<int64_t>(8, widths[l] - i * 8)));
-        h.add(w);
+        std::memcpy(&w, row + whole * 8, static_cast<size_t>(widths[l] % 8));
+        h = ((h << 5 | h >> 59) ^ w) * 0x517CC1B727220A95ull;
       }
     }
-    keys[2 * r] = h.h1;
-    keys[2 * r + 1] = h.h2;
+    keys[r] = azjax_hash::mix64(h);
   }
+  auto same_rows = [&](int64_t a, int64_t b) {
+    for (int64_t l = 0; l < num_leaves; ++l)
+      if (std::memcmp(leaves[l] + a * widths[l], leaves[l] + b * widths[l], static_cast<size_t>(widths[l])))
+        return false;
+    return true;
+  };
   size_t slots = 16;
   while (slots < static_cast<size_t>(2 * n)) slots *= 2;
   std::vector<int64_t> table(slots, -1);  // index into `first`
   int64_t U = 0;
   for (int64_t r = 0; r < n; ++r) {
-    const uint64_t a = keys[2 * r], b = keys[2 * r + 1];
+    const uint64_t a = keys[r];
     size_t i = static_cast<size_t>(a) & (slots - 1);
     for (;; i = (i + 1) & (slots - 1)) {
       const int64_t u = table[i];
@@ -351,7 +363,7 @@ int64_t azjax_dedup_rows(const uint8_t* const* leaves, const int64_t* widths, in
         inverse[r] = U++;
         break;
       }
-      if (keys[2 * first[u]] == a && keys[2 * first[u] + 1] == b) {
+      if (keys[first[u]] == a && same_rows(first[u], r)) {
         inverse[r] = u;
         break;
       }

@@ -313,3 +313,35 @@ def test_evaluator_stages(monkeypatch):
                           np.array([[[1.0, 1.0]]]), "accuracy")
     np.testing.assert_array_equal(va, [[[1.0, 0.0]]])  # sigmoid(3) > 0.5 is right, sigmoid(-1) is wrong
     assert tr[0, 0, 0] == pytest.approx(0.8) and np.isnan(tr[0, 0, 1])
+
+
+def test_probe_memo_remembers_until_full():
+    """The probe memo returns what was inserted for a code key, skips rows not wanted or not to be inserted,
+    keeps the first insertion of a key, and starts over when full (a cache of a pure function)."""
+    from azjax.zero.fec import _KEY
+    from azjax.zero.search_evaluator import _ProbeMemo
+
+    T, n = 3, 40
+    memo = _ProbeMemo(T, capacity=32)
+    rng = np.random.RandomState(0)
+    code = rng.randint(0, 2**31, (n, 2)).astype(np.uint64).view(np.dtype((np.void, 16)))[:, 0]
+    keys = np.zeros((n, T), _KEY)
+    keys.view(np.uint8)[...] = rng.randint(0, 256, keys.view(np.uint8).shape)
+    keys_view = keys.view(np.uint8).reshape(n, -1)
+    rows = np.arange(n) % 5 != 0  # every fifth row is not inserted
+    memo.insert(code[:20], keys[:20], rows[:20])
+    assert len(memo) == int(rows[:20].sum())
+    got, missing = memo.lookup(code[:20], np.ones(20, bool))
+    np.testing.assert_array_equal(missing, ~rows[:20])
+    np.testing.assert_array_equal(got.view(np.uint8).reshape(20, -1)[rows[:20]], keys_view[:20][rows[:20]])
+    _, missing = memo.lookup(code[:20], np.arange(20) < 10)  # rows not wanted are never missing
+    assert not missing[10:].any()
+    other = keys.copy()
+    other.view(np.uint8)[...] ^= 1
+    memo.insert(code[:20], other[:20], rows[:20])  # known keys keep their first fingerprints
+    got, _ = memo.lookup(code[:20], rows[:20])
+    np.testing.assert_array_equal(got.view(np.uint8).reshape(20, -1)[rows[:20]], keys_view[:20][rows[:20]])
+    memo.insert(code[20:], keys[20:], np.ones(20, bool))  # 16 + 20 > 32: full after 16 more, starts over
+    assert len(memo) == 4
+    _, missing = memo.lookup(code, np.ones(n, bool))
+    np.testing.assert_array_equal(~missing, np.arange(n) >= 36)

@@ -245,25 +245,39 @@ void azjax_fec_import(void* cache, const uint64_t* keys, const double* fitness, 
 }
 
 // The probe memo (search_evaluator._ProbeMemo): pruned-code key -> the probe's T fingerprints, cleared when
-// full. A cache of a pure function, so its policy never changes results.
+// full. A cache of a pure function, so its policy never changes results. Entries are only added, or all
+// dropped at once, so an open-addressing table of entry indices (at most half full) serves as the index.
 struct ProbeMemo {
-  int64_t num_tasks, capacity;
-  std::unordered_map<Key, int64_t, KeyHash> index;
+  int64_t num_tasks, capacity, size = 0;
+  std::vector<int64_t> table;  // entry index or -1; a power of two >= 2 * capacity slots
+  std::vector<Key> codes;      // [capacity]
   std::vector<uint64_t> rows;  // [capacity, num_tasks, 2]
+
+  // The slot holding `k`, or the empty slot where it would go.
+  size_t slot(const Key& k) const {
+    const size_t mask = table.size() - 1;
+    for (size_t i = static_cast<size_t>(k.a ^ (k.b * 0x9E3779B97F4A7C15ull)) & mask;; i = (i + 1) & mask) {
+      const int64_t e = table[i];
+      if (e < 0 || (codes[e].a == k.a && codes[e].b == k.b)) return i;
+    }
+  }
 };
 
 void* azjax_memo_new(int64_t num_tasks, int64_t capacity) {
   ProbeMemo* m = new ProbeMemo();
   m->num_tasks = num_tasks;
-  m->capacity = capacity;
-  m->rows.resize(static_cast<size_t>(capacity * num_tasks * 2));
-  m->index.reserve(static_cast<size_t>(capacity));
+  m->capacity = std::max<int64_t>(capacity, 1);
+  size_t slots = 16;
+  while (slots < static_cast<size_t>(2 * m->capacity)) slots *= 2;
+  m->table.assign(slots, -1);
+  m->codes.resize(static_cast<size_t>(m->capacity));
+  m->rows.resize(static_cast<size_t>(m->capacity * num_tasks * 2));
   return m;
 }
 
 void azjax_memo_free(void* memo) { delete static_cast<ProbeMemo*>(memo); }
 
-int64_t azjax_memo_size(void* memo) { return static_cast<int64_t>(static_cast<ProbeMemo*>(memo)->index.size()); }
+int64_t azjax_memo_size(void* memo) { return static_cast<ProbeMemo*>(memo)->size; }
 
 // For each u with want[u]: copies the remembered fingerprints into keys[u] (T x 2 words) or sets missing[u].
 void azjax_memo_lookup(void* memo, const uint64_t* code, const uint8_t* want, int64_t n, uint64_t* keys,
@@ -273,11 +287,11 @@ void azjax_memo_lookup(void* memo, const uint64_t* code, const uint8_t* want, in
   for (int64_t u = 0; u < n; ++u) {
     missing[u] = 0;
     if (!want[u]) continue;
-    auto it = m->index.find(Key{code[2 * u], code[2 * u + 1]});
-    if (it == m->index.end()) {
+    const int64_t e = m->table[m->slot(Key{code[2 * u], code[2 * u + 1]})];
+    if (e < 0) {
       missing[u] = 1;
     } else {
-      std::memcpy(keys + u * w, m->rows.data() + it->second * w, w * sizeof(uint64_t));
+      std::memcpy(keys + u * w, m->rows.data() + e * w, w * sizeof(uint64_t));
     }
   }
 }
@@ -288,11 +302,17 @@ void azjax_memo_insert(void* memo, const uint64_t* code, const uint64_t* keys, c
   for (int64_t u = 0; u < n; ++u) {
     if (!rows[u]) continue;
     const Key k{code[2 * u], code[2 * u + 1]};
-    if (m->index.count(k)) continue;
-    if (static_cast<int64_t>(m->index.size()) >= m->capacity) m->index.clear();
-    const int64_t i = static_cast<int64_t>(m->index.size());
-    m->index.emplace(k, i);
-    std::memcpy(m->rows.data() + i * w, keys + u * w, w * sizeof(uint64_t));
+    size_t i = m->slot(k);
+    if (m->table[i] >= 0) continue;
+    if (m->size >= m->capacity) {  // full: start over
+      std::fill(m->table.begin(), m->table.end(), int64_t{-1});
+      m->size = 0;
+      i = m->slot(k);
+    }
+    const int64_t e = m->size++;
+    m->table[i] = e;
+    m->codes[e] = k;
+    std::memcpy(m->rows.data() + e * w, keys + u * w, w * sizeof(uint64_t));
   }
 }
 

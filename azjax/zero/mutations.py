@@ -41,6 +41,7 @@ import functools
 from typing import Dict, Optional, Sequence, Tuple
 
 import jax
+import jax.extend.backend
 import jax.numpy as jnp
 import numpy as np
 from jax.extend.random import threefry_2x32
@@ -672,6 +673,10 @@ def _apply(key, program: Program, cfg: ZeroConfig, mcfg: MutationConfig, type_in
         return _apply_native(key, program, cfg, mcfg, type_index)
     if not (_NATIVE_EXACT and native.mutations_available()):
         return _apply_xla(_draws(key, cfg), program, cfg, mcfg, type_index)
+    if set(jax.extend.backend.backends()) == {"cpu"}:
+        # Only CPU devices exist, so the computation runs on the CPU: tracing the XLA branch as well (most of
+        # a search's first-iteration time) would buy nothing.
+        return _apply_native(key, program, cfg, mcfg, type_index)
     return jax.lax.platform_dependent(
         key, program, type_index,
         cpu=lambda k_, p_, t_: _apply_native(k_, p_, cfg, mcfg, t_),

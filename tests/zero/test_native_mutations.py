@@ -137,6 +137,20 @@ def test_auto_picks_native_on_cpu_and_bad_implementation_is_named():
         M.mutate(jax.random.key(0), prog, cfg, mcfg, "fast")
 
 
+def test_auto_with_an_accelerator_backend_present_keeps_both_branches(monkeypatch):
+    """With only CPU backends "auto" calls the kernel directly; where an accelerator backend exists it traces
+    both implementations (platform_dependent) and the CPU still runs the kernel: the same bits."""
+    cfg, mcfg = DEMO, M.MutationConfig()
+    progs = R.random_programs(jax.random.key(3), cfg, 64)
+    keys = jax.random.split(jax.random.key(4), 64)
+    direct = jax.jit(jax.vmap(lambda k, p: M.mutate(k, p, cfg, mcfg, "auto")))(keys, progs)
+    cpu_only = dict(jax.extend.backend.backends())
+    monkeypatch.setattr(jax.extend.backend, "backends", lambda: {**cpu_only, "gpu": None})
+    fn = jax.jit(jax.vmap(lambda k, p: M.mutate(k, p, cfg, mcfg, "auto")))
+    assert "platform_index" in str(fn.trace(keys, progs).jaxpr)  # both branches traced
+    _assert_bitwise(direct, fn(keys, progs), "auto, accelerator present")
+
+
 @pytest.mark.parametrize("dtype,x64", [("float32", False), ("float64", True), ("float64", False)])
 def test_scalar_draws_are_the_first_uniform_draws(dtype, x64):
     """The native path draws only the uniforms it reads (XLA the scalar ones, the kernel the fresh rows'),

@@ -12,3 +12,38 @@ def run_on_8_cpu_devices(script: str, timeout: float = 900) -> None:
     out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True,
                          timeout=timeout)
     assert out.returncode == 0 and "OK" in out.stdout, out.stderr[-4000:]
+
+
+def free_port() -> int:
+    """A free TCP port on localhost (for a `jax.distributed` coordinator)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_commands(commands, env: dict, timeout: float = 600) -> list:
+    """Runs every command at once (several `jax.distributed` processes meet in collectives), asserts that each
+    exits 0 (showing a failed one's stderr tail) and returns each one's (stdout, stderr)."""
+    procs = [subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for command in commands]
+    try:
+        outs = [p.communicate(timeout=timeout) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    for p, (_, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-4000:]
+    return outs
+
+
+def run_script_processes(script: str, argvs, env: dict, timeout: float = 600) -> list:
+    """Runs `script` in one process per argument list of `argvs` (`run_commands`) and returns the JSON each
+    printed on its `RESULT ` line, in order."""
+    import json
+
+    outs = run_commands([[sys.executable, "-c", script, *argv] for argv in argvs], env, timeout)
+    return [json.loads(next(line for line in out.splitlines() if line.startswith("RESULT "))[len("RESULT "):])
+            for out, _ in outs]

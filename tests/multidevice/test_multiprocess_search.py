@@ -7,7 +7,6 @@ process must have evaluated about half of the programs (counted on its evaluator
 """
 import json
 import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -15,7 +14,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from tests.multidevice.fake_devices import ROOT
+from tests.multidevice.fake_devices import ROOT, free_port, run_commands, run_script_processes
 
 SCRIPT = textwrap.dedent("""
     import hashlib, json, sys
@@ -49,32 +48,13 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def run_processes(nproc: int, devices_per_process: int, backend: str, fec: bool, timeout: float = 600):
     """Runs SCRIPT in ``nproc`` processes; returns each process's RESULT dict (process order)."""
     env = dict(os.environ, JAX_PLATFORMS="cpu",
                XLA_FLAGS=f"--xla_force_host_platform_device_count={devices_per_process}")
-    port = str(_free_port())
-    procs = [subprocess.Popen([sys.executable, "-c", SCRIPT, str(i), str(nproc), port, backend,
-                               "1" if fec else "0"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for i in range(nproc)]
-    try:
-        outs = [p.communicate(timeout=timeout) for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-    results = []
-    for p, (out, err) in zip(procs, outs):
-        assert p.returncode == 0, err[-4000:]
-        line = next(line for line in out.splitlines() if line.startswith("RESULT "))
-        results.append(json.loads(line[len("RESULT "):]))
-    return results
+    port = str(free_port())
+    return run_script_processes(SCRIPT, [[str(i), str(nproc), port, backend, "1" if fec else "0"]
+                                         for i in range(nproc)], env, timeout)
 
 
 def _check_split(multi, single):
@@ -154,20 +134,10 @@ def test_launcher_two_processes_then_resume_on_one(tmp_path):
     resumed by 1 process ends exactly where an uninterrupted 1-process run ends."""
     env = dict(os.environ, JAX_PLATFORMS="cpu", AZJAX_NATIVE_THREADS="1",
                XLA_FLAGS="--xla_force_host_platform_device_count=1")
-    port = str(_free_port())
+    port = str(free_port())
     run = tmp_path / "multi"
-    procs = [subprocess.Popen(_launcher(run, ["--multihost", f"--coordinator_address=127.0.0.1:{port}",
-                                                 "--num_processes=2", f"--process_id={i}"]),
-                              cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for i in range(2)]
-    try:
-        outs = [p.communicate(timeout=600) for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-    for p, (_, err) in zip(procs, outs):
-        assert p.returncode == 0, err[-4000:]
+    outs = run_commands([_launcher(run, ["--multihost", f"--coordinator_address=127.0.0.1:{port}",
+                                         "--num_processes=2", f"--process_id={i}"]) for i in range(2)], env)
     assert "Best program" in outs[0][0] and "Best program" not in outs[1][0]  # process 0 alone prints
     multi = json.loads((run / "summary.json").read_text())
     ckpts = sorted((run / "experiment_0").glob("ckpt_*.npz"))

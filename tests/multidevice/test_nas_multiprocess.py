@@ -22,14 +22,13 @@ Fake devices share the host's cores, so these tests check results and the split,
 """
 import json
 import os
-import socket
 import subprocess
 import sys
 import textwrap
 
 import pytest
 
-from tests.multidevice.fake_devices import ROOT
+from tests.multidevice.fake_devices import ROOT, free_port, run_commands, run_script_processes
 
 SCRIPT = textwrap.dedent("""
     import json, os, shutil, sys
@@ -112,32 +111,13 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def run_processes(nproc: int, devices_per_process: int, root, part: str, timeout: float = 600):
     """Runs SCRIPT in ``nproc`` processes; returns each process's RESULT dict (process order)."""
     env = dict(os.environ, JAX_PLATFORMS="cpu",
                XLA_FLAGS=f"--xla_force_host_platform_device_count={devices_per_process}")
-    port = str(_free_port())
-    procs = [subprocess.Popen([sys.executable, "-c", SCRIPT, str(i), str(nproc), port, str(root),
-                               part], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True)
-             for i in range(nproc)]
-    try:
-        outs = [p.communicate(timeout=timeout) for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-    results = []
-    for p, (out, err) in zip(procs, outs):
-        assert p.returncode == 0, err[-4000:]
-        line = next(line for line in out.splitlines() if line.startswith("RESULT "))
-        results.append(json.loads(line[len("RESULT "):]))
+    port = str(free_port())
+    results = run_script_processes(SCRIPT, [[str(i), str(nproc), port, str(root), part] for i in range(nproc)], env,
+                                   timeout)
     assert [r["process"] for r in results] == list(range(nproc))
     assert {r["processes"] for r in results} == {nproc}
     return results
@@ -210,21 +190,12 @@ def test_nasnet_launcher_multihost(tmp_path):
         reduce=[[0, 1, I["max_pool_3x3"], I["conv_1x1"], 0],
                 [2, 0, I["identity"], I["avg_pool_3x3"], 0]],
         normal_concat=(3,), reduce_concat=(3,)), genotype)
-    port = _free_port()
+    port = free_port()
     env = dict(os.environ, JAX_PLATFORMS="cpu",
                XLA_FLAGS="--xla_force_host_platform_device_count=1")
-    procs = [subprocess.Popen(_nasnet_launcher(tmp_path / f"p{i}", genotype, [
+    outs = run_commands([_nasnet_launcher(tmp_path / f"p{i}", genotype, [
         "--multihost", f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2",
-        f"--process_id={i}"]), cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True) for i in range(2)]
-    try:
-        outs = [p.communicate(timeout=600) for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-    for p, (_, err) in zip(procs, outs):
-        assert p.returncode == 0, err[-4000:]
+        f"--process_id={i}"]) for i in range(2)], env)
     assert "done: valid_accuracy" in outs[0][1] and "done: valid_accuracy" not in outs[1][1]
     assert "data-parallel over 2 device(s): 1 per process x 2 process(es)" in outs[0][1]
     assert sorted(f.name for f in (tmp_path / "p0").iterdir()) == [

@@ -15,7 +15,7 @@ import textwrap
 import pytest
 
 from tests.multidevice.fake_devices import ROOT
-from tests.multidevice.test_multiprocess_search import _free_port
+from tests.multidevice.fake_devices import free_port as _free_port
 
 SCRIPT = textwrap.dedent("""
     import hashlib, json, sys

@@ -94,8 +94,8 @@ def _wrap_key_data(fn):
 
 def _first_appearance(leaves, B: int) -> Tuple[np.ndarray, np.ndarray]:
     """(first [U], inverse [B]) of the rows of `leaves` (arrays with a leading axis B): row `first[u]` is the first
-    of group u, `inverse[r]` the group of row r; rows are equal when all their leaves' bytes are. Compared
-    through 128-bit hashes of the bytes where the native library is built, else sorted with NumPy."""
+    of group u, `inverse[r]` the group of row r; rows are equal when all their leaves' bytes are. Grouped by a
+    hash and compared byte for byte where the native library is built, else sorted with NumPy."""
     leaves = [np.ascontiguousarray(x) for x in leaves]
     lib = _native_lib()
     if lib is not None and B:

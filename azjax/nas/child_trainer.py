@@ -27,7 +27,6 @@ from typing import Any, Mapping
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
 from azjax.nas.data_parallel import data_mesh
@@ -193,7 +192,7 @@ class ChildTrainer:
         for i in range(p, genomes.shape[0], self.processes):
             fitness[i] = self.train_child(jax.random.fold_in(key, i), genomes[i])["valid_accuracy"]
             self.trained_here += 1
-        gathered = np.asarray(multihost_utils.process_allgather(fitness))  # [processes, B]
+        gathered = np.stack(sharding.allgather(fitness))  # [processes, B]
         owner = np.arange(genomes.shape[0]) % self.processes
         return gathered[owner, np.arange(genomes.shape[0])].astype(np.float32)
 

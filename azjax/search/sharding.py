@@ -13,9 +13,10 @@ own, so each process computes its share, and the outputs are gathered onto every
 """
 from __future__ import annotations
 
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
@@ -117,3 +118,54 @@ def population_sharding(mesh: Mesh) -> NamedSharding:
 def replicated(mesh: Mesh) -> NamedSharding:
     """Every device of the mesh holds the whole array."""
     return NamedSharding(mesh, PartitionSpec())
+
+
+def allgather(tree: Any) -> list[Any]:
+    """Every process's ``tree`` (same structure, shapes and dtypes everywhere), in process order:
+    one all-gather of the leaves' bytes (:func:`_gather_bytes`), so 64-bit values
+    travel exactly without ``jax_enable_x64``. A collective: every process must call it."""
+    leaves, treedef = jax.tree_util.tree_flatten(tree)
+    leaves = [np.asarray(jax.random.key_data(x)) if _is_key(x) else np.asarray(x)
+              for x in leaves]
+    if jax.process_count() == 1:
+        return [jax.tree_util.tree_unflatten(treedef, leaves)]
+    buf = np.concatenate([np.ascontiguousarray(x).reshape(-1).view(np.uint8) for x in leaves]
+                         + [np.zeros(0, np.uint8)])
+    rows = _gather_bytes(buf)
+    out = []
+    for row in rows:
+        offset, got = 0, []
+        for x in leaves:
+            got.append(row[offset:offset + x.nbytes].view(x.dtype).reshape(x.shape))
+            offset += x.nbytes
+        out.append(jax.tree_util.tree_unflatten(treedef, got))
+    return out
+
+
+# Compiled all-gathers by message size: (executable, input sharding, global shape).
+_GATHERS: dict[int, tuple[Any, NamedSharding, tuple[int, int]]] = {}
+
+
+def _gather_bytes(buf: np.ndarray) -> np.ndarray:
+    """[N, n] uint8: every process's ``buf`` ([n] uint8). What
+    ``multihost_utils.process_allgather`` does (an identity with a replicated output over a
+    (processes, local devices) mesh), compiled once per size: one call costs a transfer and the
+    collective, not a trace, a mesh and a dispatch."""
+    n = buf.size
+    if n not in _GATHERS:
+        devices = np.array(jax.devices()).reshape(jax.process_count(), jax.local_device_count())
+        mesh = Mesh(devices, ("processes", "local"))
+        sharding = NamedSharding(mesh, PartitionSpec("processes"))
+        shape = (jax.process_count(), n)
+        compiled = jax.jit(lambda x: x, out_shardings=NamedSharding(mesh, PartitionSpec())).lower(
+            jax.ShapeDtypeStruct(shape, jnp.uint8, sharding=sharding)).compile()
+        _GATHERS[n] = (compiled, sharding, shape)
+    compiled, sharding, shape = _GATHERS[n]
+    row = buf.reshape(1, n)
+    local = jax.make_array_from_single_device_arrays(
+        shape, sharding, [jax.device_put(row, d) for d in jax.local_devices()])
+    return np.asarray(compiled(local).addressable_data(0))
+
+
+def _is_key(x: Any) -> bool:
+    return isinstance(x, jax.Array) and jnp.issubdtype(x.dtype, jax.dtypes.prng_key)

@@ -47,3 +47,15 @@ def run_script_processes(script: str, argvs, env: dict, timeout: float = 600) ->
     outs = run_commands([[sys.executable, "-c", script, *argv] for argv in argvs], env, timeout)
     return [json.loads(next(line for line in out.splitlines() if line.startswith("RESULT "))[len("RESULT "):])
             for out, _ in outs]
+
+
+def two_block_genotype():
+    """A 2-block normal/reduction cell pair for the multi-device NAS tests (NASNet-A's 5 blocks would
+    triple their compile time); scripts run with the repository as working directory import it too."""
+    from azjax import nas
+
+    I = nas.OP_INDEX
+    return nas.Genotype(
+        normal=[[0, 1, I["conv_1x1"], I["identity"], 0], [2, 1, I["avg_pool_3x3"], I["conv_1x1"], 0]],
+        reduce=[[0, 1, I["max_pool_3x3"], I["conv_1x1"], 0], [2, 0, I["identity"], I["avg_pool_3x3"], 0]],
+        normal_concat=(3,), reduce_concat=(3,))

@@ -24,13 +24,8 @@ DATA_PARALLEL = textwrap.dedent("""
     from azjax import nas
     from azjax.nas import train as T
     assert len(jax.devices()) == 8, jax.devices()
-    I = nas.OP_INDEX
-    genotype = nas.Genotype(
-        normal=[[0, 1, I["conv_1x1"], I["identity"], 0],
-                [2, 1, I["avg_pool_3x3"], I["conv_1x1"], 0]],
-        reduce=[[0, 1, I["max_pool_3x3"], I["conv_1x1"], 0],
-                [2, 0, I["identity"], I["avg_pool_3x3"], 0]],
-        normal_concat=(3,), reduce_concat=(3,))
+    from tests.multidevice.fake_devices import two_block_genotype
+    genotype = two_block_genotype()
     cfg = nas.TrainConfig(num_cells=1, filters=4, batch_size=16, num_steps=3, pad_crop=1,
                           flip=True, learning_rate=0.1, eval_batch_size=16)
     model = nas.make_model(genotype, cfg)

@@ -28,7 +28,8 @@ import textwrap
 
 import pytest
 
-from tests.multidevice.fake_devices import ROOT, free_port, run_commands, run_script_processes
+from tests.multidevice.fake_devices import (ROOT, free_port, run_commands, run_script_processes,
+                                            two_block_genotype)
 
 SCRIPT = textwrap.dedent("""
     import json, os, shutil, sys
@@ -52,13 +53,8 @@ SCRIPT = textwrap.dedent("""
             "valid_labels": y[64:]}
     out = {"process": jax.process_index(), "processes": jax.process_count()}
     if part == "train":
-        I = nas.OP_INDEX
-        genotype = nas.Genotype(
-            normal=[[0, 1, I["conv_1x1"], I["identity"], 0],
-                    [2, 1, I["avg_pool_3x3"], I["conv_1x1"], 0]],
-            reduce=[[0, 1, I["max_pool_3x3"], I["conv_1x1"], 0],
-                    [2, 0, I["identity"], I["avg_pool_3x3"], 0]],
-            normal_concat=(3,), reduce_concat=(3,))
+        from tests.multidevice.fake_devices import two_block_genotype
+        genotype = two_block_genotype()
         # eval_batch_size 8: the 20 validation images make 3 batches, the last one padded.
         cfg = dict(num_cells=1, filters=4, batch_size=16, num_steps=4, pad_crop=1, flip=True,
                    learning_rate=0.1, eval_batch_size=8, num_devices=ndev, log_every=1,
@@ -116,8 +112,8 @@ def run_processes(nproc: int, devices_per_process: int, root, part: str, timeout
     env = dict(os.environ, JAX_PLATFORMS="cpu",
                XLA_FLAGS=f"--xla_force_host_platform_device_count={devices_per_process}")
     port = str(free_port())
-    results = run_script_processes(SCRIPT, [[str(i), str(nproc), port, str(root), part] for i in range(nproc)], env,
-                                   timeout)
+    argvs = [[str(i), str(nproc), port, str(root), part] for i in range(nproc)]
+    results = run_script_processes(SCRIPT, argvs, env, timeout)
     assert [r["process"] for r in results] == list(range(nproc))
     assert {r["processes"] for r in results} == {nproc}
     return results
@@ -182,14 +178,8 @@ def test_nasnet_launcher_multihost(tmp_path):
     process 0 logs its result and writes (its workdir holds the checkpoint, the genotype and the
     metrics; process 1's stays empty)."""
     from azjax import nas
-    I = nas.OP_INDEX  # a 2-block cell pair: NASNet-A's 5 blocks would triple the compile time
     genotype = tmp_path / "cell.json"
-    nas.save_genotype(nas.Genotype(
-        normal=[[0, 1, I["conv_1x1"], I["identity"], 0],
-                [2, 1, I["avg_pool_3x3"], I["conv_1x1"], 0]],
-        reduce=[[0, 1, I["max_pool_3x3"], I["conv_1x1"], 0],
-                [2, 0, I["identity"], I["avg_pool_3x3"], 0]],
-        normal_concat=(3,), reduce_concat=(3,)), genotype)
+    nas.save_genotype(two_block_genotype(), genotype)
     port = free_port()
     env = dict(os.environ, JAX_PLATFORMS="cpu",
                XLA_FLAGS="--xla_force_host_platform_device_count=1")

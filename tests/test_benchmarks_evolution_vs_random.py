@@ -136,8 +136,31 @@ def test_tiny_random_search_run_appends_rows_and_summarizes(tmp_path):
     assert [(r["method"], r["seed"], r["taskset"]) for r in rows] == [("random", 0, 10**6), ("random", 1, 10**6),
                                                                       ("random", 2, 10**6 + 1)]
     assert all(r["programs"] == 64 and 0 < r["ran"] < 64 and r["hits"] == 0 for r in rows)
-    summary = E.summarize(rows, log=lambda s: None)[(setting, 10_000)]
-    assert summary["experiments"] == 0 and summary["rs_programs"] == 192 and summary["rs_hits"] == 0
+    summary = E.summarize(rows, log=lambda s: None)
+    assert summary[(setting, 10_000)]["experiments"] == 0 and summary[(setting, 10_000)]["rs_programs"] == 192
+    assert summary[(setting, 10_000)]["rs_hits"] == 0
+    for r in rows:  # one bar per reference learning rate; a smaller rate trains less, so its bar is lower
+        bars = [r["targets"][repr(lr)] for lr in E.REFERENCE_LRS]
+        assert bars[0] == r["target"] and all(a > b for a, b in zip(bars[1:], bars[2:]))
+        assert list(r["bar_hits"]) == [repr(lr) for lr in E.REFERENCE_LRS]
+    assert {k[3] for k in summary if len(k) == 4} == set(E.REFERENCE_LRS)
+
+
+@needs_native
+def test_looser_bars_count_more_programs_and_the_label_screen_is_checked(tmp_path):
+    # At the loosest bar programs that learn slowly pass; without the screen every program runs and the rows
+    # count the screened-out programs that would pass (none can: they predict without the labels).
+    out = str(tmp_path / "r.jsonl")
+    fn = E.make_random("linear_full", 256, False)
+    tasks = E.make_tasks("linear_full", jax.random.key(5))
+    targets = E.target_fitnesses("linear_full", tasks)
+    hits, best, ran, blind = jax.device_get(fn(jax.random.key(6), E.prepare_tasks(tasks, E.SPECS["linear_full"].cfg),
+                                               jnp.asarray(targets)))
+    assert ran == 256 and np.all(np.diff(hits) >= 0) and np.all(blind == 0)
+    E.run_random("linear_full", programs=64, chunk=64, chunks_per_taskset=1, out=out, log=lambda s: None,
+                 label_screen=False)
+    row = json.loads(open(out).readline())
+    assert row["ran"] == 64 and set(row["blind_hits"]) == set(row["bar_hits"])
 
 
 @needs_native
@@ -150,6 +173,10 @@ def test_tiny_evolution_run_resumes_and_summarizes(tmp_path):
     rows = [json.loads(line) for line in open(out)]
     assert [(r["method"], r["seed"]) for r in rows] == [("evolution", 0), ("evolution", 1)]
     assert all(r["evaluations"] == 100 or r["success"] for r in rows)
+    for r in rows:  # the default bar is the first; a looser bar is met no later than a stricter one
+        hit = [r["bars"][repr(lr)] for lr in E.REFERENCE_LRS]
+        assert hit[0] == (r["evaluations"] if r["success"] else -1)
+        assert all(b < 0 or 0 < a <= b for a, b in zip(hit[1:], hit[:-1]))
     summary = E.summarize(rows, log=lambda s: None)[(setting, 100)]
     assert summary["experiments"] == 2 and summary["rs_programs"] == 0
 

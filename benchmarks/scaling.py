@@ -59,6 +59,8 @@ flags.DEFINE_integer("island_batch", 1000, "Search mode: children per island per
                      "(linear_demo's batch).")
 flags.DEFINE_integer("iterations", 60, "Search mode: iterations per run.")
 flags.DEFINE_integer("warmup", 10, "Search mode: iterations before the timed span (compilation, cache fill).")
+flags.DEFINE_integer("exchange_every", 16, "Search mode: iterations between the processes' all-gathers "
+                     "(search.process_islands.run).")
 flags.DEFINE_bool("fec", True, "Search mode: the FEC cache (the demo's default).")
 flags.DEFINE_string("child_search", "", "Internal: 'PROCESS_ID,NUM_PROCESSES,PORT': one search process.")
 
@@ -137,7 +139,7 @@ def search_child(pid: int, nproc: int, port: int) -> None:
     key = jax.random.key(config.seed)
     tasks = launcher.make_tasks(config.search_tasks, cfg.features, jax.random.fold_in(key, 0), cfg.dtype)
     islands = launcher.make_strategy(config, space)
-    marks = []
+    marks, gathers = [], []
     record = lambda m: marks.append((m["iteration"], m["evaluations"], time.monotonic(),  # noqa: E731
                                      time.process_time()))
     kw = dict(max_evaluations=FLAGS.iterations * islands.batch_size, callbacks=[record],
@@ -147,12 +149,25 @@ def search_child(pid: int, nproc: int, port: int) -> None:
         result = search.run(space, islands, evaluator, jax.random.fold_in(key, 1), **kw)
     else:
         evaluator = launcher.make_evaluator(config, tasks, process_local=True)
+        gather = search.process_islands.allgather
+
+        def timed_gather(tree):  # wall time in the collectives, from the first metrics row on
+            t = time.monotonic()
+            try:
+                return gather(tree)
+            finally:
+                if marks:
+                    gathers.append(time.monotonic() - t)
+
+        search.process_islands.allgather = timed_gather
         result = search.process_islands.run(space, search.ProcessIslands(islands), evaluator,
-                                            jax.random.fold_in(key, 1), **kw)
+                                            jax.random.fold_in(key, 1), exchange_every=FLAGS.exchange_every,
+                                            **kw)
     (i0, e0, t0, c0), (i1, e1, t1, c1) = marks[0], marks[-1]
     print("ROW " + json.dumps(dict(
         process=pid, processes=nproc, iterations=i1 - i0, evaluations=e1 - e0, seconds=t1 - t0,
         evals_per_s=(e1 - e0) / (t1 - t0), cpu_ms_per_iteration=1e3 * (c1 - c0) / (i1 - i0),
+        gather_ms_per_iteration=1e3 * sum(gathers[:-1]) / (i1 - i0), gathers=len(gathers) - 1,
         best_fitness=result.best_fitness,
         evaluated_here=evaluator.counters["evaluated_here"], backend=evaluator.backend.name)), flush=True)
 
@@ -166,7 +181,7 @@ def search_main() -> None:
     print(f"workload: linear_demo, {FLAGS.num_islands} islands x {FLAGS.island_batch} children, P=1000, "
           f"FEC {'on' if FLAGS.fec else 'off'}, {FLAGS.iterations} iterations, rate after {FLAGS.warmup}; "
           f"one core, one device, one thread per process")
-    print(f"{'processes':>9s} {'cores':>6s} {'evals/s':>9s} {'ratio':>6s} {'cpu_ms/iter':>12s} "
+    print(f"{'processes':>9s} {'cores':>6s} {'evals/s':>9s} {'ratio':>6s} {'cpu_ms/iter':>12s} {'gather_ms/iter':>14s} "
           f"{'best_fitness':>12s} {'evaluated_here':>16s}", flush=True)
     base = None
     for n in (int(x) for x in FLAGS.search_processes):
@@ -181,7 +196,7 @@ def search_main() -> None:
             cmd = ["taskset", "-c", str(cores[i % len(cores)]), sys.executable, os.path.abspath(__file__),
                    f"--child_search={i},{n},{port}", f"--num_islands={FLAGS.num_islands}",
                    f"--island_batch={FLAGS.island_batch}", f"--iterations={FLAGS.iterations}",
-                   f"--warmup={FLAGS.warmup}", f"--fec={FLAGS.fec}", f"--backend={FLAGS.backend}"]
+                   f"--warmup={FLAGS.warmup}", f"--fec={FLAGS.fec}", f"--exchange_every={FLAGS.exchange_every}", f"--backend={FLAGS.backend}"]
             procs.append(subprocess.Popen(cmd, env=env, cwd=_ROOT, stdout=subprocess.PIPE,
                                           stderr=subprocess.PIPE, text=True))
         outs = [p.communicate() for p in procs]
@@ -196,9 +211,10 @@ def search_main() -> None:
         # Every process advances in lockstep; the run's rate is the slowest process's.
         rate = min(r["evals_per_s"] for r in rows)
         cpu = "/".join(f"{r['cpu_ms_per_iteration']:.0f}" for r in rows)
+        gather = "/".join(f"{r.get('gather_ms_per_iteration', 0):.1f}" for r in rows)
         base = base or rate
         print(f"{n:9d} {','.join(str(cores[i % len(cores)]) for i in range(n)):>6s} {rate:9.0f} "
-              f"{rate / base:6.2f} {cpu:>12s} "
+              f"{rate / base:6.2f} {cpu:>12s} {gather:>14s} "
               f"{rows[0]['best_fitness']:12.6f} "
               f"{'/'.join(str(r['evaluated_here']) for r in rows):>16s}", flush=True)
 

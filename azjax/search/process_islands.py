@@ -244,7 +244,7 @@ def run(space: Any, strategy: ProcessIslands, evaluator: loop.Evaluator, key: ja
         workdir: str | pathlib.Path | None = None, checkpoint_every_seconds: float = 600,
         keep_checkpoints: int = 3, config: Any = None,
         extra_state: loop.ExtraState | None = None, validate_every: int = 0,
-        on_start: loop.Callback | None = None) -> loop.RunResult:
+        on_start: loop.Callback | None = None, exchange_every: int = 16) -> loop.RunResult:
     """:func:`azjax.search.run` for one process's islands: every process of the run calls it with
     the same arguments, its own :class:`ProcessIslands` and its own evaluator.
 
@@ -257,6 +257,14 @@ def run(space: Any, strategy: ProcessIslands, evaluator: loop.Evaluator, key: ja
     calls its own ``callbacks`` with them (e.g. process 0 alone passes them); ``workdir`` is the
     directory of every process's checkpoint shard (:func:`shard_dir`; storage all processes
     see), and ``extra_state`` this process's.
+
+    The processes meet every ``exchange_every`` iterations (and at every migration and metrics
+    iteration) in one all-gather of each iteration's counters, best fitness and clock: one
+    all-gather costs about as much CPU as a tenth of a 1000-child iteration (docs/scaling.md), so
+    it is amortised over several. Every stop rule is still applied after every iteration: when
+    one fires inside a window, every process returns the state of the iteration where it fired
+    and drops the later ones (their work is lost, and an evaluator with a cache keeps what they
+    inserted).
 
     Returns:
         A :class:`~azjax.search.RunResult` whose ``state`` is the :class:`IslandState` of all
@@ -272,6 +280,7 @@ def run(space: Any, strategy: ProcessIslands, evaluator: loop.Evaluator, key: ja
         checkpoint_every_seconds=checkpoint_every_seconds, keep_checkpoints=keep_checkpoints,
         config=config, extra_state=extra_state, validate_every=validate_every,
         on_start=on_start)
+    exchange_every = base.check_int("exchange_every", exchange_every, 1)
     _check_layout(strategy)
     init_key, run_key = jax.random.split(key)
     fresh = _Carry(strategy.init(init_key), 0, 0, {}, -np.inf, 0.0)
@@ -296,8 +305,8 @@ def run(space: Any, strategy: ProcessIslands, evaluator: loop.Evaluator, key: ja
         while (reason := _stop_reason(settings, carry)) is None:
             due = settings.workdir is not None and (
                 time.monotonic() - last_save[0] >= settings.checkpoint_every_seconds)
-            carry, fitness, save_now = _iterate(settings, space, strategy, evaluator, run_key,
-                                                carry, clock, due)
+            carry, fitness, save_now = _window(settings, space, strategy, evaluator, run_key,
+                                               carry, clock, due, exchange_every)
             if carry.iteration % settings.metrics_every == 0:
                 _emit(settings, strategy, carry, fitness, metrics_mark)
             if save_now:
@@ -363,35 +372,60 @@ def _stop_reason(settings: loop._Settings, carry: _Carry) -> str | None:
     return None
 
 
-def _iterate(settings: loop._Settings, space: Any, strategy: ProcessIslands,
-             evaluator: loop.Evaluator, run_key: jax.Array, carry: _Carry, clock: loop._Clock,
-             save_due: bool) -> tuple[_Carry, Any, bool]:
-    """One ask -> evaluate -> tell of this process's islands, then the iteration's all-gather
-    (counters, best fitness, clocks, the checkpoint vote and, when due, the emigrants) and
-    immigration. Returns the next carry, this process's batch fitness and whether to save."""
-    # The key derivation and the ask/evaluate/tell of `search.run`, on this process's islands.
-    state, fitness, info = loop._ask_evaluate_tell(settings, space, strategy, evaluator, run_key,
-                                                   carry.iteration, carry.state)
-    counts = loop._accumulate({}, info)
-    names = sorted(counts)
-    migrate = strategy.migration_due(carry.evaluations // strategy.num_islands)
-    values = np.asarray([counts[k] for k in names]
-                        + [float(state.best_fitness), clock(), float(save_due)], np.float64)
-    shared = allgather({"values": values,
+def _window(settings: loop._Settings, space: Any, strategy: ProcessIslands,
+            evaluator: loop.Evaluator, run_key: jax.Array, carry: _Carry, clock: loop._Clock,
+            save_due: bool, exchange_every: int) -> tuple[_Carry, Any, bool]:
+    """Up to ``exchange_every`` ask -> evaluate -> tell iterations of this process's islands, then
+    one all-gather of every iteration's counters, best fitness and clock (and the checkpoint vote
+    and, at a migration, the emigrants) and immigration.
+
+    The window ends early, the same on every process, at a migration iteration, a metrics
+    iteration or the ``max_evaluations`` budget: all three are known in advance. The other stop
+    rules depend on every process's values, so the global view is rebuilt iteration by iteration
+    from the gathered rows and the window is cut at the first iteration after which a rule fires,
+    as the one-iteration-at-a-time loop would have stopped there. Returns the carry, the batch
+    fitness of its last iteration and whether to save."""
+    length = exchange_every
+    if settings.max_evaluations is not None:
+        length = min(length, -(-(settings.max_evaluations - carry.evaluations)
+                               // strategy.global_batch_size))
+    state, steps, rows, names, migrate = carry.state, [], [], None, False
+    for j in range(max(length, 1)):
+        iteration = carry.iteration + j
+        evaluations = carry.evaluations + j * strategy.global_batch_size
+        # The key derivation and the ask/evaluate/tell of `search.run`, on this process's islands.
+        state, fitness, info = loop._ask_evaluate_tell(settings, space, strategy, evaluator,
+                                                       run_key, iteration, state)
+        counts = loop._accumulate({}, info)
+        if names is None:
+            names = sorted(counts)
+        elif sorted(counts) != names:
+            raise ValueError(f"the evaluator's info keys changed from {names} to {sorted(counts)}")
+        migrate = strategy.migration_due(evaluations // strategy.num_islands)
+        steps.append((state, fitness))
+        rows.append([counts[k] for k in names] + [float(state.best_fitness), clock()])
+        if migrate or (iteration + 1) % settings.metrics_every == 0:
+            break
+    values = np.asarray(rows, np.float64)  # [iterations, len(names) + 2]
+    shared = allgather({"values": values, "save": np.asarray(save_due),
                         "emigrants": strategy.emigrants(state) if migrate else None})
-    table = np.stack([s["values"] for s in shared])  # [N, len(names) + 3]
-    if migrate:
+    table = np.stack([s["values"] for s in shared])  # [N, iterations, len(names) + 2]
+    n = len(names)
+    for j in range(len(steps)):
+        counters = dict(carry.counters)
+        for i, name in enumerate(names):
+            counters[name] = counters.get(name, 0.0) + float(table[:, j, i].sum())
+        carry = _Carry(steps[j][0], carry.iteration + 1,
+                       carry.evaluations + strategy.global_batch_size, counters,
+                       max(carry.best_fitness, float(table[:, j, n].max())),
+                       float(table[:, j, n + 1].max()))
+        if _stop_reason(settings, carry) is not None:
+            break
+    if migrate and j == len(steps) - 1:
         emigrants = jax.tree_util.tree_map(lambda *x: np.concatenate(x, axis=0),
                                            *[s["emigrants"] for s in shared])
-        state = strategy.immigrate(state, emigrants)
-    counters = dict(carry.counters)
-    for i, name in enumerate(names):
-        counters[name] = counters.get(name, 0.0) + float(table[:, i].sum())
-    n = len(names)
-    nxt = _Carry(state, carry.iteration + 1, carry.evaluations + strategy.global_batch_size,
-                 counters, max(carry.best_fitness, float(table[:, n].max())),
-                 float(table[:, n + 1].max()))
-    return nxt, fitness, bool(table[:, n + 2].any())
+        carry = carry._replace(state=strategy.immigrate(carry.state, emigrants))
+    return carry, steps[j][1], any(bool(s["save"]) for s in shared)
 
 
 def _emit(settings: loop._Settings, strategy: ProcessIslands, carry: _Carry, fitness: Any,

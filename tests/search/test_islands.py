@@ -268,3 +268,27 @@ def test_process_islands_run_on_one_process_is_search_run(key, tmp_path):
         chex.assert_trees_all_equal(comparable(resumed.state), comparable(want.state))
         assert resumed.counters == want.counters
     assert (tmp_path / process_islands.__name__ / "process_0_of_1").is_dir()
+
+
+@pytest.mark.parametrize("rule", ["sufficient_fitness", "max_counter"])
+def test_process_islands_stop_rules_cut_the_exchange_window(rule, key):
+    """The processes meet every `exchange_every` iterations; a stop rule that fires inside a window
+    still stops the run after the same iteration as search.run (the later iterations are dropped)."""
+    from azjax.search import process_islands
+    islands = search.IslandEvolution(toy.SPACE, num_islands=2, population_size=8, tournament_size=3,
+                                     batch_size=4, migrate_every=10_000)
+    # toy.onemax_evaluator reports 10 train_steps per child, 40 per iteration.
+    limit = dict(sufficient_fitness=dict(sufficient_fitness=12.5),
+                 max_counter=dict(max_counter=("train_steps", 40 * 13)))[rule]
+    want = search.run(toy.SPACE, islands, toy.onemax_evaluator, key, max_evaluations=400,
+                      metrics_every=1000, **limit)
+    got = process_islands.run(toy.SPACE, search.ProcessIslands(islands), toy.onemax_evaluator, key,
+                              max_evaluations=400, metrics_every=1000, exchange_every=5, **limit)
+    assert want.stop_reason == got.stop_reason != "max_evaluations"
+    assert want.iterations % 5  # the rule fired inside a window
+    assert (got.iterations, got.evaluations, got.counters) == (want.iterations, want.evaluations,
+                                                                want.counters)
+    chex.assert_trees_all_equal(comparable(got.state), comparable(want.state))
+    with pytest.raises(ValueError, match="exchange_every"):
+        process_islands.run(toy.SPACE, search.ProcessIslands(islands), toy.onemax_evaluator, key,
+                            max_evaluations=8, exchange_every=0)

@@ -25,7 +25,8 @@ by 1 process (``search.run`` with ``IslandEvolution``) and by N ``jax.distribute
 localhost (gloo collectives; islands per process, ``search.process_islands.run``). Process ``i``
 is pinned to core ``--cores[i]`` with ``taskset``, one CPU device, one thread (XLA and the native
 kernel: ``AZJAX_NATIVE_THREADS=1``). Reported: evaluations/s from iteration ``--warmup`` (after
-compilation) to the end, and the ratio to 1 process:
+compilation) to the end, the ratio to 1 process, each process's CPU and collective (all-gather) time
+per iteration:
     python benchmarks/scaling.py --search_processes=1,2 --cores=0,1
 """
 import json

@@ -5,11 +5,12 @@ process").
 Process ``p`` of ``N`` (``K`` divisible by ``N``) owns the contiguous islands
 ``p * K/N .. (p + 1) * K/N - 1``. It holds only their state (:class:`ProcessIslandState`), asks
 only their children, evaluates them with its own evaluator (e.g. ``ProgramEvaluator(...,
-process_local=True)``) and tells only them: no host work is replicated. The processes meet once
-per iteration, in one small all-gather of the evaluator's counters, each process's best fitness
-and clock (so that every stop rule, checkpoint and metrics decision is the same everywhere), which
-at a migration step also carries the emigrants; on metrics iterations a second all-gather collects
-the islands' fitness for the callbacks.
+process_local=True)``) and tells only them: no host work is replicated. The processes meet every
+few iterations (:func:`run`'s ``exchange_every``, and at every migration and metrics iteration), in
+one small all-gather of each iteration's evaluator counters, each process's best fitness and clock
+(so that every stop rule, checkpoint and metrics decision is the same everywhere), which at a
+migration step also carries the emigrants; on metrics iterations a second all-gather collects the
+islands' fitness for the callbacks.
 
 Keys are derived exactly as :class:`IslandEvolution` derives them: ``ask(key)`` splits ``key``
 into one key per island plus the migration key, and this process uses its islands' keys. The

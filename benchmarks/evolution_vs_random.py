@@ -30,11 +30,13 @@ experiment) per evaluated program, i.e. successes / (experiments x budget). The 
 paper's "times more efficient". An experiment stops at its first acceptable program (what comes after cannot
 change the count); its exposure is still the full budget.
 
-Acceptable programs are rare (about 1e-7 of random learn-only linear programs, far fewer in the full spaces), so
-plain random search finds none at this CPU budget; two exact measurements bound its rate instead:
-`--method=enumerate` runs every program of one Learn op order of a learn-only setting (its exact contribution
-to the rate, a lower bound), and `--method=conditional` bounds a full setting's rate from those Learn solutions
-(docs/paper_map.md gives the numbers). `--method=random_is` is an unbiased importance-sampling estimate.
+Acceptable programs are rare (about 8e-7 of random learn-only linear programs, far fewer in the full spaces).
+Where plain random search finds too few, two exact measurements bound its rate: `--method=enumerate` runs every
+program of one Learn op order of a learn-only setting (its exact contribution to the rate: a lower bound, and a
+loose one, since Learn's registers persist from one example to the next, so rotations of the SGD instructions,
+which apply an example's update at the next example, are acceptable too), and `--method=conditional` bounds a
+full setting's rate from those Learn solutions (docs/paper_map.md gives the numbers). `--method=random_is` is an
+unbiased importance-sampling estimate.
 
 Results are appended as JSON lines to `--out` (one line per evolution experiment, one per random-search chunk),
 so runs are incremental and resumable; `--summarize` reads the file and prints rates, the ratio and intervals.

@@ -205,3 +205,20 @@ def test_learn_order_enumeration_covers_every_address_once():
     ref = np.asarray(E.reference_program("linear_learn_only").learn.instructions)
     assert np.all(learn == ref[None], axis=(1, 2)).sum() == 1
     zero.ProgramSpace(E.SPECS["linear_learn_only"].cfg).validate(jax.tree_util.tree_map(lambda x: x[::9973], programs))
+
+
+@needs_native
+def test_sgd_with_its_update_applied_at_the_next_example_is_acceptable():
+    # Learn's registers persist between examples, so SGD's instructions rotated (the update computed for one
+    # example is added to the weights at the start of the next) still learn: plain random search finds such
+    # programs, which enumerating only the orders that apply the update last misses (docs/paper_map.md, Fig. 4).
+    setting = "linear_learn_only"
+    cfg = E.SPECS[setting].cfg
+    rotated = ("def Setup():\n  s2 = 0.1\ndef Predict():\n  s1 = dot(v0, v1)\ndef Learn():\n  v1 = v1 + v2\n"
+               "  s1 = s0 - s1\n  s3 = s1 * s2\n  v2 = s3 * v0\n")
+    program = zero.parse_program(rotated, cfg)
+    tasks = E.make_tasks(setting, jax.random.key(7))
+    fit = zero.combine_fitness(zero.evaluate(program, tasks, cfg, key=jax.random.key(0), backend="native"))
+    assert float(fit) >= E.target_fitness(setting, tasks)
+    reference_ops = np.asarray(E.reference_program(setting).learn.instructions)[:, 0]
+    assert not np.array_equal(np.asarray(program.learn.instructions)[:, 0], reference_ops)  # another op order

@@ -30,7 +30,7 @@ experiment) per evaluated program, i.e. successes / (experiments x budget). The 
 paper's "times more efficient". An experiment stops at its first acceptable program (what comes after cannot
 change the count); its exposure is still the full budget.
 
-Acceptable programs are rare (about 8e-7 of random learn-only linear programs, far fewer in the full spaces).
+Acceptable programs are rare (about 7e-7 of random learn-only linear programs, far fewer in the full spaces).
 Where plain random search finds too few, two exact measurements bound its rate: `--method=enumerate` runs every
 program of one Learn op order of a learn-only setting (its exact contribution to the rate: a lower bound, and a
 loose one, since Learn's registers persist from one example to the next, so rotations of the SGD instructions,
@@ -674,8 +674,8 @@ def summarize(rows, log=print):
             log(f"{name:18s} {f'{succ}/{len(e)}':>13s} {budget:7d} {s['evo_rate']:9.3g} "
                 f"{f'{hits}/{progs}':>20s} {s['rs_rate']:9.3g} {s['ratio']:8.3g} "
                 f"{f'[{lo:.3g}, {hi:.3g}]':>19s} {SPECS[setting].paper_ratio:6g} {evo_ps:8.0f} {rs_ps:8.0f}")
-            out[group] = dict(s, evo_successes=succ, experiments=len(e), rs_hits=hits,
-                                          rs_programs=progs, evo_programs_per_s=evo_ps, rs_programs_per_s=rs_ps)
+            out[group] = dict(s, evo_successes=succ, experiments=len(e), rs_hits=hits, rs_programs=progs,
+                              evo_programs_per_s=evo_ps, rs_programs_per_s=rs_ps)
             en_rows = [r for r in rows if r["setting"] == setting and r["method"] == "enumerate"]
             if en_rows and e:
                 by_order = {}

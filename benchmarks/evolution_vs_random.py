@@ -589,7 +589,7 @@ def run_random(setting, programs, chunk, chunks_per_taskset, out, max_seconds=1e
     start = 1 + max([r["seed"] for r in done], default=-1)
     fn = make_random(setting, chunk, label_screen)
     t_start = time.perf_counter()
-    tasks_seed, arrays, target = None, None, None
+    tasks_seed, arrays, targets = None, None, None
     for seed in range(start, start + -(-programs // chunk)):
         if time.perf_counter() - t_start > max_seconds:
             break

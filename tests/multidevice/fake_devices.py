@@ -25,15 +25,30 @@ def free_port() -> int:
 
 def run_commands(commands, env: dict, timeout: float = 600) -> list:
     """Runs every command at once (several `jax.distributed` processes meet in collectives), asserts that each
-    exits 0 (showing a failed one's stderr tail) and returns each one's (stdout, stderr)."""
-    procs = [subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True) for command in commands]
-    try:
-        outs = [p.communicate(timeout=timeout) for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
+    exits 0 (showing a failed one's stderr tail) and returns each one's (stdout, stderr). Their output goes to
+    files, not pipes: a process blocked on a full pipe, unread while another process is waited for, would
+    miss the others' collectives."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as logs:
+        files = [(open(os.path.join(logs, f"{i}.out"), "w+"), open(os.path.join(logs, f"{i}.err"), "w+"))
+                 for i in range(len(commands))]
+        procs = [subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=err, text=True)
+                 for command, (out, err) in zip(commands, files)]
+        try:
+            for p in procs:
+                p.wait(timeout=timeout)
+        finally:
+            for p in procs:
+                if p.poll() is None:
+                    p.kill()
+        outs = []
+        for out, err in files:
+            out.seek(0)
+            err.seek(0)
+            outs.append((out.read(), err.read()))
+            out.close()
+            err.close()
     for p, (_, err) in zip(procs, outs):
         assert p.returncode == 0, err[-4000:]
     return outs

@@ -14,7 +14,7 @@ import textwrap
 
 import pytest
 
-from tests.multidevice.fake_devices import ROOT
+from tests.multidevice.fake_devices import ROOT, run_script_processes
 from tests.multidevice.fake_devices import free_port as _free_port
 
 SCRIPT = textwrap.dedent("""
@@ -69,34 +69,11 @@ SCRIPT = textwrap.dedent("""
 
 
 def run_processes(nproc: int, timeout: float = 900, **args):
-    """Runs SCRIPT in ``nproc`` processes (one device each); returns each process's RESULT dict. Their
-    output goes to files, not pipes: a process blocked on a full pipe would miss the others' collectives."""
+    """Runs SCRIPT in ``nproc`` processes (one device each); returns each process's RESULT dict."""
     env = dict(os.environ, JAX_PLATFORMS="cpu", AZJAX_NATIVE_THREADS="1",
                XLA_FLAGS="--xla_force_host_platform_device_count=1")
     args = dict(dict(topology="ring", fec=False, mode="islands"), **args, nproc=nproc, port=_free_port())
-    with tempfile.TemporaryDirectory() as logs:
-        files = [(open(os.path.join(logs, f"{i}.out"), "w+"), open(os.path.join(logs, f"{i}.err"), "w+"))
-                 for i in range(nproc)]
-        procs = [subprocess.Popen([sys.executable, "-c", SCRIPT, json.dumps(dict(args, pid=i))], cwd=ROOT,
-                                  env=env, stdout=out, stderr=err, text=True) for i, (out, err) in enumerate(files)]
-        try:
-            for p in procs:
-                p.wait(timeout=timeout)
-        finally:
-            for p in procs:
-                if p.poll() is None:
-                    p.kill()
-        results = []
-        for p, (out, err) in zip(procs, files):
-            out.seek(0)
-            err.seek(0)
-            text, log = out.read(), err.read()
-            out.close()
-            err.close()
-            assert p.returncode == 0, log[-4000:]
-            line = next(line for line in text.splitlines() if line.startswith("RESULT "))
-            results.append(json.loads(line[len("RESULT "):]))
-    return results
+    return run_script_processes(SCRIPT, [[json.dumps(dict(args, pid=i))] for i in range(nproc)], env, timeout)
 
 
 _SAME = ("fitness", "population", "best_fitness", "migrations", "count", "migration_key", "iterations",
